@@ -1,0 +1,1 @@
+"""maas-gateway: the I/O shell around `policies`."""

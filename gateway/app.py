@@ -1,0 +1,183 @@
+"""create_app(config): the ASGI application.
+
+    GatewayApp.__call__
+      inference route (routes.RouteTable)  -> proxy.Proxy.handle   raw ASGI, the hot path
+      /v1/models, /v1/models/{id}          -> proxy.Proxy.models
+      /health/*, /metrics, /admin/v1/*     -> Starlette (lifespan, admin API, health)
+      anything else                        -> 404 ROUTE_NOT_FOUND, never forwarded
+
+The dispatch in front of Starlette keeps its router off the hot path; Starlette
+still owns the lifespan, where every resource is made and handed over as state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, AsyncIterator
+
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway import db, metrics
+from gateway.breaker import Breaker
+from gateway.config import Config
+from gateway.errors import GatewayError, RouteNotFoundError
+from gateway.health import health_routes, start_health
+from gateway.invalidation import Invalidator
+from gateway.keys import KeyStore
+from gateway.proxy import Proxy, send_error
+from gateway.routes import RouteTable, model_id_from_models_path
+from gateway.state import GatewayState
+from gateway.upstream import Upstream
+
+log = logging.getLogger("maas_gateway.app")
+
+KNOWN_MODELS_REFRESH_SECONDS = 30.0
+
+
+class StateHolder:
+    """Filled by the lifespan; the raw ASGI handlers read `state` from it."""
+
+    state: GatewayState
+
+
+def _error_response(error: GatewayError) -> Response:
+    return Response(error.body(), status_code=error.status, headers={k.decode(): v.decode() for k, v in error.headers()})
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, HTTPException) and exc.status_code == 404:
+        return _error_response(RouteNotFoundError())
+    status = getattr(exc, "status_code", 500)
+    error = GatewayError("INVALID_REQUEST" if status < 500 else "INTERNAL_ERROR")
+    error.status = status
+    return _error_response(error)
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return _error_response(exc)
+
+
+async def _metrics(request: Request) -> Response:
+    state: GatewayState = request.app.state.holder.state
+    metrics.KEY_CACHE_ENTRIES.set(state.store.size)
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)
+
+
+async def _known_models(state: GatewayState) -> frozenset[str]:
+    names: set[str] = set()
+    if state.pool is not None:
+        with contextlib.suppress(*db.DB_ERRORS):
+            names.update(r["id"] for r in await state.pool.fetch("SELECT id FROM models"))
+            names.update(r["model_id"] for r in await state.pool.fetch("SELECT DISTINCT model_id FROM api_key_models"))
+    return frozenset(names)
+
+
+async def _refresh_known_models(state: GatewayState) -> None:
+    while True:
+        state.known_models = await _known_models(state)
+        await asyncio.sleep(KNOWN_MODELS_REFRESH_SECONDS)
+
+
+def _admin_routes() -> list[Any]:
+    try:
+        from gateway.admin import admin_routes
+    except ImportError:  # the admin package is optional at this stage of the build
+        return []
+    return admin_routes()
+
+
+class GatewayApp:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.holder = StateHolder()
+        self.routes = RouteTable(config.routes)
+        self.proxy = Proxy(self.holder)
+        self.starlette = Starlette(
+            routes=[*health_routes(), Route("/metrics", _metrics), *_admin_routes()],
+            lifespan=self.lifespan,
+            exception_handlers={HTTPException: _http_exception, GatewayError: _gateway_error},
+        )
+        self.starlette.state.holder = self.holder
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        config = self.config
+        pool = None
+        if config.database.url:
+            if config.server.migrate_on_start:
+                await db.migrate_url(config.database.url)
+            pool = await db.create_pool(config.database.url, config.database)
+        else:
+            log.warning("DATABASE_URL is not set: no key can be found, every request is refused")
+        redis = aioredis.from_url(config.redis.url, socket_timeout=0.5, socket_connect_timeout=0.5) if config.redis.url else None
+        store = KeyStore(pool, redis, config.cache)
+        breaker = Breaker("litellm", config.breaker)
+        upstream = Upstream(config.litellm, breaker)
+        await upstream.start()
+        service_auth = None
+        if config.litellm.auth == "service_key":
+            service_auth = f"Bearer {config.litellm.api_key}" if config.litellm.api_key else ""
+            if not service_auth:
+                log.warning("litellm.auth is service_key but LITELLM_API_KEY is unset: requests go to LiteLLM without a key")
+        state = GatewayState(
+            config=config,
+            routes=self.routes,
+            store=store,
+            upstream=upstream,
+            breaker=breaker,
+            pool=pool,
+            redis=redis,
+            mode=config.enforcement.mode,
+            service_auth=service_auth,
+        )
+        state.known_models = await _known_models(state)
+        invalidator = Invalidator(store, config.database.url, redis)
+        invalidator.start()
+        state.extras["invalidator"] = invalidator
+        self.holder.state = state
+        background = [asyncio.create_task(_refresh_known_models(state), name="known-models")]
+        background.extend(await start_health(state))
+        try:
+            yield
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await invalidator.stop()
+            await upstream.close()
+            if redis is not None:
+                await redis.aclose()
+            if pool is not None:
+                await pool.close()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.starlette(scope, receive, send)
+            return
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        route, path_model = self.routes.match(raw_path)
+        if route is not None:
+            await self.proxy.handle(scope, receive, send, route, path_model)
+            return
+        model_id = model_id_from_models_path(raw_path)
+        if model_id is not False:
+            await self.proxy.models(scope, receive, send, model_id)  # type: ignore[arg-type]
+            return
+        if raw_path.startswith((b"/health/", b"/admin/v1/", b"/metrics")):
+            await self.starlette(scope, receive, send)
+            return
+        id_header = self.config.server.request_id_header.encode()
+        await send_error(send, RouteNotFoundError(), "-", id_header)
+
+
+def create_app(config: Config) -> GatewayApp:
+    return GatewayApp(config)

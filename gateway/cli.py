@@ -1,0 +1,121 @@
+"""The `maas-gateway` command.
+
+    maas-gateway serve [--config config.yaml] [--host H] [--port P] [--workers N]
+    maas-gateway migrate [--config config.yaml]
+    maas-gateway dev                 (make run: starts what is missing, seeds a demo key, serves)
+    maas-gateway users|models|subscriptions|keys|sync ...   (gateway/admin/cli.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+from typing import Sequence
+
+from gateway.config import ConfigError, load_config
+
+CONFIG_ENV = "MAAS_GATEWAY_CONFIG"
+
+
+def app_factory():
+    """uvicorn's factory (one call per worker): the app from the config named in the environment."""
+    from gateway.app import create_app
+    from gateway.logs import configure
+
+    config = load_config(os.environ.get(CONFIG_ENV) or None)
+    configure(config.logging.level)
+    return create_app(config)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    environ = dict(os.environ)
+    for flag, name in (("host", "GATEWAY_HOST"), ("port", "GATEWAY_PORT"), ("workers", "GATEWAY_WORKERS")):
+        value = getattr(args, flag)
+        if value is not None:
+            environ[name] = str(value)
+    config = load_config(args.config, environ)  # fail fast, before any worker starts
+    os.environ.update({k: v for k, v in environ.items() if k.startswith("GATEWAY_")})
+    if args.config:
+        os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+    workers = config.server.workers
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="maas-gateway-metrics-")
+    uvicorn.run(
+        "gateway.cli:app_factory",
+        factory=True,
+        host=config.server.host,
+        port=config.server.port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from gateway import db
+
+    config = load_config(args.config)
+    if not config.database.url:
+        raise ConfigError("DATABASE_URL is not set: nothing to migrate")
+    applied = asyncio.run(db.migrate_url(config.database.url))
+    print(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied else "schema is up to date")
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from gateway.dev import run_dev
+
+    return run_dev(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maas-gateway", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the gateway")
+    serve.add_argument("--config", help="path to config.yaml (default: embedded defaults)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.set_defaults(handler=_serve)
+
+    migrate = commands.add_parser("migrate", help="apply the database schema (idempotent)")
+    migrate.add_argument("--config")
+    migrate.set_defaults(handler=_migrate)
+
+    dev = commands.add_parser("dev", help="start missing services, seed a demo key and serve (make run)")
+    dev.add_argument("--config")
+    dev.add_argument("--port", type=int, default=8080)
+    dev.set_defaults(handler=_dev)
+
+    try:
+        from gateway.admin.cli import register
+    except ImportError:
+        pass
+    else:
+        register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        print(f"maas-gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""The operator's configuration: `config.yaml` plus the environment, parsed once.
+
+load_config(path, environ) -> Config, a tree of frozen dataclasses. Unknown keys
+and values of the wrong type are rejected with the key's path in the message
+("litellm.timeout_ms: expected an integer, got 'fast'"). Secrets come only from
+the environment. Every key is documented in the repository's `config.yaml`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from policies.records import Mode
+
+
+class ConfigError(Exception):
+    """A configuration value is missing, unknown or malformed; the message names its path."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    max_body_bytes: int = 26_214_400  # 25 MiB: audio uploads fit
+    migrate_on_start: bool = True
+    request_id_header: str = "x-request-id"
+
+
+@dataclass(frozen=True)
+class UserDefaultsConfig:
+    max_budget: float = 100.0
+    tpm_limit: int = 1000
+    rpm_limit: int = 60
+
+
+@dataclass(frozen=True)
+class LiteLLMConfig:
+    url: str = "http://127.0.0.1:4000"
+    auth: Literal["passthrough", "service_key"] = "service_key"
+    timeout_ms: int = 5000
+    connect_timeout_ms: int = 2000
+    stream_idle_timeout_ms: int = 60_000
+    max_connections: int = 512
+    sync_users: bool = True
+    sync_interval_seconds: float = 30.0
+    user_defaults: UserDefaultsConfig = field(default_factory=UserDefaultsConfig)
+    api_key: str | None = None  # environment only: LITELLM_API_KEY
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    error_threshold_percent: float = 50.0
+    window_seconds: float = 10.0
+    min_requests: int = 20
+    consecutive_failures: int = 5
+    reset_timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class EnforcementConfig:
+    mode: Mode = Mode.ENFORCE
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    ttl_seconds: float = 30.0
+    max_entries: int = 200_000
+    negative_ttl_seconds: float = 5.0
+    redis_ttl_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    pool_min: int = 1
+    pool_max: int = 10
+    statement_timeout_ms: int = 2000
+    url: str | None = None  # environment only: DATABASE_URL
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str | None = None  # environment only: REDIS_URL
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    integration_check: bool = True
+    interval_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    path: str
+    model: Literal["body", "multipart", "none"] = "body"
+    methods: tuple[str, ...] = ("POST",)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = True
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    token: str | None = None  # environment only: GATEWAY_ADMIN_TOKEN
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    litellm: LiteLLMConfig = field(default_factory=LiteLLMConfig)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    enforcement: EnforcementConfig = field(default_factory=EnforcementConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    routes: tuple[RouteConfig, ...] = ()
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+
+
+# Fields that only the environment may set: a secret never sits in config.yaml.
+SECRET_FIELDS = {"litellm.api_key", "database.url", "redis.url", "admin.token"}
+
+# Environment name -> (config path, parser). Units are the seed's.
+ENVIRONMENT: dict[str, tuple[str, str]] = {
+    "DATABASE_URL": ("database.url", "str"),
+    "REDIS_URL": ("redis.url", "str"),
+    "LITELLM_URL": ("litellm.url", "str"),
+    "LITELLM_API_KEY": ("litellm.api_key", "str"),
+    "GATEWAY_ADMIN_TOKEN": ("admin.token", "str"),
+    "LITELLM_TIMEOUT": ("litellm.timeout_ms", "int"),
+    "CIRCUIT_BREAKER_THRESHOLD": ("breaker.error_threshold_percent", "float"),
+    "INTEGRATION_HEALTH_CHECK": ("health.integration_check", "bool"),
+    "LITELLM_AUTH": ("litellm.auth", "str"),
+    "GATEWAY_ENFORCEMENT": ("enforcement.mode", "str"),
+    "LITELLM_SYNC_USERS": ("litellm.sync_users", "bool"),
+    "GATEWAY_HOST": ("server.host", "str"),
+    "GATEWAY_PORT": ("server.port", "int"),
+    "GATEWAY_WORKERS": ("server.workers", "int"),
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _env_value(name: str, raw: str, kind: str) -> Any:
+    raw = raw.strip()
+    if kind == "bool":
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
+    if kind == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+    return raw
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is not type(None):
+                return _coerce(option, value, path)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{path}: expected one of {', '.join(map(str, allowed))}, got {_describe(value)}")
+        return value
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {_describe(value)}")
+        return tuple(_coerce(item_tp, item, f"{path}[{i}]") for i, item in enumerate(value))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            allowed = ", ".join(member.value for member in tp)
+            raise ConfigError(f"{path}: expected one of {allowed}, got {_describe(value)}") from None
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {_describe(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {_describe(value)}")
+        if value < 0:
+            raise ConfigError(f"{path}: must not be negative, got {value}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {_describe(value)}")
+        if value < 0:
+            raise ConfigError(f"{path}: must not be negative, got {value}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {_describe(value)}")
+        return value
+    raise ConfigError(f"{path}: unsupported type {tp!r}")  # pragma: no cover - a bug in this module
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {_describe(data)}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(f"{where}{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
+    values = {}
+    for f in dataclasses.fields(cls):
+        key = f"{path}.{f.name}" if path else f.name
+        if f.name in data:
+            values[f.name] = _coerce(hints[f.name], data[f.name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{key}: required")
+    return cls(**values)
+
+
+def _set(tree: dict, path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{part}: expected a mapping")
+    node[leaf] = value
+
+
+def _has(tree: Mapping, path: str) -> bool:
+    node: Any = tree
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _validate(config: Config) -> None:
+    if not config.litellm.url.startswith(("http://", "https://")):
+        raise ConfigError(f"litellm.url: expected an http(s) URL, got {_describe(config.litellm.url)}")
+    if not 0 < config.breaker.error_threshold_percent <= 100:
+        raise ConfigError("breaker.error_threshold_percent: must be within (0, 100]")
+    if config.litellm.timeout_ms == 0:
+        raise ConfigError("litellm.timeout_ms: must be positive")
+    if config.server.workers < 1:
+        raise ConfigError("server.workers: must be at least 1")
+    if config.database.pool_max < max(config.database.pool_min, 1):
+        raise ConfigError("database.pool_max: must be at least database.pool_min and at least 1")
+    for i, route in enumerate(config.routes):
+        if not route.path.startswith("/") or "//" in route.path or "/." in route.path:
+            raise ConfigError(f"routes[{i}].path: expected an absolute path without '//' or dot segments")
+
+
+def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
+    """Build the Config from already-loaded YAML data and the environment."""
+    tree = dict(data or {}) if isinstance(data, Mapping) else data
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config: expected a mapping at the top, got {_describe(data)}")
+    for secret in SECRET_FIELDS:
+        if _has(tree, secret):
+            env = next(name for name, (path, _) in ENVIRONMENT.items() if path == secret)
+            raise ConfigError(f"{secret}: secrets are not read from the file; set {env} in the environment")
+    tree = _deep_copy(tree)
+    for name, (path, kind) in ENVIRONMENT.items():
+        raw = (environ or {}).get(name)
+        if raw is not None and raw != "":
+            _set(tree, path, _env_value(name, raw, kind))
+    config = _build(Config, tree, "")
+    _validate(config)
+    return config
+
+
+def _deep_copy(tree: Any) -> Any:
+    if isinstance(tree, Mapping):
+        return {k: _deep_copy(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_deep_copy(v) for v in tree]
+    return tree
+
+
+def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read config.yaml (or the embedded defaults when path is None) and apply the environment."""
+    data: Any = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the configuration file ({exc.strerror})") from exc
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    return parse_config(data, os.environ if environ is None else environ)

@@ -1,0 +1,197 @@
+"""Every error the gateway answers with, and its OpenAI-shaped rendering.
+
+    GatewayError                       status  code
+    ├── AuthenticationError            401     MISSING_API_KEY | INVALID_API_KEY
+    │                                          API_KEY_REVOKED | API_KEY_EXPIRED
+    ├── AccessDeniedError              403     MODEL_ACCESS_DENIED | SUBSCRIPTION_INACTIVE
+    │                                          USER_INACTIVE
+    ├── InvalidRequestError            400     INVALID_REQUEST | MODEL_REQUIRED
+    ├── RouteNotFoundError             404     ROUTE_NOT_FOUND | MODEL_NOT_FOUND
+    ├── MethodNotAllowedError          405     METHOD_NOT_ALLOWED
+    ├── RequestTooLargeError           413     REQUEST_TOO_LARGE
+    ├── UpstreamError
+    │   ├── UpstreamUnavailableError   503     LITELLM_UNAVAILABLE   (+ Retry-After)
+    │   └── UpstreamTimeoutError       504     LITELLM_TIMEOUT
+    ├── StoreUnavailableError          503     KEY_STORE_UNAVAILABLE (+ Retry-After)
+    ├── AdminError                     4xx     NOT_FOUND | CONFLICT | UNAUTHORIZED | ...
+    └── LiteLLMSyncError               503     USER_NOT_FOUND_LITELLM (+ Retry-After)
+
+Foreign exceptions (aiohttp, asyncpg, redis) are mapped to these at the boundary
+where they are raised (`raise ... from exc`); handlers render them with `body()`.
+Messages never contain key material.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from policies.records import Code, Deny
+
+# The words clients see, per code. Written for the person reading an SDK exception.
+MESSAGES: dict[str, str] = {
+    "MISSING_API_KEY": "No API key provided. Send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
+    "INVALID_API_KEY": "Invalid API key. Check the key, or create a new one.",
+    "API_KEY_REVOKED": "This API key has been revoked. Create a new key to continue.",
+    "API_KEY_EXPIRED": "This API key has expired. Create a new key to continue.",
+    "USER_INACTIVE": "Your account is deactivated. Contact your administrator.",
+    "MODEL_ACCESS_DENIED": "Your API key does not have access to this model. Please check your subscription.",
+    "SUBSCRIPTION_INACTIVE": "Your subscription to this model is not active. Please check your subscription.",
+    "INVALID_REQUEST": "The request could not be understood.",
+    "MODEL_REQUIRED": "The request must name a model, e.g. {\"model\": \"gpt-4o\"}.",
+    "ROUTE_NOT_FOUND": "This route does not exist on this gateway.",
+    "METHOD_NOT_ALLOWED": "This route does not accept this HTTP method.",
+    "MODEL_NOT_FOUND": "The model does not exist or your API key does not have access to it.",
+    "REQUEST_TOO_LARGE": "The request body is too large.",
+    "LITELLM_UNAVAILABLE": "Service temporarily unavailable. Please try again later.",
+    "LITELLM_TIMEOUT": "The model service did not answer in time. Please try again later.",
+    "KEY_STORE_UNAVAILABLE": "API keys cannot be checked right now. Please try again later.",
+    "USER_NOT_FOUND_LITELLM": "Account setup in progress. Please try again in a moment.",
+}
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_denied_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    503: "service_unavailable_error",
+    504: "timeout_error",
+}
+
+
+class GatewayError(Exception):
+    status = 500
+    code = "INTERNAL_ERROR"
+
+    def __init__(
+        self,
+        code: str | None = None,
+        detail: str | None = None,
+        *,
+        param: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        if code is not None:
+            self.code = code
+        self.detail = detail
+        self.param = param
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        base = MESSAGES.get(self.code, "Internal error.")
+        return f"{base} ({self.detail})" if self.detail else base
+
+    def payload(self) -> dict:
+        return {
+            "error": {
+                "message": self.message,
+                "type": _TYPES.get(self.status, "api_error"),
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def body(self) -> bytes:
+        return orjson.dumps(self.payload())
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        headers = [(b"content-type", b"application/json")]
+        if self.retry_after is not None:
+            headers.append((b"retry-after", str(self.retry_after).encode()))
+        return headers
+
+
+class AuthenticationError(GatewayError):
+    status = 401
+    code = "INVALID_API_KEY"
+
+
+class AccessDeniedError(GatewayError):
+    status = 403
+    code = "MODEL_ACCESS_DENIED"
+
+
+class InvalidRequestError(GatewayError):
+    status = 400
+    code = "INVALID_REQUEST"
+
+
+class RouteNotFoundError(GatewayError):
+    status = 404
+    code = "ROUTE_NOT_FOUND"
+
+
+class MethodNotAllowedError(GatewayError):
+    status = 405
+    code = "METHOD_NOT_ALLOWED"
+
+
+class RequestTooLargeError(GatewayError):
+    status = 413
+    code = "REQUEST_TOO_LARGE"
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    code = "LITELLM_UNAVAILABLE"
+
+
+class UpstreamUnavailableError(UpstreamError):
+    status = 503
+    code = "LITELLM_UNAVAILABLE"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status = 504
+    code = "LITELLM_TIMEOUT"
+
+
+class StoreUnavailableError(GatewayError):
+    status = 503
+    code = "KEY_STORE_UNAVAILABLE"
+
+
+class LiteLLMSyncError(GatewayError):
+    status = 503
+    code = "USER_NOT_FOUND_LITELLM"
+
+
+class AdminError(GatewayError):
+    """Admin API errors; the status is given per instance."""
+
+    def __init__(self, status: int, code: str, message: str, *, param: str | None = None) -> None:
+        self.status = status
+        self._message = message
+        super().__init__(code, param=param)
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+
+_DENIAL_CLASSES: dict[Code, type[GatewayError]] = {
+    Code.MISSING_API_KEY: AuthenticationError,
+    Code.INVALID_API_KEY: AuthenticationError,
+    Code.API_KEY_REVOKED: AuthenticationError,
+    Code.API_KEY_EXPIRED: AuthenticationError,
+    Code.USER_INACTIVE: AccessDeniedError,
+    Code.MODEL_ACCESS_DENIED: AccessDeniedError,
+    Code.SUBSCRIPTION_INACTIVE: AccessDeniedError,
+    Code.INVALID_REQUEST: InvalidRequestError,
+    Code.MODEL_REQUIRED: InvalidRequestError,
+}
+
+
+def from_denial(deny: Deny) -> GatewayError:
+    """The error a client sees for a policy denial."""
+    cls = _DENIAL_CLASSES[deny.code]
+    detail = deny.detail if deny.code in (Code.INVALID_REQUEST,) else None
+    if deny.code in (Code.MODEL_ACCESS_DENIED, Code.SUBSCRIPTION_INACTIVE) and deny.model:
+        detail = f"model: {deny.model}"
+    param = "model" if deny.code in (Code.MODEL_ACCESS_DENIED, Code.SUBSCRIPTION_INACTIVE, Code.MODEL_REQUIRED) else None
+    return cls(deny.code.value, detail, param=param)

@@ -1,0 +1,291 @@
+"""API keys: extraction, hashing, and the KeyStore (L1 -> Redis -> Postgres).
+
+    lookup(hash)
+      L1   in-process dict, TTL + bounded size; a warm key costs one dict lookup
+      L2   Redis, shared by every instance (optional: REDIS_URL unset -> skipped)
+      DB   one Postgres query (db.load_key); concurrent misses share one query
+    negative cache: unknown hashes are remembered briefly (L1 and Redis) so a flood
+    of random keys does not reach Postgres.
+
+Invalidation events ({"kind": "key"|"user"|"all", "id", "key_hash"?}) arrive from
+Postgres NOTIFY (triggers, so writes by any system count) and from Redis pub/sub
+(published by our own admin flows); see gateway/invalidation.py. Each one drops the
+L1 entries and the Redis entries it concerns and bumps a generation counter, so a
+load that was in flight across the change never stores its stale answer in L1.
+
+Failure: Redis errors skip L2 for a few seconds; a Postgres error serves the last
+known record of a key (stale-if-error) or raises StoreUnavailableError (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from typing import Any, Callable
+
+import orjson
+
+from gateway import db
+from gateway.config import CacheConfig
+from gateway.errors import StoreUnavailableError
+from gateway.metrics import KEY_CACHE_LOOKUPS
+from policies.records import KeyRecord, SubscriptionRecord
+
+log = logging.getLogger("maas_gateway.keys")
+
+REDIS_PREFIX = "maas:key:"
+REDIS_CHANNEL = "maas:invalidate"
+REDIS_BACKOFF_SECONDS = 5.0
+NEGATIVE_MAX_ENTRIES = 10_000
+_NEGATIVE = b"null"
+
+_BEARER = "bearer "
+_KEY_HEADERS = (b"authorization", b"x-api-key", b"api-key")
+
+_L1_HIT = KEY_CACHE_LOOKUPS.labels(tier="l1", result="hit")
+_L1_NEGATIVE = KEY_CACHE_LOOKUPS.labels(tier="l1", result="negative")
+_L2_HIT = KEY_CACHE_LOOKUPS.labels(tier="redis", result="hit")
+_L2_NEGATIVE = KEY_CACHE_LOOKUPS.labels(tier="redis", result="negative")
+_DB_HIT = KEY_CACHE_LOOKUPS.labels(tier="postgres", result="hit")
+_DB_NEGATIVE = KEY_CACHE_LOOKUPS.labels(tier="postgres", result="negative")
+_STALE = KEY_CACHE_LOOKUPS.labels(tier="l1", result="stale")
+
+
+def extract_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The API key from `Authorization: Bearer`, `x-api-key` or `api-key`; None when absent."""
+    for name, value in headers:
+        if name in _KEY_HEADERS:
+            text = value.decode("latin-1").strip()
+            if name == b"authorization":
+                if text[:7].lower() != _BEARER:
+                    continue
+                text = text[7:].strip()
+            if text:
+                return text
+    return None
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def key_prefix(key: str) -> str:
+    """The displayable part of a key (LiteMaaS: first 7 characters)."""
+    return key[:7]
+
+
+def encode_record(record: KeyRecord | None) -> bytes:
+    if record is None:
+        return _NEGATIVE
+    return orjson.dumps(
+        {
+            "key_id": record.key_id,
+            "user_id": record.user_id,
+            "key_prefix": record.key_prefix,
+            "is_active": record.is_active,
+            "revoked_at": record.revoked_at,
+            "expires_at": record.expires_at,
+            "user_active": record.user_active,
+            "models": record.models,
+            "subscriptions": [[s.model_id, s.status, s.expires_at] for s in record.subscriptions.values()],
+        }
+    )
+
+
+def decode_record(data: bytes) -> KeyRecord | None:
+    if data == _NEGATIVE:
+        return None
+    raw = orjson.loads(data)
+    subscriptions = {m: SubscriptionRecord(m, status, exp) for m, status, exp in raw.pop("subscriptions")}
+    raw["models"] = tuple(raw["models"])
+    return KeyRecord(subscriptions=subscriptions, **raw)
+
+
+class KeyStore:
+    """Answers "which record has this key hash?" as cheaply as the caches allow."""
+
+    def __init__(
+        self,
+        pool: Any,
+        redis: Any | None,
+        config: CacheConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._pool = pool
+        self._redis = redis
+        self._config = config
+        self._clock = clock
+        self._l1: dict[str, tuple[KeyRecord, float]] = {}
+        self._negative: dict[str, float] = {}
+        self._inflight: dict[str, asyncio.Future] = {}
+        self._generation = 0
+        self._redis_skip_until = 0.0
+        self._redis_ttl_ms = int(config.redis_ttl_seconds * 1000)
+        self._negative_ttl_ms = max(1, int(config.negative_ttl_seconds * 1000))
+
+    # -- the hot path -------------------------------------------------------
+
+    def cached(self, key_hash: str) -> KeyRecord | None | bool:
+        """L1 only, no await: the record, None for a known-unknown key, False on a miss."""
+        entry = self._l1.get(key_hash)
+        now = self._clock()
+        if entry is not None and entry[1] > now:
+            _L1_HIT.inc()
+            return entry[0]
+        expiry = self._negative.get(key_hash)
+        if expiry is not None and expiry > now:
+            _L1_NEGATIVE.inc()
+            return None
+        return False
+
+    async def lookup(self, key_hash: str) -> KeyRecord | None:
+        """The record for this hash, or None when the key does not exist."""
+        found = self.cached(key_hash)
+        if found is not False:
+            return found  # type: ignore[return-value]
+        pending = self._inflight.get(key_hash)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[key_hash] = future
+        try:
+            record = await self._load(key_hash)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
+            raise
+        else:
+            future.set_result(record)
+            return record
+        finally:
+            del self._inflight[key_hash]
+
+    async def _load(self, key_hash: str) -> KeyRecord | None:
+        generation = self._generation
+        found = await self._redis_get(key_hash)
+        if found is not False:
+            self._remember(key_hash, found, generation)  # type: ignore[arg-type]
+            return found  # type: ignore[return-value]
+        try:
+            record = await db.load_key(self._pool, key_hash)
+        except StoreUnavailableError:
+            stale = self._l1.get(key_hash)
+            if stale is not None:
+                _STALE.inc()
+                return stale[0]
+            raise
+        (_DB_HIT if record is not None else _DB_NEGATIVE).inc()
+        if self._remember(key_hash, record, generation):
+            await self._redis_set(key_hash, record)
+        return record
+
+    def _remember(self, key_hash: str, record: KeyRecord | None, generation: int) -> bool:
+        """Store in L1 unless an invalidation happened since the load began."""
+        if generation != self._generation:
+            return False
+        now = self._clock()
+        if record is None:
+            if len(self._negative) >= NEGATIVE_MAX_ENTRIES:
+                self._negative.pop(next(iter(self._negative)))
+            self._negative[key_hash] = now + self._config.negative_ttl_seconds
+            return True
+        self._negative.pop(key_hash, None)
+        if key_hash not in self._l1 and len(self._l1) >= self._config.max_entries:
+            self._l1.pop(next(iter(self._l1)))  # oldest first
+        self._l1[key_hash] = (record, now + self._config.ttl_seconds)
+        return True
+
+    # -- Redis (L2) ---------------------------------------------------------
+
+    def _redis_usable(self) -> bool:
+        return self._redis is not None and self._clock() >= self._redis_skip_until
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        if self._clock() >= self._redis_skip_until:
+            log.warning("redis unavailable, using Postgres directly for %.0fs: %s", REDIS_BACKOFF_SECONDS, type(exc).__name__)
+        self._redis_skip_until = self._clock() + REDIS_BACKOFF_SECONDS
+
+    async def _redis_get(self, key_hash: str) -> KeyRecord | None | bool:
+        if not self._redis_usable():
+            return False
+        try:
+            data = await self._redis.get(REDIS_PREFIX + key_hash)
+        except Exception as exc:  # redis-py raises many types; all mean "L2 unusable"
+            self._redis_failed(exc)
+            return False
+        if data is None:
+            return False
+        record = decode_record(data)
+        (_L2_HIT if record is not None else _L2_NEGATIVE).inc()
+        return record
+
+    async def _redis_set(self, key_hash: str, record: KeyRecord | None) -> None:
+        if not self._redis_usable():
+            return
+        ttl = self._redis_ttl_ms if record is not None else self._negative_ttl_ms
+        try:
+            await self._redis.set(REDIS_PREFIX + key_hash, encode_record(record), px=ttl)
+        except Exception as exc:
+            self._redis_failed(exc)
+
+    async def _redis_delete(self, hashes: list[str]) -> None:
+        if not hashes or not self._redis_usable():
+            return
+        try:
+            await self._redis.delete(*(REDIS_PREFIX + h for h in hashes))
+        except Exception as exc:
+            self._redis_failed(exc)
+
+    # -- invalidation -------------------------------------------------------
+
+    def forget(self, *, key_hash: str | None = None, key_id: str | None = None, user_id: str | None = None) -> list[str]:
+        """Drop matching L1 entries now; returns the hashes dropped."""
+        self._generation += 1
+        dropped: list[str] = []
+        if key_hash is not None:
+            self._negative.pop(key_hash, None)
+            if self._l1.pop(key_hash, None) is not None:
+                dropped.append(key_hash)
+        if key_id is not None or user_id is not None:
+            for h, (record, _) in list(self._l1.items()):
+                if record.key_id == key_id or record.user_id == user_id:
+                    del self._l1[h]
+                    dropped.append(h)
+        return dropped
+
+    def forget_all(self) -> None:
+        self._generation += 1
+        self._l1.clear()
+        self._negative.clear()
+
+    async def invalidate(self, event: dict) -> None:
+        """Apply one invalidation event here and in Redis."""
+        kind, ident, key_hash = event.get("kind"), event.get("id"), event.get("key_hash")
+        if kind == "all":
+            self.forget_all()
+            return
+        if kind == "key":
+            dropped = self.forget(key_hash=key_hash, key_id=ident)
+            hashes = [key_hash] if key_hash else await self._hashes("id", ident)
+        elif kind == "user":
+            dropped = self.forget(user_id=ident)
+            hashes = await self._hashes("user_id", ident)
+        else:
+            log.warning("ignoring malformed invalidation event: %r", event)
+            return
+        await self._redis_delete(sorted(set(hashes) | set(dropped)))
+
+    async def _hashes(self, column: str, value: Any) -> list[str]:
+        if value is None:
+            return []
+        try:
+            rows = await self._pool.fetch(f"SELECT key_hash FROM api_keys WHERE {column} = $1", value)
+        except db.DB_ERRORS:
+            return []
+        return [r["key_hash"] for r in rows]
+
+    @property
+    def size(self) -> int:
+        return len(self._l1)

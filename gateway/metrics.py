@@ -1,0 +1,105 @@
+"""Prometheus metrics: names, labels and buckets in one place.
+
+Label values are bounded: `route` is a route-table path, `model` is a known model
+or "other", `code` an error code from gateway/errors.py. No key material, ever.
+With several workers, PROMETHEUS_MULTIPROC_DIR is set by `maas-gateway serve`
+and /metrics aggregates every worker (prometheus_client multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+
+OTHER = "other"  # the label value for a model name the gateway does not know
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+REQUESTS = Counter(
+    "maas_gateway_requests_total",
+    "Proxied requests by route, model, HTTP status and gateway error code ('' when the gateway did not refuse).",
+    ["route", "model", "status", "code"],
+)
+REQUEST_DURATION = Histogram(
+    "maas_gateway_request_duration_seconds",
+    "Time from request received to response complete, by route.",
+    ["route"],
+    buckets=_LATENCY_BUCKETS,
+)
+UPSTREAM_DURATION = Histogram(
+    "maas_gateway_upstream_duration_seconds",
+    "Time LiteLLM took to answer with response headers, by route.",
+    ["route"],
+    buckets=_LATENCY_BUCKETS,
+)
+STREAM_TTFB = Histogram(
+    "maas_gateway_stream_time_to_first_byte_seconds",
+    "For streamed responses: time from request received to the first body chunk sent to the client.",
+    ["route"],
+    buckets=_LATENCY_BUCKETS,
+)
+AUTH_DECISIONS = Counter(
+    "maas_gateway_auth_decisions_total",
+    "Access decisions by result (allow, deny, shadow_deny) and reason (an error code, or 'ok').",
+    ["result", "reason"],
+)
+MODEL_ACCESS_DENIALS = Counter(
+    "maas_gateway_model_access_denials_total",
+    "Requests refused (or, in shadow mode, that would have been) because the key may not use the model.",
+    ["model"],
+)
+KEY_CACHE_LOOKUPS = Counter(
+    "maas_gateway_key_cache_lookups_total",
+    "API key lookups by the tier that answered (l1, redis, postgres) and result (hit, negative, stale).",
+    ["tier", "result"],
+)
+KEY_CACHE_ENTRIES = Gauge(
+    "maas_gateway_key_cache_entries",
+    "API key records held in the in-process cache.",
+    multiprocess_mode="livesum",
+)
+BREAKER_STATE = Gauge(
+    "maas_gateway_circuit_breaker_state",
+    "Circuit breaker state per upstream target: 0 closed, 1 open, 2 half-open.",
+    ["target"],
+    multiprocess_mode="max",
+)
+BREAKER_TRANSITIONS = Counter(
+    "maas_gateway_circuit_breaker_transitions_total",
+    "Circuit breaker state changes per upstream target.",
+    ["target", "from_state", "to_state"],
+)
+USER_SYNCS = Counter(
+    "maas_gateway_litellm_user_sync_total",
+    "Attempts to ensure a user exists in LiteLLM, by result (success, failure).",
+    ["result"],
+)
+KEY_CREATIONS = Counter(
+    "maas_gateway_api_key_creations_total",
+    "API key creations by result (success, failure).",
+    ["result"],
+)
+TOKENS = Counter(
+    "maas_gateway_tokens_total",
+    "Tokens reported in LiteLLM's `usage`, by model and type (prompt, completion).",
+    ["model", "type"],
+)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text for /metrics: every worker's numbers in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(DEFAULT_REGISTRY), CONTENT_TYPE_LATEST

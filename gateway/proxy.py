@@ -1,0 +1,352 @@
+"""The hot path, as raw ASGI: authenticate -> decide -> forward -> stream back.
+
+Raw ASGI callables rather than Starlette Request/Response: measured ~25% more
+requests/s and half the streaming cost (README, "Performance"). Nothing here waits
+on Redis or Postgres for a warm key, and bodies are forwarded as received (the one
+exception: in service_key mode a JSON body without `user` gets the key's user id
+spliced in, without re-serialising the rest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+import orjson
+
+from gateway import extract
+from gateway.errors import (
+    AuthenticationError,
+    GatewayError,
+    MethodNotAllowedError,
+    RequestTooLargeError,
+    RouteNotFoundError,
+    from_denial,
+)
+from gateway.keys import extract_key, hash_key
+from gateway.metrics import (
+    AUTH_DECISIONS,
+    MODEL_ACCESS_DENIALS,
+    OTHER,
+    REQUEST_DURATION,
+    REQUESTS,
+    STREAM_TTFB,
+    UPSTREAM_DURATION,
+)
+from gateway.routes import Route
+from gateway.state import GatewayState
+from gateway.upstream import forward_headers, response_headers
+from gateway.usage import UsageTap
+from policies.access import decide, usable_models
+from policies.records import Allow, Code, Deny, KeyRecord, RequestFacts
+from policies.requests import request_facts
+
+access_log = logging.getLogger("maas_gateway.access")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+_ALLOW_OK = AUTH_DECISIONS.labels(result="allow", reason="ok")
+_SSE = b"text/event-stream"
+# Routes whose OpenAI request takes a `user` field (service_key mode fills it in).
+_USER_FIELD_ROUTES = frozenset(
+    {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/images/generations"}
+)
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the gateway answered."""
+
+
+def _request_id(scope: Scope, header: bytes) -> str:
+    for name, value in scope["headers"]:
+        if name == header and 0 < len(value) <= 128 and value.isascii() and value.decode().isprintable():
+            return value.decode()
+    return os.urandom(12).hex()
+
+
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return value
+    return None
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refusing more than `limit` bytes (413)."""
+    length = _header(scope, b"content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise RequestTooLargeError(detail=f"limit is {limit} bytes")
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body"):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLargeError(detail=f"limit is {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def send_error(send: Send, error: GatewayError, request_id: str, id_header: bytes) -> None:
+    body = error.body()
+    headers = error.headers()
+    headers.append((b"content-length", str(len(body)).encode()))
+    headers.append((id_header, request_id.encode()))
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def splice_user(body: bytes, user_id: str) -> bytes:
+    """Add `"user": user_id` to a JSON object body without re-serialising it."""
+    start = body.find(b"{")
+    return body[: start + 1] + b'"user":' + orjson.dumps(user_id) + b"," + body[start + 1 :]
+
+
+class Proxy:
+    """The inference routes and /v1/models; `holder.state` is set by the lifespan."""
+
+    def __init__(self, holder: Any) -> None:
+        self.holder = holder
+
+    def _model_label(self, state: GatewayState, model: str | None) -> str:
+        if model is None:
+            return ""
+        return model if model in state.known_models else OTHER
+
+    async def authenticate(self, state: GatewayState, scope: Scope) -> KeyRecord:
+        key = extract_key(scope["headers"])
+        if key is None:
+            raise AuthenticationError(Code.MISSING_API_KEY.value)
+        key_hash = hash_key(key)
+        record = state.store.cached(key_hash)
+        if record is False:
+            record = await state.store.lookup(key_hash)
+        if record is None:
+            raise AuthenticationError(Code.INVALID_API_KEY.value)
+        return record  # type: ignore[return-value]
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, route: Route, path_model: str | None) -> None:
+        state: GatewayState = self.holder.state
+        started = time.perf_counter()
+        id_header = state.config.server.request_id_header.encode()
+        request_id = _request_id(scope, id_header)
+        log: dict[str, Any] = {"request_id": request_id, "route": route.name}
+        status, code, model = 500, "", None
+        try:
+            if scope["method"] not in route.methods:
+                raise MethodNotAllowedError(detail=f"use {', '.join(sorted(route.methods))}")
+            record = await self.authenticate(state, scope)
+            log["key_prefix"] = record.key_prefix
+            log["user_id"] = record.user_id
+            body = await read_body(scope, receive, state.config.server.max_body_bytes)
+            facts, parsed = self._facts(scope, route, body, path_model)
+            model = facts.models[0] if facts.models else None
+            self._decide(state, record, facts, log)
+            upstream_body = body
+            if state.service_auth is not None and parsed is not None and "user" not in parsed and route.name in _USER_FIELD_ROUTES:
+                upstream_body = splice_user(body, record.user_id)
+            status = await self._forward(state, scope, receive, send, route, upstream_body, request_id, id_header, model, log)
+        except GatewayError as error:
+            status, code = error.status, error.code
+            await send_error(send, error, request_id, id_header)
+        except ClientDisconnected:
+            status, code = 499, "CLIENT_CLOSED_REQUEST"
+        finally:
+            elapsed = time.perf_counter() - started
+            REQUESTS.labels(route.name, self._model_label(state, model), str(status), code).inc()
+            REQUEST_DURATION.labels(route.name).observe(elapsed)
+            if state.config.logging.access_log:
+                log.update(model=model, status=status, code=code or None, duration_ms=round(elapsed * 1000, 3))
+                access_log.info("request", extra={"fields": log})
+
+    def _facts(self, scope: Scope, route: Route, body: bytes, path_model: str | None) -> tuple[RequestFacts, dict | None]:
+        parsed: dict | None = None
+        sources: dict[str, Any] = {}
+        if route.model_source == "body":
+            parsed = extract.json_object(body)
+            sources["body"] = parsed.get("model")
+        elif route.model_source == "multipart":
+            content_type = (_header(scope, b"content-type") or b"").decode("latin-1")
+            sources["body"] = extract.multipart_model(content_type, body)
+        elif route.model_source == "path":
+            sources["path"] = path_model
+            content_type = _header(scope, b"content-type") or b""
+            if body and content_type.startswith(b"application/json"):
+                parsed = extract.json_object(body)
+                sources["body"] = parsed.get("model")
+        query = scope.get("query_string", b"")
+        if query:
+            sources["query"] = extract.query_model(query)
+        facts = request_facts(sources, parsed, model_required=route.model_source != "none")
+        if isinstance(facts, Deny):
+            raise from_denial(facts)
+        return facts, parsed
+
+    def _decide(self, state: GatewayState, record: KeyRecord, facts: RequestFacts, log: dict) -> None:
+        decision = decide(record, facts, time.time(), state.mode)
+        if decision.__class__ is Allow and decision.shadowed is None:  # type: ignore[union-attr]
+            _ALLOW_OK.inc()
+            log["decision"] = "allow"
+            return
+        denial: Deny = decision if isinstance(decision, Deny) else decision.shadowed  # type: ignore[assignment]
+        if denial.code in (Code.MODEL_ACCESS_DENIED, Code.SUBSCRIPTION_INACTIVE):
+            MODEL_ACCESS_DENIALS.labels(self._model_label(state, denial.model)).inc()
+        if isinstance(decision, Deny):
+            AUTH_DECISIONS.labels("deny", denial.code.value).inc()
+            log["decision"] = "deny"
+            raise from_denial(denial)
+        AUTH_DECISIONS.labels("shadow_deny", denial.code.value).inc()
+        log["decision"] = "shadow_deny"
+        log["shadow_code"] = denial.code.value
+
+    def _upstream_headers(self, state: GatewayState, scope: Scope, request_id: str, id_header: bytes) -> dict[str, str]:
+        extra = [(id_header.decode(), request_id)]
+        client = scope.get("client")
+        if client:
+            extra.append(("x-forwarded-for", client[0]))
+        if state.service_auth:
+            extra.append(("authorization", state.service_auth))
+        return forward_headers(scope["headers"], drop_credentials=state.service_auth is not None, extra=extra)
+
+    async def _forward(
+        self,
+        state: GatewayState,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: Route,
+        body: bytes,
+        request_id: str,
+        id_header: bytes,
+        model: str | None,
+        log: dict,
+    ) -> int:
+        path_qs = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string")
+        target = path_qs.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        headers = self._upstream_headers(state, scope, request_id, id_header)
+        watcher = _DisconnectWatcher(receive)
+        try:
+            sent_at = time.perf_counter()
+            response = await state.upstream.request(scope["method"], target, headers, body)
+            try:
+                upstream_elapsed = time.perf_counter() - sent_at
+                UPSTREAM_DURATION.labels(route.name).observe(upstream_elapsed)
+                log["upstream_ms"] = round(upstream_elapsed * 1000, 3)
+                out_headers = response_headers(response.raw_headers)
+                out_headers.append((id_header, request_id.encode()))
+                await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
+                content_type = response.headers.get("content-type", "").encode()
+                streaming = content_type.startswith(_SSE)
+                tap = UsageTap(streaming) if response.status == 200 else None
+                first = True
+                try:
+                    async for chunk in response.content.iter_any():
+                        if tap is not None:
+                            tap.feed(chunk)
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        if first and streaming:
+                            STREAM_TTFB.labels(route.name).observe(time.perf_counter() - sent_at)
+                            first = False
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    log["stream_error"] = type(exc).__name__
+                    if streaming:
+                        await send({"type": "http.response.body", "body": _stream_error_event(), "more_body": True})
+                watcher.stop()  # before completing: a complete response reads as a disconnect
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                if tap is not None:
+                    tap.record(self._model_label(state, model))
+            finally:
+                response.release()
+            return response.status
+        except asyncio.CancelledError:
+            if watcher.disconnected:
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                raise ClientDisconnected() from None
+            raise
+        finally:
+            watcher.stop()
+
+    async def models(self, scope: Scope, receive: Receive, send: Send, model_id: str | None) -> None:
+        """GET /v1/models (filtered) and GET /v1/models/{id} (404 unless usable)."""
+        state: GatewayState = self.holder.state
+        id_header = state.config.server.request_id_header.encode()
+        request_id = _request_id(scope, id_header)
+        try:
+            if scope["method"] != "GET":
+                raise MethodNotAllowedError(detail="use GET")
+            record = await self.authenticate(state, scope)
+            headers = self._upstream_headers(state, scope, request_id, id_header)
+            status, raw, data = await state.upstream.get_json("/v1/models", headers)
+            if status != 200 or not isinstance(data, dict) or not isinstance(data.get("data"), list):
+                await _send_json(send, status, raw, request_id, id_header)  # LiteLLM's own answer
+                return
+            entries = [e for e in data["data"] if isinstance(e, dict) and isinstance(e.get("id"), str)]
+            allowed = set(usable_models(record, [e["id"] for e in entries], time.time(), state.mode))
+            if model_id is None:
+                payload = {"object": "list", "data": [e for e in entries if e["id"] in allowed]}
+            else:
+                match = next((e for e in entries if e["id"] == model_id and model_id in allowed), None)
+                if match is None:
+                    raise RouteNotFoundError("MODEL_NOT_FOUND", f"model: {model_id}", param="model")
+                payload = match
+            await _send_json(send, 200, orjson.dumps(payload), request_id, id_header)
+        except GatewayError as error:
+            await send_error(send, error, request_id, id_header)
+
+
+async def _send_json(send: Send, status: int, body: bytes, request_id: str, id_header: bytes) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (id_header, request_id.encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _stream_error_event() -> bytes:
+    error = {
+        "error": {
+            "message": "The model service stopped answering mid-stream. Please try again.",
+            "type": "service_unavailable_error",
+            "param": None,
+            "code": "LITELLM_STREAM_INTERRUPTED",
+        }
+    }
+    return b"data: " + orjson.dumps(error) + b"\n\n"
+
+
+class _DisconnectWatcher:
+    """Cancels the current task when the client goes away, so the upstream request is cancelled too."""
+
+    __slots__ = ("disconnected", "_task", "_watch")
+
+    def __init__(self, receive: Receive) -> None:
+        self.disconnected = False
+        self._task = asyncio.current_task()
+        self._watch = asyncio.get_running_loop().create_task(self._run(receive))
+
+    async def _run(self, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                self._task.cancel()  # type: ignore[union-attr]
+                return
+
+    def stop(self) -> None:
+        self._watch.cancel()

@@ -1,0 +1,28 @@
+"""What the lifespan builds and every handler uses: one object, handed through app state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.breaker import Breaker
+from gateway.config import Config
+from gateway.keys import KeyStore
+from gateway.routes import RouteTable
+from gateway.upstream import Upstream
+from policies.records import Mode
+
+
+@dataclass
+class GatewayState:
+    config: Config
+    routes: RouteTable
+    store: KeyStore
+    upstream: Upstream
+    breaker: Breaker
+    pool: Any
+    redis: Any | None
+    mode: Mode  # may change on config reload
+    known_models: frozenset[str] = frozenset()  # bounded label values for metrics
+    service_auth: str | None = None  # "Bearer <LITELLM_API_KEY>" in service_key mode
+    extras: dict[str, Any] = field(default_factory=dict)  # health probe, reconciler, ...

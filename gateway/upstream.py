@@ -1,0 +1,160 @@
+"""The pooled client to LiteLLM: one aiohttp session, timeouts, the breaker.
+
+aiohttp was chosen by measurement (README, "Performance"): httpx's pool scan cost
+10x the CPU per request. Bodies go through untouched in both directions
+(auto_decompress off); hop-by-hop headers are dropped as RFC 9110 section 7.6.1 says.
+
+Timeouts: `litellm.timeout_ms` bounds the wait for LiteLLM's response headers
+(504 LITELLM_TIMEOUT); `litellm.stream_idle_timeout_ms` bounds the silence between
+two body reads; `litellm.connect_timeout_ms` the TCP connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Iterable
+
+import aiohttp
+import orjson
+
+from gateway.breaker import Breaker, UpstreamFailure
+from gateway.config import LiteLLMConfig
+from gateway.errors import UpstreamTimeoutError, UpstreamUnavailableError
+
+# Connection-level headers never forwarded, in either direction.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Request headers the gateway sets itself, or that carry the client's credentials.
+REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
+CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key", b"api-key", b"x-litellm-api-key"})
+# Statuses from LiteLLM that count as its own failure (a provider's 429 or a 4xx never do).
+FAILURE_STATUSES = frozenset({502, 503, 504})
+
+
+def forward_headers(
+    headers: Iterable[tuple[bytes, bytes]],
+    *,
+    drop_credentials: bool,
+    extra: Iterable[tuple[str, str]] = (),
+) -> dict[str, str]:
+    """The request headers to send to LiteLLM."""
+    headers = list(headers)
+    named = _connection_tokens(headers)
+    out: dict[str, str] = {}
+    for name, value in headers:
+        if name in REQUEST_DROP or name in named or (drop_credentials and name in CREDENTIAL_HEADERS):
+            continue
+        key = name.decode("latin-1")
+        text = value.decode("latin-1")
+        out[key] = f"{out[key]}, {text}" if key in out else text
+    for key, value in extra:
+        out[key] = value
+    return out
+
+
+def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """LiteLLM's response headers as the client gets them."""
+    raw = list(raw)
+    named = _connection_tokens(raw)
+    return [(k.lower(), v) for k, v in raw if k.lower() not in HOP_BY_HOP and k.lower() not in named]
+
+
+def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Header names listed in Connection, which are hop-by-hop too."""
+    tokens = [v for k, v in headers if k.lower() == b"connection"]
+    if not tokens:
+        return frozenset()
+    return frozenset(t.strip().lower() for v in tokens for t in v.split(b",") if t.strip())
+
+
+class Upstream:
+    """LiteLLM as seen from the gateway; one per process, created in the lifespan."""
+
+    def __init__(self, config: LiteLLMConfig, breaker: Breaker) -> None:
+        self.config = config
+        self.breaker = breaker
+        self.base_url = config.url.rstrip("/")
+        self._timeout = config.timeout_ms / 1000
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self.config.max_connections,
+            limit_per_host=0,
+            ttl_dns_cache=300,
+            keepalive_timeout=30,
+            enable_cleanup_closed=True,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=self.config.connect_timeout_ms / 1000,
+                sock_read=self.config.stream_idle_timeout_ms / 1000,
+            ),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def set_timeout(self, timeout_ms: int) -> None:
+        self._timeout = timeout_ms / 1000
+
+    async def request(
+        self, method: str, path_qs: str, headers: dict[str, str], body: bytes | None
+    ) -> aiohttp.ClientResponse:
+        """Send one request through the breaker; the response's body is still to be read.
+
+        LiteLLM's 502/503/504 count as failures for the breaker but are returned
+        as they are; the caller must release() the response.
+        """
+        try:
+            return await self.breaker.call(self._send, method, path_qs, headers, body)
+        except UpstreamFailure as failure:
+            if failure.result is not None:
+                return failure.result
+            if failure.reason == "timeout":
+                raise UpstreamTimeoutError(retry_after=1) from failure
+            raise UpstreamUnavailableError(detail=failure.reason, retry_after=1) from failure
+
+    async def _send(self, method: str, path_qs: str, headers: dict[str, str], body: bytes | None) -> aiohttp.ClientResponse:
+        assert self._session is not None, "Upstream.start() was not awaited"
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._session.request(
+                    method, self.base_url + path_qs, headers=headers, data=body, allow_redirects=False
+                )
+        except TimeoutError as exc:
+            raise UpstreamFailure("timeout") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamFailure("LiteLLM unreachable") from exc
+        if response.status in FAILURE_STATUSES:
+            raise UpstreamFailure(f"LiteLLM answered {response.status}", response)
+        return response
+
+    async def get_json(self, path: str, headers: dict[str, str]) -> tuple[int, bytes, object]:
+        """A small GET (model list, health): (status, body, decoded body or None)."""
+        response = await self.request("GET", path, headers, None)
+        try:
+            body = await response.read()
+        finally:
+            response.release()
+        try:
+            return response.status, body, orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return response.status, body, None

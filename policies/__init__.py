@@ -1,0 +1,1 @@
+"""Pure access decisions: no I/O, no clock reads, no imports from `gateway`."""

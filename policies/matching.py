@@ -1,0 +1,32 @@
+"""Model names and wildcard patterns.
+
+A key's model list holds exact names ("gpt-4o") and patterns ending in "/*"
+("openai/*"). A pattern matches on a "/" segment boundary: "bedrock/*" matches
+"bedrock/claude" and "bedrock/eu/claude", never "bedrockz/x" nor "bedrock" itself.
+A lone "*" matches every model.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+
+def is_pattern(entry: str) -> bool:
+    return entry == "*" or entry.endswith("/*")
+
+
+def matches(entry: str, model: str) -> bool:
+    """True when one key-model entry grants the model name."""
+    if entry == model:
+        return not is_pattern(entry)
+    if entry == "*":
+        return bool(model)
+    if entry.endswith("/*"):
+        prefix = entry[:-1]  # keeps the "/": "openai/"
+        return model.startswith(prefix) and len(model) > len(prefix)
+    return False
+
+
+def listed(entries: Iterable[str], model: str) -> bool:
+    """True when any entry of a key's model list grants the model name."""
+    return any(matches(entry, model) for entry in entries)

@@ -1,0 +1,96 @@
+"""The facts a decision is made on, and the decision itself.
+
+Times are POSIX seconds (floats) so that the hot path compares numbers, never
+datetimes; the I/O shell converts once when it loads a record.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+
+class Mode(enum.Enum):
+    """How the gateway acts on a denial."""
+
+    ENFORCE = "enforce"  # deny
+    SHADOW = "shadow"  # allow, but record what would have been denied
+    OFF = "off"  # allow without looking (authentication still applies)
+
+
+class Code(enum.Enum):
+    """Why a request is refused; the values are the error codes clients see."""
+
+    MISSING_API_KEY = "MISSING_API_KEY"
+    INVALID_API_KEY = "INVALID_API_KEY"
+    API_KEY_REVOKED = "API_KEY_REVOKED"
+    API_KEY_EXPIRED = "API_KEY_EXPIRED"
+    USER_INACTIVE = "USER_INACTIVE"
+    MODEL_ACCESS_DENIED = "MODEL_ACCESS_DENIED"
+    SUBSCRIPTION_INACTIVE = "SUBSCRIPTION_INACTIVE"
+    INVALID_REQUEST = "INVALID_REQUEST"
+    MODEL_REQUIRED = "MODEL_REQUIRED"
+
+
+# Subscription statuses (LiteMaaS): only ACTIVE grants access.
+SUBSCRIPTION_STATUSES = frozenset(
+    {"active", "suspended", "cancelled", "expired", "inactive", "pending", "denied"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRecord:
+    model_id: str
+    status: str
+    expires_at: float | None = None
+
+
+def _frozen(mapping: Mapping[str, SubscriptionRecord]) -> Mapping[str, SubscriptionRecord]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """Everything one decision needs about a key, loaded by one query."""
+
+    key_id: str
+    user_id: str
+    key_prefix: str
+    is_active: bool = True
+    revoked_at: float | None = None
+    expires_at: float | None = None
+    user_active: bool = True
+    # api_key_models: exact model names and wildcard patterns such as "openai/*".
+    models: tuple[str, ...] = ()
+    # the user's subscriptions, by model id.
+    subscriptions: Mapping[str, SubscriptionRecord] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "subscriptions", _frozen(self.subscriptions))
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What a request asks for: every model name it could reach, the primary one first."""
+
+    models: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    code: Code
+    model: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    # In shadow mode, the denial that was not enforced; None when nothing was wrong.
+    shadowed: Deny | None = None
+
+
+Decision = Allow | Deny
+
+ALLOW = Allow()
