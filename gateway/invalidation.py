@@ -32,6 +32,8 @@ class Invalidator:
         self._database_url = database_url
         self._redis = redis
         self._tasks: list[asyncio.Task] = []
+        self._pending: set[asyncio.Future] = set()  # events being applied, and their second passes
+        self._timers: set[asyncio.TimerHandle] = set()
         self.postgres_listening = asyncio.Event()
         self.redis_listening = asyncio.Event()
 
@@ -42,9 +44,11 @@ class Invalidator:
             self._tasks.append(asyncio.create_task(self._redis_loop(), name="invalidation-redis"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for timer in self._timers:
+            timer.cancel()
+        for task in [*self._tasks, *self._pending]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._pending, return_exceptions=True)
 
     async def publish(self, event: dict) -> None:
         """Apply an event here at once and tell the other instances through Redis."""
@@ -57,9 +61,19 @@ class Invalidator:
 
     async def _apply(self, event: dict) -> None:
         await self._store.invalidate(event)
-        asyncio.get_running_loop().call_later(
-            SECOND_PASS_SECONDS, lambda: asyncio.ensure_future(self._store.invalidate(event))
-        )
+        timer: asyncio.TimerHandle
+
+        def second_pass() -> None:
+            self._timers.discard(timer)
+            self._spawn(self._store.invalidate(event))
+
+        timer = asyncio.get_running_loop().call_later(SECOND_PASS_SECONDS, second_pass)
+        self._timers.add(timer)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     def _on_message(self, payload: bytes | str) -> None:
         try:
@@ -68,7 +82,7 @@ class Invalidator:
             log.warning("ignoring malformed invalidation payload")
             return
         if isinstance(event, dict):
-            asyncio.ensure_future(self._apply(event))
+            self._spawn(self._apply(event))
 
     async def _postgres_loop(self) -> None:
         attempt = 0

@@ -1,0 +1,131 @@
+"""Test helpers: run the gateway the way users do (uvicorn on a loopback port), seed data.
+
+Seeding writes rows directly with SQL so the proxy's tests do not depend on the
+admin API; the admin API has tests of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+import uvicorn
+
+from gateway.app import GatewayApp, create_app
+from gateway.config import Config, parse_config
+from gateway.devservices import free_port
+from gateway.keys import hash_key
+
+MASTER_KEY = "sk-master-test-0000"
+
+
+def make_config(database_url: str, redis_url: str | None, litellm_url: str, **sections: Any) -> Config:
+    """A Config as an operator would write it, plus the environment a test gives."""
+    environ = {"DATABASE_URL": database_url, "LITELLM_URL": litellm_url, "LITELLM_API_KEY": MASTER_KEY}
+    if redis_url:
+        environ["REDIS_URL"] = redis_url
+    data: dict[str, Any] = {"health": {"interval_seconds": 0.5}, "litellm": {"sync_users": False}}
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values) if isinstance(values, dict) else data.__setitem__(name, values)
+    return parse_config(data, environ)
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    app: GatewayApp
+    server: uvicorn.Server
+
+    @property
+    def state(self):
+        return self.app.holder.state
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(config: Config) -> AsyncIterator[RunningGateway]:
+    """Serve the gateway with uvicorn on a free port of this event loop, lifespan included."""
+    app = create_app(config)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False,
+                       loop="none", http="httptools", timeout_graceful_shutdown=2)
+    )
+    task = asyncio.create_task(server._serve())  # _serve: no signal handlers taken from pytest
+    async with asyncio.timeout(30):
+        while not server.started:
+            if task.done():
+                task.result()  # raises what stopped it
+                raise RuntimeError("gateway exited during startup")
+            await asyncio.sleep(0.01)  # readiness poll of a server we just started
+    try:
+        yield RunningGateway(f"http://127.0.0.1:{port}", app, server)
+    finally:
+        server.should_exit = True
+        await task
+
+
+@dataclass
+class Seeded:
+    key: str
+    key_id: str
+    user_id: str
+
+
+async def seed_key(
+    pool: Any,
+    *,
+    models: list[str],
+    subscriptions: dict[str, str] | None = None,
+    user_active: bool = True,
+    key_active: bool = True,
+    expires_in: float | None = None,
+) -> Seeded:
+    """A user with subscriptions (model -> status; default: every listed model active) and one key."""
+    user_id = f"user-{uuid.uuid4().hex[:12]}"
+    key = "sk-test-" + secrets.token_urlsafe(24)
+    key_id = str(uuid.uuid4())
+    if subscriptions is None:
+        subscriptions = {m: "active" for m in models if not m.endswith("*")}
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO users (id, username, email, is_active, sync_status) VALUES ($1, $1, $1 || '@example.com', $2, 'synced')",
+            user_id, user_active,
+        )
+        for model, status in subscriptions.items():
+            await conn.execute("INSERT INTO models (id) VALUES ($1) ON CONFLICT DO NOTHING", model)
+            await conn.execute(
+                "INSERT INTO subscriptions (id, user_id, model_id, status) VALUES ($1, $2, $3, $4)",
+                str(uuid.uuid4()), user_id, model, status,
+            )
+        await conn.execute(
+            """INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, is_active, expires_at)
+               VALUES ($1, $2, 'test', $3, $4, $5, CASE WHEN $6::float8 IS NULL THEN NULL
+                                                       ELSE now() + make_interval(secs => $6::float8) END)""",
+            key_id, user_id, hash_key(key), key[:7], key_active, expires_in,
+        )
+        for model in models:
+            await conn.execute("INSERT INTO api_key_models (api_key_id, model_id) VALUES ($1, $2)", key_id, model)
+    return Seeded(key, key_id, user_id)
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def eventually(predicate, timeout: float, interval: float = 0.01) -> float:
+    """Poll `predicate` (sync or async) until true; returns the seconds it took. Fails after `timeout`."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return loop.time() - started
+        if loop.time() - started > timeout:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
