@@ -1,0 +1,43 @@
+# maas-gateway: `make run` serves a demo gateway, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test test-unit test-integration test-e2e bench system-deps venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,litellm]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+system-deps:
+	./scripts/system-deps.sh
+
+## make run: Postgres, LiteLLM (mock models) and the gateway on 127.0.0.1:8080, with a demo key.
+run: system-deps venv
+	$(VENV)/bin/maas-gateway dev
+
+## make test: unit + integration + e2e (starts its own Postgres, Redis and LiteLLM on free ports).
+test: system-deps venv
+	$(PY) -m pytest
+
+test-unit: venv
+	$(PY) -m pytest -m unit
+
+test-integration: system-deps venv
+	$(PY) -m pytest -m integration
+
+test-e2e: system-deps venv
+	$(PY) -m pytest -m e2e
+
+## make bench: the side-by-side benchmark (wrk); results in bench-results/.
+bench: system-deps venv
+	$(PY) -m tests.perf.bench
+
+clean:
+	rm -rf $(VENV) bench-results .run

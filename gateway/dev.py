@@ -1,0 +1,122 @@
+"""`maas-gateway dev` (what `make run` runs): a working gateway on this machine in one command.
+
+Starts what the environment does not provide: a throwaway Postgres when DATABASE_URL
+is unset, the real LiteLLM proxy with the mock models of deploy/litellm/config.yaml
+when LITELLM_URL is unset (REDIS_URL unset: in-process cache only). Applies the
+schema, makes a demo user, subscriptions and key, prints how to call it, and
+serves in service_key mode with user sync off (the demo LiteLLM has no database).
+Ctrl-C stops the gateway and everything this command started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+
+from gateway import devservices
+
+DEMO_EMAIL = "demo@example.com"
+DEMO_MODELS = ("gpt-4o-mini", "text-embedding-3-small")
+ALL_DEMO_MODELS = ("gpt-4o-mini", "gpt-4o", "llama-3-8b", "text-embedding-3-small")
+LITELLM_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "litellm" / "config.yaml"
+
+
+async def seed_demo(database_url: str, config) -> str:
+    """The demo user, models, subscriptions and a fresh key; returns the key."""
+    import asyncpg
+
+    from gateway import db
+    from gateway.accounts import Accounts
+
+    await db.migrate_url(database_url)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        accounts = Accounts(pool, config, None, None)
+        user_id = await pool.fetchval("SELECT id FROM users WHERE lower(email) = $1", DEMO_EMAIL)
+        if user_id is None:
+            user_id = (await accounts.create_user(email=DEMO_EMAIL, username="demo"))["id"]
+        known = {m["id"] for m in await accounts.list_models()}
+        for model in ALL_DEMO_MODELS:
+            if model not in known:
+                await accounts.create_model(id=model)
+        subscribed = {r["model_id"] for r in await pool.fetch("SELECT model_id FROM subscriptions WHERE user_id = $1", user_id)}
+        for model in DEMO_MODELS:
+            if model not in subscribed:
+                await accounts.create_subscription(user_id=user_id, model_id=model)
+        created = await accounts.create_key(user_id=user_id, models=list(DEMO_MODELS), name="make run demo")
+        return created["key"]
+    finally:
+        await pool.close()
+
+
+def _banner(url: str, key: str) -> str:
+    return f"""
+================================================================================
+ maas-gateway is serving at {url}
+ Demo API key (may use {', '.join(DEMO_MODELS)}; shown once):
+
+   export OPENAI_API_KEY={key}
+
+ curl:
+   curl -s {url}/v1/chat/completions \\
+     -H "Authorization: Bearer $OPENAI_API_KEY" -H "Content-Type: application/json" \\
+     -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+ Python (pip install openai):
+   from openai import OpenAI
+   client = OpenAI(base_url="{url}/v1", api_key="{key}")
+   reply = client.chat.completions.create(
+       model="gpt-4o-mini", messages=[{{"role": "user", "content": "Hello"}}])
+   print(reply.choices[0].message.content)
+
+ A model the key may not use (gpt-4o) answers 403 MODEL_ACCESS_DENIED.
+ Metrics: {url}/metrics   Health: {url}/health/integration   Ctrl-C stops everything.
+================================================================================
+"""
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.config import load_config
+    from gateway.logs import configure
+
+    workdir = Path(tempfile.mkdtemp(prefix="maas-gateway-dev-"))
+    os.chmod(workdir, 0o755)
+    started: list[devservices.Service] = []
+    environ = dict(os.environ)
+    try:
+        if not environ.get("DATABASE_URL"):
+            print("starting a throwaway Postgres ...", flush=True)
+            started.append(devservices.start_postgres(workdir / "postgres"))
+            environ["DATABASE_URL"] = started[-1].url
+        if not environ.get("LITELLM_URL"):
+            master_key = environ.get("LITELLM_API_KEY") or "sk-dev-" + secrets.token_urlsafe(24)
+            print("starting LiteLLM with the mock models (about 15 s) ...", flush=True)
+            started.append(devservices.start_litellm(LITELLM_CONFIG, workdir / "litellm", master_key=master_key))
+            environ["LITELLM_URL"] = started[-1].url
+            environ["LITELLM_API_KEY"] = master_key
+        environ.setdefault("LITELLM_AUTH", "service_key")
+        environ.setdefault("LITELLM_SYNC_USERS", "false")
+        config = load_config(args.config, environ)
+        configure(config.logging.level)
+        key = asyncio.run(seed_demo(environ["DATABASE_URL"], config))
+        url = f"http://{config.server.host}:{args.port}"
+        print(_banner(url, key), flush=True)
+        uvicorn.run(
+            create_app(config), host=config.server.host, port=args.port, loop="uvloop", http="httptools",
+            lifespan="on", access_log=False, log_config=None,
+        )
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for service in reversed(started):
+            service.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
