@@ -202,6 +202,8 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a list, got {_describe(value)}")
         return tuple(_coerce(item_tp, item, f"{path}[{i}]") for i, item in enumerate(value))
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if isinstance(value, bool):  # YAML 1.1 reads a bare `off` as false
+            value = "on" if value else "off"
         try:
             return tp(value)
         except ValueError:
@@ -257,7 +259,9 @@ def _set(tree: dict, path: str, value: Any) -> None:
     *parents, leaf = path.split(".")
     node = tree
     for part in parents:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:  # absent, or a section whose keys are all commented out
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"{part}: expected a mapping")
     node[leaf] = value
@@ -290,7 +294,7 @@ def _validate(config: Config) -> None:
 
 def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     """Build the Config from already-loaded YAML data and the environment."""
-    tree = dict(data or {}) if isinstance(data, Mapping) else data
+    tree = dict(data or {}) if data is None or isinstance(data, Mapping) else data
     if not isinstance(tree, dict):
         raise ConfigError(f"config: expected a mapping at the top, got {_describe(data)}")
     for secret in SECRET_FIELDS:

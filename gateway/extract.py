@@ -10,6 +10,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from gateway.errors import InvalidRequestError
 
@@ -27,10 +29,11 @@ def json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
+MAX_FIELD_BYTES = 1024
+
+
 def query_model(query_string: bytes) -> str | None:
-    """`model` from the query string; conflicting repeats are an error."""
-    if b"model" not in query_string:
-        return None
+    """`model` from the query string (decoded as LiteLLM decodes it); conflicting repeats are an error."""
     values = parse_qs(query_string.decode("latin-1"), keep_blank_values=True).get("model")
     if not values:
         return None
@@ -39,36 +42,86 @@ def query_model(query_string: bytes) -> str | None:
     return values[0]
 
 
-def _boundary(content_type: str) -> bytes:
-    for part in content_type.split(";")[1:]:
-        name, _, value = part.strip().partition("=")
-        if name.lower() == "boundary" and value:
-            return value.strip('"').encode("latin-1")
-    raise InvalidRequestError(detail="multipart request without a boundary in Content-Type")
-
-
 def multipart_model(content_type: str, body: bytes) -> str | None:
-    """The `model` form field of a multipart/form-data body; conflicting repeats are an error."""
-    if not content_type.lower().startswith("multipart/form-data"):
+    """The `model` form field of a multipart/form-data body.
+
+    Parsed with python-multipart, the parser Starlette (and so LiteLLM) uses, so the
+    gateway reads the same `model` LiteLLM will. Repeated fields that disagree, and a
+    file part named `model`, are refused.
+    """
+    kind, params = parse_options_header(content_type)
+    if kind != b"multipart/form-data":
         raise InvalidRequestError(detail="this route takes multipart/form-data")
-    delimiter = b"--" + _boundary(content_type)
-    found: list[str] = []
-    for part in body.split(delimiter)[1:]:
-        if part.startswith(b"--"):
-            break  # the closing delimiter
-        head, sep, value = part.partition(b"\r\n\r\n")
-        if not sep:
-            raise InvalidRequestError(detail="malformed multipart body")
-        for line in head.split(b"\r\n"):
-            name, _, rest = line.partition(b":")
-            if name.strip().lower() != b"content-disposition":
-                continue
-            params = {}
-            for item in rest.split(b";")[1:]:
-                key, _, val = item.strip().partition(b"=")
-                params[key.lower()] = val.strip(b'"')
-            if params.get(b"name") == b"model" and b"filename" not in params:
-                found.append(value.removesuffix(b"\r\n").decode("utf-8", "replace"))
-    if len(set(found)) > 1:
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise InvalidRequestError(detail="multipart request without a boundary in Content-Type")
+    reader = _ModelFieldReader()
+    parser = MultipartParser(boundary, reader.callbacks())
+    try:
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError:
+        raise InvalidRequestError(detail="malformed multipart body") from None
+    if reader.file_named_model:
+        raise InvalidRequestError(detail="`model` must be a form field, not a file", param="model")
+    if len(set(reader.values)) > 1:
         raise InvalidRequestError(detail="conflicting `model` fields in the form", param="model")
-    return found[0] if found else None
+    return reader.values[-1].decode("utf-8", "replace") if reader.values else None
+
+
+class _ModelFieldReader:
+    """Callbacks for MultipartParser that keep only the `model` field's values."""
+
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+        self.file_named_model = False
+        self._header_name = b""
+        self._header_value = b""
+        self._disposition = b""
+        self._data: bytearray | None = None
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value_data,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _part_begin(self) -> None:
+        self._disposition = b""
+        self._data = None
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_name += data[start:end]
+
+    def _header_value_data(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def _header_end(self) -> None:
+        if self._header_name.lower() == b"content-disposition":
+            self._disposition = self._header_value
+        self._header_name = self._header_value = b""
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        if options.get(b"name") != b"model":
+            return
+        if b"filename" in options:
+            self.file_named_model = True
+        else:
+            self._data = bytearray()
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._data is not None:
+            if len(self._data) + end - start > MAX_FIELD_BYTES:
+                raise InvalidRequestError(detail="the `model` form field is too long", param="model")
+            self._data += data[start:end]
+
+    def _part_end(self) -> None:
+        if self._data is not None:
+            self.values.append(bytes(self._data))
+            self._data = None

@@ -42,7 +42,8 @@ NEGATIVE_MAX_ENTRIES = 10_000
 _NEGATIVE = b"null"
 
 _BEARER = "bearer "
-_KEY_HEADERS = (b"authorization", b"x-api-key", b"api-key")
+# Where a key may come from, in order of precedence (Authorization first, as LiteLLM reads it).
+_KEY_HEADERS = (b"authorization", b"api-key", b"x-api-key")
 
 _L1_HIT = KEY_CACHE_LOOKUPS.labels(tier="l1", result="hit")
 _L1_NEGATIVE = KEY_CACHE_LOOKUPS.labels(tier="l1", result="negative")
@@ -54,16 +55,24 @@ _STALE = KEY_CACHE_LOOKUPS.labels(tier="l1", result="stale")
 
 
 def extract_key(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The API key from `Authorization: Bearer`, `x-api-key` or `api-key`; None when absent."""
+    """The API key from `Authorization: Bearer`, `api-key` or `x-api-key` (that precedence); None when absent.
+
+    Whatever else the client sent, only this key is forwarded upstream (passthrough mode),
+    so LiteLLM authenticates exactly the key the gateway checked.
+    """
+    found: dict[bytes, str] = {}
     for name, value in headers:
-        if name in _KEY_HEADERS:
+        if name in _KEY_HEADERS and name not in found:
             text = value.decode("latin-1").strip()
             if name == b"authorization":
                 if text[:7].lower() != _BEARER:
                     continue
                 text = text[7:].strip()
             if text:
-                return text
+                found[name] = text
+    for name in _KEY_HEADERS:
+        if name in found:
+            return found[name]
     return None
 
 

@@ -126,7 +126,8 @@ class Proxy:
             return ""
         return model if model in state.known_models else OTHER
 
-    async def authenticate(self, state: GatewayState, scope: Scope) -> KeyRecord:
+    async def authenticate(self, state: GatewayState, scope: Scope) -> tuple[KeyRecord, str]:
+        """The key's record and the key itself (forwarded upstream in passthrough mode only)."""
         key = extract_key(scope["headers"])
         if key is None:
             raise AuthenticationError(Code.MISSING_API_KEY.value)
@@ -136,7 +137,7 @@ class Proxy:
             record = await state.store.lookup(key_hash)
         if record is None:
             raise AuthenticationError(Code.INVALID_API_KEY.value)
-        return record  # type: ignore[return-value]
+        return record, key  # type: ignore[return-value]
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, route: Route, path_model: str | None) -> None:
         state: GatewayState = self.holder.state
@@ -148,7 +149,7 @@ class Proxy:
         try:
             if scope["method"] not in route.methods:
                 raise MethodNotAllowedError(detail=f"use {', '.join(sorted(route.methods))}")
-            record = await self.authenticate(state, scope)
+            record, key = await self.authenticate(state, scope)
             log["key_prefix"] = record.key_prefix
             log["user_id"] = record.user_id
             body = await read_body(scope, receive, state.config.server.max_body_bytes)
@@ -158,7 +159,8 @@ class Proxy:
             upstream_body = body
             if state.service_auth is not None and parsed is not None and "user" not in parsed and route.name in _USER_FIELD_ROUTES:
                 upstream_body = splice_user(body, record.user_id)
-            status = await self._forward(state, scope, receive, send, route, upstream_body, request_id, id_header, model, log)
+            headers = self._upstream_headers(state, scope, key, request_id, id_header)
+            status = await self._forward(state, scope, send, route, headers, upstream_body, model, log, receive)
         except GatewayError as error:
             status, code = error.status, error.code
             await send_error(send, error, request_id, id_header)
@@ -212,32 +214,38 @@ class Proxy:
         log["decision"] = "shadow_deny"
         log["shadow_code"] = denial.code.value
 
-    def _upstream_headers(self, state: GatewayState, scope: Scope, request_id: str, id_header: bytes) -> dict[str, str]:
+    def _upstream_headers(self, state: GatewayState, scope: Scope, key: str, request_id: str, id_header: bytes) -> dict[str, str]:
+        """Headers for LiteLLM: the client's, minus every credential, plus exactly one key.
+
+        service_key mode: the service key. passthrough: the key the gateway authenticated,
+        as a Bearer token, so LiteLLM cannot pick another credential the client also sent.
+        """
         extra = [(id_header.decode(), request_id)]
         client = scope.get("client")
         if client:
             extra.append(("x-forwarded-for", client[0]))
-        if state.service_auth:
+        if state.service_auth is None:
+            extra.append(("authorization", f"Bearer {key}"))
+        elif state.service_auth:
             extra.append(("authorization", state.service_auth))
-        return forward_headers(scope["headers"], drop_credentials=state.service_auth is not None, extra=extra)
+        return forward_headers(scope["headers"], extra=extra)
 
     async def _forward(
         self,
         state: GatewayState,
         scope: Scope,
-        receive: Receive,
         send: Send,
         route: Route,
+        headers: dict[str, str],
         body: bytes,
-        request_id: str,
-        id_header: bytes,
         model: str | None,
         log: dict,
+        receive: Receive,
     ) -> int:
         path_qs = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string")
         target = path_qs.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
-        headers = self._upstream_headers(state, scope, request_id, id_header)
+        request_id = headers[state.config.server.request_id_header]
         watcher = _DisconnectWatcher(receive)
         try:
             sent_at = time.perf_counter()
@@ -247,7 +255,7 @@ class Proxy:
                 UPSTREAM_DURATION.labels(route.name).observe(upstream_elapsed)
                 log["upstream_ms"] = round(upstream_elapsed * 1000, 3)
                 out_headers = response_headers(response.raw_headers)
-                out_headers.append((id_header, request_id.encode()))
+                out_headers.append((state.config.server.request_id_header.encode(), request_id.encode()))
                 await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
                 content_type = response.headers.get("content-type", "").encode()
                 streaming = content_type.startswith(_SSE)
@@ -288,8 +296,8 @@ class Proxy:
         try:
             if scope["method"] != "GET":
                 raise MethodNotAllowedError(detail="use GET")
-            record = await self.authenticate(state, scope)
-            headers = self._upstream_headers(state, scope, request_id, id_header)
+            record, key = await self.authenticate(state, scope)
+            headers = self._upstream_headers(state, scope, key, request_id, id_header)
             status, raw, data = await state.upstream.get_json("/v1/models", headers)
             if status != 200 or not isinstance(data, dict) or not isinstance(data.get("data"), list):
                 await _send_json(send, status, raw, request_id, id_header)  # LiteLLM's own answer

@@ -42,18 +42,13 @@ CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key", b"api-key", b"x-
 FAILURE_STATUSES = frozenset({502, 503, 504})
 
 
-def forward_headers(
-    headers: Iterable[tuple[bytes, bytes]],
-    *,
-    drop_credentials: bool,
-    extra: Iterable[tuple[str, str]] = (),
-) -> dict[str, str]:
-    """The request headers to send to LiteLLM."""
+def forward_headers(headers: Iterable[tuple[bytes, bytes]], *, extra: Iterable[tuple[str, str]] = ()) -> dict[str, str]:
+    """The request headers to send to LiteLLM: no hop-by-hop headers, no client credentials, plus `extra`."""
     headers = list(headers)
     named = _connection_tokens(headers)
     out: dict[str, str] = {}
     for name, value in headers:
-        if name in REQUEST_DROP or name in named or (drop_credentials and name in CREDENTIAL_HEADERS):
+        if name in REQUEST_DROP or name in named or name in CREDENTIAL_HEADERS:
             continue
         key = name.decode("latin-1")
         text = value.decode("latin-1")

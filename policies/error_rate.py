@@ -45,3 +45,5 @@ class ErrorRateWindow:
 
     def reset(self) -> None:
         self._stamps = [-1] * self._size
+        self._totals = [0] * self._size
+        self._failures = [0] * self._size

@@ -43,6 +43,9 @@ def _fallback_names(field: str, value: Any) -> list[str] | Deny:
         if isinstance(entry, str):
             names.append(entry)
         elif isinstance(entry, dict) and isinstance(entry.get("model"), str):
+            refused = next((f for f in REFUSED_FIELDS if f in entry), None)
+            if refused is not None:
+                return Deny(Code.INVALID_REQUEST, detail=f"the `{refused}` field is not allowed in `{field}` entries")
             names.append(entry["model"])
         elif isinstance(entry, dict) and entry and "model" not in entry:
             # router style: {"primary": ["fallback-a", "fallback-b"]}

@@ -275,3 +275,16 @@ async def test_revocation_reaches_a_second_instance_within_one_second(pool, redi
 
         took = await eventually(denied, timeout=1.0)
         assert took < 1.0
+
+
+async def test_passthrough_forwards_exactly_the_key_the_gateway_checked(pool, redis_url, postgres_url, fake_upstream, http):
+    config = make_config(postgres_url, redis_url, fake_upstream.url, litellm={"auth": "passthrough", "sync_users": False})
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    headers = {"api-key": seeded.key, "x-litellm-api-key": "sk-someone-elses", "x-api-key": "sk-third"}
+    async with running_gateway(config) as gw:
+        async with http.post(gw.url + "/v1/chat/completions", json=chat("gpt-4o-mini"), headers=headers) as r:
+            assert r.status == 200
+    [seen] = fake_upstream.seen
+    assert seen.headers["Authorization"] == f"Bearer {seeded.key}"
+    assert [h for h in ("x-litellm-api-key", "x-api-key", "api-key") if h in seen.headers] == []
+    assert orjson.loads(seen.body) == chat("gpt-4o-mini")  # passthrough: no `user` spliced in
