@@ -1,0 +1,86 @@
+"""The `maas-gateway` command as operators run it: a subprocess with the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.devservices import free_port
+from tests.support import MASTER_KEY, bearer, eventually, seed_key
+
+pytestmark = pytest.mark.integration
+
+CLI = [sys.executable, "-m", "gateway.cli"]
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *CLI, *args, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, out.decode(), err.decode()  # type: ignore[return-value]
+
+
+async def test_migrate_is_idempotent(postgres_url):
+    for _ in range(2):
+        code, out, err = await run_cli("migrate", env={"DATABASE_URL": postgres_url})
+        assert code == 0, err
+    assert out.strip() == "schema is up to date"
+
+
+@pytest.mark.parametrize(
+    ("config", "env", "message"),
+    [
+        ("litellm:\n  timeout_ms: fast\n", {}, "litellm.timeout_ms: expected an integer, got 'fast'"),
+        ("litellm:\n  timeuot_ms: 5\n", {}, "litellm.timeuot_ms: unknown key"),
+        ("", {"LITELLM_TIMEOUT": "soon"}, "LITELLM_TIMEOUT: expected an integer, got 'soon'"),
+        ("database:\n  url: postgresql://u:secret@h/db\n", {}, "database.url: secrets are not read from the file; set DATABASE_URL"),
+    ],
+)
+async def test_bad_configuration_stops_serve_with_the_key_path(tmp_path: Path, config, env, message):
+    path = tmp_path / "config.yaml"
+    path.write_text(config)
+    code, _, err = await run_cli("serve", "--config", str(path), env=env)
+    assert code == 2
+    assert message in err
+    assert "secret" not in err.replace("secrets are not read", "")
+
+
+async def test_serve_answers_and_stops_cleanly_on_sigterm(pool, postgres_url, redis_url, fake_upstream):
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    port = free_port()
+    env = {"DATABASE_URL": postgres_url, "REDIS_URL": redis_url, "LITELLM_URL": fake_upstream.url,
+           "LITELLM_API_KEY": MASTER_KEY, "LITELLM_SYNC_USERS": "false"}
+    process = await asyncio.create_subprocess_exec(
+        *CLI, "serve", "--port", str(port), env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def alive() -> bool:
+                try:
+                    async with http.get(url + "/health/live") as r:
+                        return r.status == 200
+                except aiohttp.ClientConnectionError:
+                    return False
+
+            await eventually(alive, timeout=30, interval=0.1)
+            body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+            async with http.post(url + "/v1/chat/completions", json=body, headers=bearer(seeded.key)) as r:
+                assert r.status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    # uvicorn re-raises the signal once shut down, the Unix convention for "ended by SIGTERM"
+    assert process.returncode in (0, -signal.SIGTERM), err.decode()[-2000:]
+    assert "Application shutdown complete." in err.decode()
+    assert seeded.key not in err.decode()  # the access log shows the prefix only
+    assert seeded.key[:7] in err.decode()

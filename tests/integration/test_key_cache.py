@@ -1,0 +1,67 @@
+"""The key store's tiers on real Postgres and Redis: what reaches Postgres, and when."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.config import CacheConfig
+from gateway.keys import KeyStore, hash_key
+from gateway.metrics import KEY_CACHE_LOOKUPS
+import redis.asyncio as aioredis
+from tests.support import seed_key
+
+pytestmark = pytest.mark.integration
+
+
+def count(tier: str, result: str) -> float:
+    return KEY_CACHE_LOOKUPS.labels(tier=tier, result=result)._value.get()
+
+
+@pytest.fixture
+async def redis(redis_url):
+    client = aioredis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def test_unknown_keys_reach_postgres_once_each(pool, redis):
+    store = KeyStore(pool, redis, CacheConfig())
+    unknown = [hash_key(f"sk-random-{i}") for i in range(5)]
+    before = count("postgres", "negative")
+    for _ in range(40):
+        for key_hash in unknown:
+            assert await store.lookup(key_hash) is None
+    assert count("postgres", "negative") - before == 5
+
+
+async def test_a_second_instance_is_served_from_redis_not_postgres(pool, redis):
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    first, second = KeyStore(pool, redis, CacheConfig()), KeyStore(pool, redis, CacheConfig())
+    key_hash = hash_key(seeded.key)
+    before_db, before_redis = count("postgres", "hit"), count("redis", "hit")
+    record = await first.lookup(key_hash)
+    assert record is not None and record.user_id == seeded.user_id
+    assert await second.lookup(key_hash) == record
+    assert (count("postgres", "hit") - before_db, count("redis", "hit") - before_redis) == (1, 1)
+    assert second.cached(key_hash) == record  # now warm in L1: no await needed
+
+
+async def test_concurrent_misses_share_one_query(pool):
+    import asyncio
+
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    store = KeyStore(pool, None, CacheConfig())
+    before = count("postgres", "hit")
+    records = await asyncio.gather(*(store.lookup(hash_key(seeded.key)) for _ in range(20)))
+    assert len({r.key_id for r in records}) == 1
+    assert count("postgres", "hit") - before == 1
+
+
+async def test_l1_is_bounded(pool):
+    store = KeyStore(pool, None, CacheConfig(max_entries=3))
+    seeded = [await seed_key(pool, models=["gpt-4o-mini"]) for _ in range(5)]
+    for s in seeded:
+        await store.lookup(hash_key(s.key))
+    assert store.size == 3
+    assert store.cached(hash_key(seeded[0].key)) is False  # the oldest went first
+    assert store.cached(hash_key(seeded[-1].key)) is not False
