@@ -13,7 +13,13 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-venv: $(STAMP)
+NODE_DEPS := tests/deploy/node_modules/.package-lock.json
+
+# Schema validators for the Prometheus Operator resources (tests/deploy), from the npm registry.
+$(NODE_DEPS): tests/deploy/package-lock.json
+	npm ci --prefix tests/deploy --no-audit --no-fund --loglevel=error
+
+venv: $(STAMP) $(NODE_DEPS)
 
 system-deps:
 	./scripts/system-deps.sh

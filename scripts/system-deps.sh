@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests, `make run` and `make bench` need, when missing:
 # PostgreSQL and Redis servers (throwaway instances on free ports), wrk (load
-# generator), promtool (Prometheus rule tests). Debian/Ubuntu; as root, or with sudo.
+# generator), promtool (Prometheus rule tests), npm (schema validators for the
+# Kubernetes custom resources). Debian/Ubuntu; as root, or with sudo.
 set -euo pipefail
 
 need=()
@@ -10,6 +11,7 @@ pg_found || need+=(postgresql)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v wrk >/dev/null || need+=(wrk)
 command -v promtool >/dev/null || need+=(prometheus)
+command -v npm >/dev/null || need+=(nodejs npm)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
