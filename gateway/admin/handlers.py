@@ -1,0 +1,162 @@
+"""The admin API's endpoints: authenticate, validate, call Accounts, answer JSON.
+
+Every request needs `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`, compared in constant
+time. Without a configured token the whole API answers 404 ADMIN_API_DISABLED: disabled,
+never open. Errors are GatewayErrors, rendered in the OpenAI shape by the app's handler.
+ENDPOINTS is the single table the routes and the OpenAPI document are both made from.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.accounts import Accounts
+from gateway.admin import schema
+from gateway.admin.schema import Body
+from gateway.errors import AdminError, GatewayError
+from gateway.validation import invalid
+
+log = logging.getLogger("maas_gateway.admin")
+
+PREFIX = "/admin/v1"
+MAX_BODY_BYTES = 64 * 1024
+
+Handler = Callable[[Request, Accounts], Awaitable[Response]]
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def authenticate(request: Request) -> None:
+    token = request.app.state.holder.state.config.admin.token
+    if not token:
+        raise AdminError(404, "ADMIN_API_DISABLED", "The admin API is disabled: set GATEWAY_ADMIN_TOKEN to enable it.")
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+        raise AdminError(401, "UNAUTHORIZED", "Missing or wrong admin token: send 'Authorization: Bearer <GATEWAY_ADMIN_TOKEN>'.")
+
+
+async def read_body(request: Request, body: Body) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise AdminError(413, "REQUEST_TOO_LARGE", f"Admin request bodies are limited to {MAX_BODY_BYTES} bytes.")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise AdminError(400, "INVALID_REQUEST", "The request body is not valid JSON.") from None
+    return body.validate(data)
+
+
+def query(request: Request, *allowed: str) -> dict[str, str]:
+    unknown = sorted(set(request.query_params) - set(allowed))
+    if unknown:
+        raise invalid(f"{unknown[0]}: unknown query parameter (known: {', '.join(allowed) or 'none'}).", unknown[0])
+    return {k: request.query_params[k] for k in allowed if request.query_params.get(k)}
+
+
+# -- endpoints ---------------------------------------------------------------
+
+
+async def create_user(request: Request, accounts: Accounts) -> Response:
+    return json_response(await accounts.create_user(**await read_body(request, schema.USER_CREATE)), 201)
+
+
+async def get_user(request: Request, accounts: Accounts) -> Response:
+    return json_response(await accounts.get_user(request.path_params["id"]))
+
+
+async def update_user(request: Request, accounts: Accounts) -> Response:
+    body = await read_body(request, schema.USER_UPDATE)
+    return json_response(await accounts.set_user_active(request.path_params["id"], body["is_active"]))
+
+
+async def create_model(request: Request, accounts: Accounts) -> Response:
+    return json_response(await accounts.create_model(**await read_body(request, schema.MODEL_CREATE)), 201)
+
+
+async def list_models(request: Request, accounts: Accounts) -> Response:
+    query(request)
+    return json_response({"data": await accounts.list_models()})
+
+
+async def create_subscription(request: Request, accounts: Accounts) -> Response:
+    answer = await accounts.create_subscription(**await read_body(request, schema.SUBSCRIPTION_CREATE))
+    return json_response(answer, 201 if answer["created"] else 200)
+
+
+async def update_subscription(request: Request, accounts: Accounts) -> Response:
+    body = await read_body(request, schema.SUBSCRIPTION_UPDATE)
+    return json_response(await accounts.set_subscription_status(request.path_params["id"], body["status"]))
+
+
+async def create_key(request: Request, accounts: Accounts) -> Response:
+    return json_response(await accounts.create_key(**await read_body(request, schema.KEY_CREATE)), 201)
+
+
+async def list_keys(request: Request, accounts: Accounts) -> Response:
+    return json_response({"data": await accounts.list_keys(**query(request, "user_id"))})
+
+
+async def revoke_key(request: Request, accounts: Accounts) -> Response:
+    return json_response(await accounts.revoke_key(request.path_params["id"]))
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str  # below PREFIX
+    handler: Handler
+    summary: str
+    status: int  # the success status
+    response: str  # the OpenAPI component answered on success
+    body: Body | None = None
+    query: tuple[str, ...] = ()
+    errors: tuple[int, ...] = (401, 404, 422)
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/users", create_user, "Create a user and ensure it in LiteLLM", 201, "User",
+             schema.USER_CREATE, errors=(400, 401, 409, 422)),
+    Endpoint("GET", "/users/{id}", get_user, "Get a user, with its LiteLLM sync status", 200, "User", errors=(401, 404)),
+    Endpoint("PATCH", "/users/{id}", update_user, "Activate or deactivate a user", 200, "User", schema.USER_UPDATE),
+    Endpoint("POST", "/models", create_model, "Add a model (its LiteLLM name)", 201, "Model", schema.MODEL_CREATE,
+             errors=(400, 401, 409, 422)),
+    Endpoint("GET", "/models", list_models, "List models", 200, "ModelList", errors=(401,)),
+    Endpoint("POST", "/subscriptions", create_subscription,
+             "Subscribe a user to a model, optionally with an API key (200 with created: false when it exists)",
+             201, "SubscriptionCreated", schema.SUBSCRIPTION_CREATE, errors=(400, 401, 404, 409, 422, 503)),
+    Endpoint("PATCH", "/subscriptions/{id}", update_subscription, "Change a subscription's status", 200,
+             "Subscription", schema.SUBSCRIPTION_UPDATE),
+    Endpoint("POST", "/keys", create_key, "Create an API key; the key is in this answer only", 201, "ApiKeyCreated",
+             schema.KEY_CREATE, errors=(400, 401, 404, 409, 422, 503)),
+    Endpoint("GET", "/keys", list_keys, "List API keys (never the key itself)", 200, "ApiKeyList", query=("user_id",)),
+    Endpoint("DELETE", "/keys/{id}", revoke_key, "Revoke an API key (refused at once on every instance)", 200,
+             "ApiKey", errors=(401, 404)),
+)
+
+
+def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Authentication, the Accounts service from app state, and no unhandled 500 without a log line."""
+
+    async def endpoint(request: Request) -> Response:
+        authenticate(request)
+        accounts = request.app.state.holder.state.extras.get("accounts")
+        if accounts is None:
+            raise AdminError(503, "ADMIN_UNAVAILABLE", "The admin API needs a database: set DATABASE_URL.")
+        try:
+            return await handler(request, accounts)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            log.exception("admin request failed", extra={"fields": {"path": request.url.path}})
+            raise AdminError(500, "INTERNAL_ERROR", "Internal error; see the gateway's log.") from exc
+
+    return endpoint

@@ -1,0 +1,146 @@
+"""Request bodies of the admin API: declared once, validated strictly, described in OpenAPI.
+
+Unknown fields, wrong types, missing required fields and values outside an enum are
+refused with 422 INVALID_REQUEST naming the field (`param`). An optional field sent
+as null counts as absent. Formats (ids, emails, dates) are checked by the service
+layer, so the CLI gets the same answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.validation import invalid
+from policies.records import SUBSCRIPTION_STATUSES
+
+_JSON_TYPES = {
+    "string": {"type": "string", "minLength": 1},
+    "date-time": {"type": "string", "format": "date-time"},
+    "integer": {"type": "integer", "minimum": 0},
+    "number": {"type": "number", "minimum": 0},
+    "boolean": {"type": "boolean"},
+    "string-list": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+}
+_TYPE_WORDS = {
+    "string": "a non-empty string",
+    "date-time": "an ISO 8601 date-time string",
+    "integer": "a non-negative integer",
+    "number": "a non-negative number",
+    "boolean": "true or false",
+    "string-list": "a non-empty list of non-empty strings",
+}
+
+
+def _fits(kind: str, value: Any) -> bool:
+    if kind in ("string", "date-time"):
+        return isinstance(value, str) and value != ""
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "string-list":
+        return isinstance(value, list) and bool(value) and all(isinstance(v, str) and v for v in value)
+    raise AssertionError(kind)
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: str
+    description: str
+    required: bool = False
+    enum: tuple[str, ...] = ()
+
+    def json_schema(self) -> dict:
+        schema = dict(_JSON_TYPES[self.kind], description=self.description)
+        if self.enum:
+            schema["enum"] = list(self.enum)
+        return schema
+
+    def check(self, value: Any) -> Any:
+        if not _fits(self.kind, value):
+            raise invalid(f"{self.name}: expected {_TYPE_WORDS[self.kind]}, got {_describe(value)}.", self.name)
+        if self.enum and value not in self.enum:
+            raise invalid(f"{self.name}: expected one of {', '.join(self.enum)}, got {_describe(value)}.", self.name)
+        return value
+
+
+@dataclass(frozen=True)
+class Body:
+    name: str  # the OpenAPI component's name
+    fields: tuple[Field, ...]
+
+    def validate(self, data: Any) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise invalid(f"The request body must be a JSON object, got {_describe(data)}.", None)
+        known = {f.name: f for f in self.fields}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise invalid(f"{unknown[0]}: unknown field (known: {', '.join(known)}).", unknown[0])
+        values = {}
+        for field in self.fields:
+            value = data.get(field.name)
+            if value is None:
+                if field.required:
+                    raise invalid(f"{field.name}: required.", field.name)
+                continue
+            values[field.name] = field.check(value)
+        return values
+
+    def json_schema(self) -> dict:
+        schema: dict[str, Any] = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {f.name: f.json_schema() for f in self.fields},
+        }
+        required = [f.name for f in self.fields if f.required]
+        if required:
+            schema["required"] = required
+        return schema
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "true" if value is True else "false" if value is False else "null"
+    if isinstance(value, (dict, list)):
+        return "an object" if isinstance(value, dict) else "a list"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+STATUSES = tuple(sorted(SUBSCRIPTION_STATUSES))
+
+USER_CREATE = Body("UserCreate", (
+    Field("id", "string", "User id (default: a new UUID); the same id is used in LiteLLM."),
+    Field("email", "string", "Email address, unique (case-insensitive).", required=True),
+    Field("username", "string", "Display name (default: the email); LiteLLM's user_alias."),
+    Field("max_budget", "number", "LiteLLM budget in USD (default: litellm.user_defaults.max_budget)."),
+    Field("tpm_limit", "integer", "Tokens per minute in LiteLLM (default: litellm.user_defaults.tpm_limit)."),
+    Field("rpm_limit", "integer", "Requests per minute in LiteLLM (default: litellm.user_defaults.rpm_limit)."),
+))
+USER_UPDATE = Body("UserUpdate", (
+    Field("is_active", "boolean", "false deactivates the user: every key of theirs is refused at once.", required=True),
+))
+MODEL_CREATE = Body("ModelCreate", (
+    Field("id", "string", "The LiteLLM model name, e.g. gpt-4o or openai/gpt-4o.", required=True),
+))
+SUBSCRIPTION_CREATE = Body("SubscriptionCreate", (
+    Field("user_id", "string", "An existing user.", required=True),
+    Field("model_id", "string", "An existing model.", required=True),
+    Field("status", "string", "Initial status (default: active).", enum=STATUSES),
+    Field("generate_api_key", "boolean", "Also create an API key for this model, in the same transaction."),
+    Field("api_key_name", "string", "Name of the generated key."),
+))
+SUBSCRIPTION_UPDATE = Body("SubscriptionUpdate", (
+    Field("status", "string", "New status; anything but active refuses the model at once.", required=True, enum=STATUSES),
+))
+KEY_CREATE = Body("KeyCreate", (
+    Field("user_id", "string", "An existing, active user.", required=True),
+    Field("models", "string-list", "Models (or patterns such as openai/*) the key may use; each needs an active "
+          "subscription.", required=True),
+    Field("name", "string", "A name for the key."),
+    Field("expires_at", "date-time", "When the key stops working (ISO 8601; UTC when no offset is given)."),
+))

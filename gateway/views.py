@@ -1,0 +1,65 @@
+"""Database rows as the admin API and the CLI show them: JSON-ready dicts.
+
+Date-times are ISO 8601 in UTC, NUMERIC budgets are floats. A key's view never holds
+the key nor its hash; only `create_key` adds the key, once.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def _pick(row: Any, fields: tuple[str, ...]) -> dict:
+    return {name: _plain(row[name]) for name in fields}
+
+
+USER_FIELDS = (
+    "id", "username", "email", "is_active", "max_budget", "tpm_limit", "rpm_limit",
+    "sync_status", "sync_error", "last_synced_at", "created_at", "updated_at",
+)
+MODEL_FIELDS = ("id", "name", "provider", "is_active", "created_at")
+SUBSCRIPTION_FIELDS = ("id", "user_id", "model_id", "status", "expires_at", "created_at", "updated_at")
+KEY_FIELDS = (
+    "id", "user_id", "name", "key_prefix", "models", "expires_at", "is_active", "revoked_at",
+    "last_used_at", "sync_status", "created_at",
+)
+
+
+def user_view(row: Any) -> dict:
+    return _pick(row, USER_FIELDS)
+
+
+def model_view(row: Any) -> dict:
+    return _pick(row, MODEL_FIELDS)
+
+
+def subscription_view(row: Any) -> dict:
+    return _pick(row, SUBSCRIPTION_FIELDS)
+
+
+def key_status(row: Any, now: float) -> str:
+    if row["revoked_at"] is not None:
+        return "revoked"
+    if not row["is_active"]:
+        return "inactive"
+    if row["expires_at"] is not None and row["expires_at"].timestamp() <= now:
+        return "expired"
+    return "active"
+
+
+def key_view(row: Any) -> dict:
+    view = _pick(row, KEY_FIELDS)
+    view["models"] = list(row["models"])
+    view["status"] = key_status(row, time.time())
+    return view

@@ -1,0 +1,3 @@
+"""Fixtures of the admin API tests (the LiteLLM double, an admin client), shared here."""
+
+from tests.admin_support import admin, double, litellm_double_server  # noqa: F401 - fixtures
