@@ -87,8 +87,12 @@ async def test_unknown_key_raises_authentication_error(gateway):
     assert caught.value.code == "INVALID_API_KEY"
 
 
-async def test_litellm_errors_pass_through_unchanged(client):
-    with pytest.raises(openai.BadRequestError) as caught:
-        await client.chat.completions.create(model="gpt-4o-mini", messages="not a list")  # type: ignore[arg-type]
+async def test_litellm_errors_pass_through_unchanged(gateway, pool):
+    """A model the gateway allows but LiteLLM does not serve: LiteLLM's own 400 reaches the client."""
+    seeded = await seed_key(pool, models=["not-served-by-litellm"])
+    async with openai.AsyncOpenAI(base_url=gateway + "/v1", api_key=seeded.key, max_retries=0) as sdk:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await sdk.chat.completions.create(model="not-served-by-litellm", messages=[{"role": "user", "content": "hi"}])
     assert caught.value.status_code == 400
     assert caught.value.code == "400"  # LiteLLM's own error shape: code is the status as a string
+    assert "not-served-by-litellm" in caught.value.message
