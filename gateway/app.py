@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from typing import Any, AsyncIterator
 
 import redis.asyncio as aioredis
@@ -26,12 +27,15 @@ from starlette.routing import Route
 
 from gateway import db, metrics
 from gateway.breaker import Breaker
+from gateway.cli import CONFIG_ENV
 from gateway.config import Config
 from gateway.errors import GatewayError, RouteNotFoundError
 from gateway.health import health_routes, start_health
 from gateway.invalidation import Invalidator
 from gateway.keys import KeyStore
 from gateway.proxy import Proxy, send_error
+from gateway.reconciler import start_account_services
+from gateway.reload import ConfigReloader, set_mode_gauge
 from gateway.routes import RouteTable, model_id_from_models_path
 from gateway.state import GatewayState
 from gateway.upstream import Upstream
@@ -96,8 +100,10 @@ def _admin_routes() -> list[Any]:
 
 
 class GatewayApp:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
         self.config = config
+        # The file reloaded on SIGHUP or change (gateway/reload.py); `serve --config` names it in the environment.
+        self.config_path = config_path
         self.holder = StateHolder()
         self.routes = RouteTable(config.routes)
         self.proxy = Proxy(self.holder)
@@ -143,15 +149,26 @@ class GatewayApp:
         invalidator = Invalidator(store, config.database.url, redis)
         invalidator.start()
         state.extras["invalidator"] = invalidator
+        stop_accounts = await start_account_services(state)  # admin API's Accounts + the user-sync reconciler
         self.holder.state = state
         background = [asyncio.create_task(_refresh_known_models(state), name="known-models")]
         background.extend(await start_health(state))
+        set_mode_gauge(state.mode)
+        reloader = None
+        config_path = self.config_path or os.environ.get(CONFIG_ENV)
+        if config_path:
+            reloader = ConfigReloader(state, config_path)
+            reloader.start()
+            state.extras["reloader"] = reloader
         try:
             yield
         finally:
+            if reloader is not None:
+                await reloader.stop()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await stop_accounts()
             await invalidator.stop()
             await upstream.close()
             if redis is not None:
@@ -179,5 +196,5 @@ class GatewayApp:
         await send_error(send, RouteNotFoundError(), "-", id_header)
 
 
-def create_app(config: Config) -> GatewayApp:
-    return GatewayApp(config)
+def create_app(config: Config, config_path: str | None = None) -> GatewayApp:
+    return GatewayApp(config, config_path)

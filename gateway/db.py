@@ -36,7 +36,10 @@ FROM api_keys k JOIN users u ON u.id = k.user_id
 WHERE k.key_hash = $1
 """
 
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# Everything that means "the database cannot answer now" (InternalClientError: the
+# connection died mid-query).
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
+CONNECT_TIMEOUT_SECONDS = 3.0
 
 
 def record_from_row(row: Any) -> KeyRecord:
@@ -64,6 +67,7 @@ async def create_pool(url: str, config: DatabaseConfig) -> asyncpg.Pool:
             min_size=config.pool_min,
             max_size=config.pool_max,
             command_timeout=config.statement_timeout_ms / 1000,
+            timeout=CONNECT_TIMEOUT_SECONDS,  # an unreachable host must not hold requests for a minute
             server_settings={"application_name": "maas-gateway"},
         )
     except DB_ERRORS as exc:

@@ -1,16 +1,29 @@
 """Health endpoints, answered from state a background probe keeps fresh.
 
-    /health/live          the process answers
+    /health/live          the process answers (no dependency is looked at)
     /health/ready         it can serve: config loaded, and Postgres reachable or keys cached
-    /health/integration   LiteLLM (status, latency, last_sync, circuit_breaker), Postgres, Redis
+                          (200 ready | 503 not_ready); for a load balancer or Kubernetes
+    /health/integration   LiteLLM (status, latency, last_sync, circuit_breaker), Postgres, Redis,
+                          every breaker's state; 200, with "status": healthy | degraded
 
-Scraping them costs a dictionary read: the probe runs every
-`health.interval_seconds` (off with INTEGRATION_HEALTH_CHECK=false).
+Scraping them costs a dictionary read. The probe runs every `health.interval_seconds`:
+Postgres and Redis always (readiness needs them), LiteLLM only with
+`health.integration_check` (INTEGRATION_HEALTH_CHECK=false turns that off, and
+/health/integration then says "disabled").
+
+The LiteLLM probe is GET /health/liveliness on its own connection, outside the
+breaker, so it reports what LiteLLM does, not what the breaker remembers; except when
+the breaker is open and its trial is due: then the probe goes through the breaker
+and is the trial, so a breaker closes by itself once LiteLLM answers again, even
+when no request arrives. The probe also exports gauges (maas_gateway_dependency_up,
+maas_gateway_dependency_probe_latency_seconds, ..._last_user_sync_timestamp_seconds).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from typing import Any
 
@@ -19,8 +32,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gateway import db
+from gateway.breaker import Breaker
+from gateway.errors import GatewayError
+from gateway.metrics import DEPENDENCY_LATENCY, DEPENDENCY_UP, LAST_USER_SYNC
 from gateway.state import GatewayState
+
+log = logging.getLogger("maas_gateway.health")
+
+_LIVELINESS = "/health/liveliness"  # LiteLLM's: 200 "I'm alive!", no auth
+_PG_TIMEOUT_SECONDS = 2.0
+_LAST_SYNC_QUERY = "SELECT extract(epoch FROM max(last_synced_at))::float8 FROM users"
 
 
 def _iso(ts: float | None) -> str | None:
@@ -29,17 +50,43 @@ def _iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-async def _probe_litellm(state: GatewayState) -> dict[str, Any]:
+def _result(name: str, healthy: bool, started: float, **extra: Any) -> dict[str, Any]:
+    elapsed = time.perf_counter() - started
+    DEPENDENCY_UP.labels(dependency=name).set(1 if healthy else 0)
+    DEPENDENCY_LATENCY.labels(dependency=name).set(elapsed)
+    return {"status": "healthy" if healthy else "unhealthy", "latency": round(elapsed * 1000, 1), **extra}
+
+
+def breakers(state: GatewayState) -> list[Breaker]:
+    """Every breaker of this process: the inference path's and the management client's."""
+    found = [state.breaker]
+    management = state.extras.get("litellm_management")
+    extra = getattr(management, "breaker", None) or getattr(management, "_breaker", None)
+    if isinstance(extra, Breaker) and extra is not state.breaker:
+        found.append(extra)
+    return found
+
+
+async def _probe_litellm(state: GatewayState, session: aiohttp.ClientSession) -> dict[str, Any]:
     started = time.perf_counter()
-    url = state.upstream.base_url + "/health/liveliness"
+    timeout = state.config.litellm.timeout_ms / 1000
+    healthy = False
+    trial = state.breaker.trial_due()
     try:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(url, timeout=aiohttp.ClientTimeout(total=state.config.litellm.timeout_ms / 1000)) as r:
+        if trial:  # the breaker's trial call: success closes it
+            response = await state.upstream.request("GET", _LIVELINESS, {}, None)
+            try:
+                await response.read()
+                healthy = response.status == 200
+            finally:
+                response.release()
+        else:
+            async with session.get(state.upstream.base_url + _LIVELINESS, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
                 await r.read()
                 healthy = r.status == 200
-    except (aiohttp.ClientError, TimeoutError):
+    except (aiohttp.ClientError, TimeoutError, GatewayError):
         healthy = False
-    return {"status": "healthy" if healthy else "unhealthy", "latency": round((time.perf_counter() - started) * 1000, 1)}
+    return _result("litellm", healthy, started)
 
 
 async def _probe_postgres(state: GatewayState) -> dict[str, Any]:
@@ -47,11 +94,19 @@ async def _probe_postgres(state: GatewayState) -> dict[str, Any]:
         return {"status": "disabled"}
     started = time.perf_counter()
     try:
-        await state.pool.fetchval("SELECT 1", timeout=2)
-        status = "healthy"
-    except db.DB_ERRORS:
-        status = "unhealthy"
-    return {"status": status, "latency": round((time.perf_counter() - started) * 1000, 1)}
+        await state.pool.fetchval("SELECT 1", timeout=_PG_TIMEOUT_SECONDS)
+        healthy = True
+    except Exception:  # db.DB_ERRORS, and asyncpg's InternalClientError when a connection dies mid-query
+        healthy = False
+    result = _result("postgres", healthy, started)
+    if healthy:
+        # When users were last synced with LiteLLM, by any instance; a LiteMaaS schema may lack the column.
+        with contextlib.suppress(Exception):
+            last = await state.pool.fetchval(_LAST_SYNC_QUERY, timeout=_PG_TIMEOUT_SECONDS)
+            if last is not None:
+                state.extras["last_user_sync"] = max(last, state.extras.get("last_user_sync") or 0.0)
+                LAST_USER_SYNC.set(state.extras["last_user_sync"])
+    return result
 
 
 async def _probe_redis(state: GatewayState) -> dict[str, Any]:
@@ -60,34 +115,48 @@ async def _probe_redis(state: GatewayState) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         await state.redis.ping()
-        status = "healthy"
-    except Exception:
-        status = "unhealthy"
-    return {"status": status, "latency": round((time.perf_counter() - started) * 1000, 1)}
+        healthy = True
+    except Exception:  # redis-py raises many types; all mean "not answering"
+        healthy = False
+    return _result("redis", healthy, started)
 
 
-async def probe(state: GatewayState) -> dict[str, Any]:
-    litellm, postgres, redis = await asyncio.gather(_probe_litellm(state), _probe_postgres(state), _probe_redis(state))
-    litellm["circuit_breaker"] = state.breaker.state
-    litellm["last_sync"] = _iso(state.extras.get("last_user_sync"))
-    return {"litellm": litellm, "postgres": postgres, "redis": redis, "checked_at": _iso(time.time())}
+async def probe(state: GatewayState, session: aiohttp.ClientSession | None) -> dict[str, Any]:
+    """One round of checks; LiteLLM is skipped when `session` is None (integration check off)."""
+    checks = [_probe_postgres(state), _probe_redis(state)]
+    if session is not None:
+        checks.append(_probe_litellm(state, session))
+    results = await asyncio.gather(*checks)
+    report = {"postgres": results[0], "redis": results[1], "checked_at": _iso(time.time())}
+    if session is not None:
+        report["litellm"] = results[2]
+    return report
 
 
-async def _probe_loop(state: GatewayState) -> None:
-    while True:
-        state.extras["health"] = await probe(state)
-        await asyncio.sleep(state.config.health.interval_seconds)
+async def _probe_loop(state: GatewayState, session: aiohttp.ClientSession | None) -> None:
+    try:
+        while True:
+            await asyncio.sleep(state.config.health.interval_seconds)  # read each time: reloadable
+            try:
+                state.extras["health"] = await probe(state, session)
+            except Exception:  # a bug must not stop the probe for good
+                log.exception("health probe failed")
+    finally:
+        if session is not None:
+            await session.close()
 
 
 async def start_health(state: GatewayState) -> list[asyncio.Task]:
-    if not state.config.health.integration_check:
-        return []
-    state.extras["health"] = await probe(state)
-    return [asyncio.create_task(_probe_loop(state), name="health-probe")]
+    """Run the first probe now (so readiness is known when serving starts) and return the loop's task."""
+    session = None
+    if state.config.health.integration_check:
+        session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+    state.extras["health"] = await probe(state, session)
+    return [asyncio.create_task(_probe_loop(state, session), name="health-probe")]
 
 
-def _state(request: Request) -> GatewayState:
-    return request.app.state.holder.state
+def _state(request: Request) -> GatewayState | None:
+    return getattr(request.app.state.holder, "state", None)
 
 
 async def live(request: Request) -> JSONResponse:
@@ -96,23 +165,47 @@ async def live(request: Request) -> JSONResponse:
 
 async def ready(request: Request) -> JSONResponse:
     state = _state(request)
+    if state is None:
+        return JSONResponse({"status": "not_ready", "config_loaded": False}, status_code=503)
     report = state.extras.get("health") or {}
-    postgres_ok = state.pool is not None and report.get("postgres", {}).get("status") != "unhealthy"
-    ok = postgres_ok or state.store.size > 0
-    body = {"status": "ready" if ok else "not_ready", "postgres": postgres_ok, "cached_keys": state.store.size}
+    postgres_ok = state.pool is not None and report.get("postgres", {}).get("status") == "healthy"
+    cached = state.store.size
+    ok = postgres_ok or cached > 0
+    body = {
+        "status": "ready" if ok else "not_ready",
+        "config_loaded": True,
+        "postgres": postgres_ok,
+        "cached_keys": cached,
+        "enforcement": state.mode.value,
+    }
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
 async def integration(request: Request) -> JSONResponse:
     state = _state(request)
-    report = state.extras.get("health")
-    if report is None:
+    if state is None:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    report = state.extras.get("health") or {}
+    if "litellm" not in report:
         return JSONResponse({"status": "disabled", "detail": "INTEGRATION_HEALTH_CHECK is false"})
-    report = dict(report)
-    report["litellm"] = dict(report["litellm"], circuit_breaker=state.breaker.state)
-    healthy = all(report[name]["status"] in ("healthy", "disabled") for name in ("litellm", "postgres", "redis"))
-    report["status"] = "healthy" if healthy and state.breaker.state == "closed" else "degraded"
-    return JSONResponse(report, status_code=200)
+    all_breakers = {b.target: b.state for b in breakers(state)}
+    litellm = dict(
+        report["litellm"],
+        last_sync=_iso(state.extras.get("last_user_sync")),
+        circuit_breaker=state.breaker.state,  # now, not as of the last probe
+    )
+    body = {
+        "status": "healthy",
+        "litellm": litellm,
+        "postgres": report["postgres"],
+        "redis": report["redis"],
+        "circuit_breakers": all_breakers,
+        "checked_at": report["checked_at"],
+    }
+    dependencies_ok = all(body[name]["status"] in ("healthy", "disabled") for name in ("litellm", "postgres", "redis"))
+    if not dependencies_ok or any(s != "closed" for s in all_breakers.values()):
+        body["status"] = "degraded"
+    return JSONResponse(body)
 
 
 def health_routes() -> list[Route]:
@@ -123,4 +216,4 @@ def health_routes() -> list[Route]:
     ]
 
 
-__all__ = ["health_routes", "start_health", "probe"]
+__all__ = ["breakers", "health_routes", "probe", "start_health"]

@@ -265,8 +265,10 @@ class KeyStore:
         return dropped
 
     def forget_all(self) -> None:
+        """Every L1 record must be reloaded before its next use, but is kept for stale-if-error:
+        a lost invalidation listener (Postgres going down) must not take the warm keys with it."""
         self._generation += 1
-        self._l1.clear()
+        self._l1 = {h: (record, 0.0) for h, (record, _) in self._l1.items()}
         self._negative.clear()
 
     async def invalidate(self, event: dict) -> None:

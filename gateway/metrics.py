@@ -50,7 +50,7 @@ STREAM_TTFB = Histogram(
 )
 AUTH_DECISIONS = Counter(
     "maas_gateway_auth_decisions_total",
-    "Access decisions by result (allow, deny, shadow_deny) and reason (an error code, or 'ok').",
+    "Access decisions by result (allow, deny, shadow_deny, error) and reason (an error code, or 'ok').",
     ["result", "reason"],
 )
 MODEL_ACCESS_DENIALS = Counter(
@@ -93,6 +93,34 @@ TOKENS = Counter(
     "maas_gateway_tokens_total",
     "Tokens reported in LiteLLM's `usage`, by model and type (prompt, completion).",
     ["model", "type"],
+)
+DEPENDENCY_UP = Gauge(
+    "maas_gateway_dependency_up",
+    "1 when the health probe's last check of a dependency (litellm, postgres, redis) succeeded, else 0.",
+    ["dependency"],
+    multiprocess_mode="min",
+)
+DEPENDENCY_LATENCY = Gauge(
+    "maas_gateway_dependency_probe_latency_seconds",
+    "How long the health probe's last check of a dependency took.",
+    ["dependency"],
+    multiprocess_mode="max",
+)
+LAST_USER_SYNC = Gauge(
+    "maas_gateway_litellm_last_user_sync_timestamp_seconds",
+    "Unix time of the most recent successful user sync with LiteLLM (from the database, any instance).",
+    multiprocess_mode="max",
+)
+CONFIG_RELOADS = Counter(
+    "maas_gateway_config_reloads_total",
+    "Configuration reloads by result (applied, unchanged, failed).",
+    ["result"],
+)
+ENFORCEMENT_MODE = Gauge(
+    "maas_gateway_enforcement_mode",
+    "1 for the enforcement mode in effect (enforce, shadow, off), 0 for the others.",
+    ["mode"],
+    multiprocess_mode="mostrecent",
 )
 
 

@@ -25,6 +25,7 @@ from gateway.errors import (
     MethodNotAllowedError,
     RequestTooLargeError,
     RouteNotFoundError,
+    StoreUnavailableError,
     from_denial,
 )
 from gateway.keys import extract_key, hash_key
@@ -52,6 +53,9 @@ Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
 _ALLOW_OK = AUTH_DECISIONS.labels(result="allow", reason="ok")
+_DENY_MISSING = AUTH_DECISIONS.labels(result="deny", reason="MISSING_API_KEY")
+_DENY_INVALID = AUTH_DECISIONS.labels(result="deny", reason="INVALID_API_KEY")
+_STORE_ERROR = AUTH_DECISIONS.labels(result="error", reason="KEY_STORE_UNAVAILABLE")
 _SSE = b"text/event-stream"
 # Routes whose OpenAI request takes a `user` field (service_key mode fills it in).
 _USER_FIELD_ROUTES = frozenset(
@@ -130,12 +134,18 @@ class Proxy:
         """The key's record and the key itself (forwarded upstream in passthrough mode only)."""
         key = extract_key(scope["headers"])
         if key is None:
+            _DENY_MISSING.inc()
             raise AuthenticationError(Code.MISSING_API_KEY.value)
         key_hash = hash_key(key)
         record = state.store.cached(key_hash)
         if record is False:
-            record = await state.store.lookup(key_hash)
+            try:
+                record = await state.store.lookup(key_hash)
+            except StoreUnavailableError:
+                _STORE_ERROR.inc()
+                raise
         if record is None:
+            _DENY_INVALID.inc()
             raise AuthenticationError(Code.INVALID_API_KEY.value)
         return record, key  # type: ignore[return-value]
 

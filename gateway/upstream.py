@@ -123,9 +123,10 @@ class Upstream:
         except UpstreamFailure as failure:
             if failure.result is not None:
                 return failure.result
+            retry_after = self.breaker.retry_after()  # 1, or the open period when this failure opened it
             if failure.reason == "timeout":
-                raise UpstreamTimeoutError(retry_after=1) from failure
-            raise UpstreamUnavailableError(detail=failure.reason, retry_after=1) from failure
+                raise UpstreamTimeoutError(retry_after=retry_after) from failure
+            raise UpstreamUnavailableError(detail=failure.reason, retry_after=retry_after) from failure
 
     async def _send(self, method: str, path_qs: str, headers: dict[str, str], body: bytes | None) -> aiohttp.ClientResponse:
         assert self._session is not None, "Upstream.start() was not awaited"
