@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import db, metrics
+from gateway.admin import admin_routes
 from gateway.breaker import Breaker
 from gateway.cli import CONFIG_ENV
 from gateway.config import Config
@@ -91,14 +92,6 @@ async def _refresh_known_models(state: GatewayState) -> None:
         await asyncio.sleep(KNOWN_MODELS_REFRESH_SECONDS)
 
 
-def _admin_routes() -> list[Any]:
-    try:
-        from gateway.admin import admin_routes
-    except ImportError:  # the admin package is optional at this stage of the build
-        return []
-    return admin_routes()
-
-
 class GatewayApp:
     def __init__(self, config: Config, config_path: str | None = None) -> None:
         self.config = config
@@ -108,7 +101,7 @@ class GatewayApp:
         self.routes = RouteTable(config.routes)
         self.proxy = Proxy(self.holder)
         self.starlette = Starlette(
-            routes=[*health_routes(), Route("/metrics", _metrics), *_admin_routes()],
+            routes=[*health_routes(), Route("/metrics", _metrics), *admin_routes()],
             lifespan=self.lifespan,
             exception_handlers={HTTPException: _http_exception, GatewayError: _gateway_error},
         )

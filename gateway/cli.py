@@ -15,6 +15,7 @@ import sys
 import tempfile
 from typing import Sequence
 
+from gateway.admin.cli import register as register_admin_commands
 from gateway.config import ConfigError, load_config
 
 CONFIG_ENV = "MAAS_GATEWAY_CONFIG"
@@ -98,12 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8080)
     dev.set_defaults(handler=_dev)
 
-    try:
-        from gateway.admin.cli import register
-    except ImportError:
-        pass
-    else:
-        register(commands)
+    register_admin_commands(commands)
     return parser
 
 
