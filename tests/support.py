@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
+import aiohttp
 import uvicorn
 
 from gateway.app import GatewayApp, create_app
@@ -110,6 +111,19 @@ async def seed_key(
         for model in models:
             await conn.execute("INSERT INTO api_key_models (api_key_id, model_id) VALUES ($1, $2)", key_id, model)
     return Seeded(key, key_id, user_id)
+
+
+async def wait_until_serving(http: Any, url: str, timeout: float) -> None:
+    """Poll GET {url}/health/live until a gateway we just started answers 200."""
+
+    async def alive() -> bool:
+        try:
+            async with http.get(url + "/health/live") as r:
+                return r.status == 200
+        except aiohttp.ClientConnectionError:
+            return False
+
+    await eventually(alive, timeout=timeout, interval=0.1)
 
 
 def bearer(key: str) -> dict[str, str]:

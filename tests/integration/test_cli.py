@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from gateway.devservices import free_port
-from tests.support import MASTER_KEY, bearer, eventually, seed_key
+from tests.support import MASTER_KEY, bearer, seed_key, wait_until_serving
 
 pytestmark = pytest.mark.integration
 
@@ -64,15 +64,7 @@ async def test_serve_answers_and_stops_cleanly_on_sigterm(pool, postgres_url, re
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
-
-            async def alive() -> bool:
-                try:
-                    async with http.get(url + "/health/live") as r:
-                        return r.status == 200
-                except aiohttp.ClientConnectionError:
-                    return False
-
-            await eventually(alive, timeout=30, interval=0.1)
+            await wait_until_serving(http, url, timeout=30)
             body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
             async with http.post(url + "/v1/chat/completions", json=body, headers=bearer(seeded.key)) as r:
                 assert r.status == 200

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.devservices import free_port
 from gateway.keys import hash_key
 from gateway.logs import JsonFormatter
-from tests.support import MASTER_KEY, bearer, eventually, make_config, running_gateway, seed_key
+from tests.support import MASTER_KEY, bearer, eventually, make_config, running_gateway, seed_key, wait_until_serving
 
 pytestmark = pytest.mark.integration
 
@@ -168,14 +168,7 @@ async def test_serve_with_two_workers_aggregates_metrics(pool, postgres_url, red
     url = f"http://127.0.0.1:{port}"
     requests = 30
     try:
-        async def alive() -> bool:
-            try:
-                async with http.get(url + "/health/live") as r:
-                    return r.status == 200
-            except aiohttp.ClientConnectionError:
-                return False
-
-        await eventually(alive, timeout=60, interval=0.1)
+        await wait_until_serving(http, url, timeout=60)
         # both workers have imported the metrics (each writes its own files)
         await eventually(lambda: len({Path(p).stem.rsplit("_", 1)[1] for p in glob.glob(f"{metrics_dir}/counter_*.db")}) >= 2,
                          timeout=30, interval=0.1)
