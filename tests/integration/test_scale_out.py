@@ -1,0 +1,98 @@
+"""Scaling out: three `maas-gateway serve` processes on one Redis and one Postgres.
+
+Traffic is spread over the three while a key is revoked through the admin API of one
+of them; every instance must refuse the key within a second of the revocation being
+acknowledged, and no request may be lost (each gets a 200 or the 401, nothing else).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import sys
+import time
+
+import aiohttp
+import pytest
+
+from gateway.devservices import free_port
+from tests.support import MASTER_KEY, bearer, wait_until_serving
+
+pytestmark = pytest.mark.integration
+
+ADMIN_TOKEN = "scale-out-admin-token"
+INSTANCES = 3
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_three_instances_deny_a_revoked_key_within_a_second(postgres_url, redis_url, fake_upstream):
+    env = {**os.environ, "DATABASE_URL": postgres_url, "REDIS_URL": redis_url, "LITELLM_URL": fake_upstream.url,
+           "LITELLM_API_KEY": MASTER_KEY, "LITELLM_SYNC_USERS": "false", "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN}
+    ports = [free_port() for _ in range(INSTANCES)]
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        for port in ports
+    ]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    try:
+        async with aiohttp.ClientSession() as http:
+            for url in urls:
+                await wait_until_serving(http, url, timeout=60)
+            # a user, a model, a subscription with a key: through the admin API of the first instance
+            async with http.post(urls[0] + "/admin/v1/users", json={"email": "scale@example.com"}, headers=admin) as r:
+                assert r.status == 201, await r.text()
+                user_id = (await r.json())["id"]
+            async with http.post(urls[0] + "/admin/v1/models", json={"id": "gpt-4o-mini"}, headers=admin) as r:
+                assert r.status in (201, 409), await r.text()
+            subscription = {"user_id": user_id, "model_id": "gpt-4o-mini", "generate_api_key": True}
+            async with http.post(urls[0] + "/admin/v1/subscriptions", json=subscription, headers=admin) as r:
+                assert r.status == 201, await r.text()
+                created = (await r.json())["api_key"]
+            key, key_id = created["key"], created["id"]
+
+            results: list[tuple[int, float, float, int, str | None]] = []  # instance, sent, answered, status, code
+            stop = asyncio.Event()
+
+            async def client(worker: int) -> None:
+                for n in itertools.count(worker):
+                    if stop.is_set():
+                        return
+                    instance = n % INSTANCES
+                    sent = time.monotonic()
+                    async with http.post(urls[instance] + "/v1/chat/completions", json=CHAT, headers=bearer(key)) as r:
+                        body = await r.json()
+                    code = body.get("error", {}).get("code") if r.status != 200 else None
+                    results.append((instance, sent, time.monotonic(), r.status, code))
+
+            workers = [asyncio.create_task(client(w)) for w in range(6)]
+            # every instance serves the key (and so has it cached) before the revocation
+            while {i for i, *_ in results} != set(range(INSTANCES)) or any(s != 200 for *_, s, _ in results):
+                assert not any(s != 200 for *_, s, _ in results), results
+                await asyncio.sleep(0.01)  # let the traffic run: this loop only watches it
+            async with http.delete(urls[1] + f"/admin/v1/keys/{key_id}", headers=admin) as r:
+                assert r.status == 200, await r.text()
+            revoked_at = time.monotonic()
+            deadline = revoked_at + 1.0
+            while time.monotonic() < deadline + 0.5:  # keep the traffic going past the deadline
+                await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.gather(*workers)
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        await asyncio.gather(*(p.wait() for p in processes))
+
+    # nothing lost: every request got an answer, and only these two
+    assert {(status, code) for *_, status, code in results} <= {(200, None), (401, "API_KEY_REVOKED")}
+    for instance in range(INSTANCES):
+        mine = [r for r in results if r[0] == instance]
+        late = [r for r in mine if r[1] >= deadline]
+        assert late, f"instance {instance} served no request after the deadline"
+        assert all(status == 401 for _, _, _, status, _ in late), f"instance {instance} still served the key after 1 s"
+    assert len(results) > 50
