@@ -288,3 +288,23 @@ async def test_passthrough_forwards_exactly_the_key_the_gateway_checked(pool, re
     assert seen.headers["Authorization"] == f"Bearer {seeded.key}"
     assert [h for h in ("x-litellm-api-key", "x-api-key", "api-key") if h in seen.headers] == []
     assert orjson.loads(seen.body) == chat("gpt-4o-mini")  # passthrough: no `user` spliced in
+
+
+async def test_hop_by_hop_headers_are_not_forwarded(gateway, pool, fake_upstream):
+    """RFC 9110 7.6.1: Connection, the headers it names, TE, Proxy-* stay on their hop."""
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    body = orjson.dumps(chat("gpt-4o-mini"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(gateway.url.rsplit(":", 1)[1]))
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer " + seeded.key.encode() + b"\r\n"
+        b"Connection: close, X-Hop-Secret\r\nX-Hop-Secret: 1\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\n"
+        b"X-End-To-End: kept\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    assert response.startswith(b"HTTP/1.1 200")
+    [seen] = fake_upstream.seen
+    assert [h for h in ("X-Hop-Secret", "TE", "Proxy-Authorization") if h in seen.headers] == []
+    assert seen.headers["X-End-To-End"] == "kept"
