@@ -61,7 +61,7 @@ def breakers(state: GatewayState) -> list[Breaker]:
     """Every breaker of this process: the inference path's and the management client's."""
     found = [state.breaker]
     management = state.extras.get("litellm_management")
-    extra = getattr(management, "breaker", None) or getattr(management, "_breaker", None)
+    extra = getattr(management, "breaker", None)
     if isinstance(extra, Breaker) and extra is not state.breaker:
         found.append(extra)
     return found

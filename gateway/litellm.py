@@ -40,6 +40,10 @@ class LiteLLMManagement:
             self._headers["authorization"] = f"Bearer {self._config.api_key}"
         self._session: aiohttp.ClientSession | None = None
 
+    def set_timeout(self, timeout_ms: int) -> None:
+        """Config reload: the wait for each management call."""
+        self._timeout = timeout_ms / 1000
+
     async def start(self) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession(

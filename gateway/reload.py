@@ -172,11 +172,7 @@ class ConfigReloader:
         state.upstream.set_timeout(merged.litellm.timeout_ms)
         management = state.extras.get("litellm_management")
         if management is not None:
-            set_timeout = getattr(management, "set_timeout", None)
-            if set_timeout is not None:
-                set_timeout(merged.litellm.timeout_ms)
-            elif hasattr(management, "_timeout"):
-                management._timeout = merged.litellm.timeout_ms / 1000
+            management.set_timeout(merged.litellm.timeout_ms)
         if old.logging.level != merged.logging.level:
             logging.getLogger().setLevel(merged.logging.level.upper())
         return changed
