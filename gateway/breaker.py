@@ -126,11 +126,24 @@ class Breaker:
 
         A failure (UpstreamFailure) is re-raised as it is, also the one that opens the breaker.
         """
-        if self._breaker.current_state is _CLOSED:  # the hot path: no extra coroutine frame
+        if self._breaker.current_state is _CLOSED:
+            # The hot path. aiobreaker's call_async costs several property reads, listener
+            # loops and a storage reset per call (measured: ~6% of a proxied request); while
+            # closed, the call is made here and only a failure goes through aiobreaker's own
+            # error handling (counter, listeners, opening), exactly as call_async would.
             try:
-                return await self._breaker.call_async(func, *args)
-            except aiobreaker.CircuitBreakerError as exc:
-                raise self._failure(exc)  # its chain is set in _failure
+                result = await func(*args)
+            except UpstreamFailure as failure:
+                try:
+                    self._breaker.state._handle_error(func, failure)  # always raises
+                except aiobreaker.CircuitBreakerError as exc:
+                    raise self._failure(exc)  # its chain is set in _failure
+                raise  # pragma: no cover - _handle_error re-raised `failure` above
+            storage = self._breaker._state_storage
+            if storage.counter:
+                storage.reset_counter()  # consecutive failures end with a success
+            self._window.record(self._clock(), False)  # type: ignore[union-attr]
+            return result
         if self._trial or self._clock() < self._open_until:
             raise UpstreamUnavailableError(retry_after=self.retry_after())
         self._trial = True  # no await since the check: no other call can get here too

@@ -55,8 +55,10 @@ def _serve(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         lifespan="on",
-        access_log=False,
+        access_log=False,  # the proxy writes its own access line
         log_config=None,
+        proxy_headers=False,  # X-Forwarded-* are passed through to LiteLLM, never interpreted here
+        server_header=False,
         timeout_graceful_shutdown=10,
     )
     return 0

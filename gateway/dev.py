@@ -111,7 +111,7 @@ def run_dev(args: argparse.Namespace) -> int:
         print(_banner(url, key), flush=True)
         uvicorn.run(
             create_app(config), host=config.server.host, port=args.port, loop="uvloop", http="httptools",
-            lifespan="on", access_log=False, log_config=None,
+            lifespan="on", access_log=False, log_config=None, proxy_headers=False, server_header=False,
         )
         return 0
     except KeyboardInterrupt:
