@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.metrics import TOKENS
+from gateway.metrics import TOKENS, labelled
 
 _MARKER = b'"usage"'
 _PROMPT = re.compile(rb'"(?:prompt_tokens|input_tokens)"\s*:\s*(\d+)')
@@ -49,6 +49,6 @@ class UsageTap:
             return
         prompt, completion = counts
         if prompt:
-            TOKENS.labels(model_label, "prompt").inc(prompt)
+            labelled(TOKENS, model_label, "prompt").inc(prompt)
         if completion:
-            TOKENS.labels(model_label, "completion").inc(completion)
+            labelled(TOKENS, model_label, "completion").inc(completion)
