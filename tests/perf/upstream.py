@@ -47,32 +47,20 @@ def _chunk(payload: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(event), event)
 
 
+def _stream_event(**fields: object) -> bytes:
+    """One chat.completion.chunk event, as LiteLLM streams them."""
+    event = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000, "model": MODEL, **fields}
+    return _chunk(orjson.dumps(event))
+
+
 _EVENTS = [
-    _chunk(
-        orjson.dumps(
-            {
-                "id": "chatcmpl-bench",
-                "object": "chat.completion.chunk",
-                "created": 1700000000,
-                "model": MODEL,
-                "choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}],
-            }
-        )
-    )
+    _stream_event(choices=[{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}])
     for i in range(STREAM_CHUNKS)
 ]
 _EVENTS.append(
-    _chunk(
-        orjson.dumps(
-            {
-                "id": "chatcmpl-bench",
-                "object": "chat.completion.chunk",
-                "created": 1700000000,
-                "model": MODEL,
-                "choices": [],
-                "usage": {"prompt_tokens": 9, "completion_tokens": STREAM_CHUNKS, "total_tokens": 9 + STREAM_CHUNKS},
-            }
-        )
+    _stream_event(
+        choices=[],
+        usage={"prompt_tokens": 9, "completion_tokens": STREAM_CHUNKS, "total_tokens": 9 + STREAM_CHUNKS},
     )
 )
 _EVENTS.append(_chunk(b"[DONE]") + b"0\r\n\r\n")
