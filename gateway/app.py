@@ -86,6 +86,14 @@ async def _known_models(state: GatewayState) -> frozenset[str]:
     return frozenset(names)
 
 
+async def _fold_metrics() -> None:
+    """The hot path's tally into the Prometheus metrics: a scrape folds too, but with several
+    workers a scrape reaches one of them; the others' files are this far behind at most."""
+    while True:
+        await asyncio.sleep(metrics.FOLD_SECONDS)
+        metrics.fold()
+
+
 async def _refresh_known_models(state: GatewayState) -> None:
     while True:
         state.known_models = await _known_models(state)
@@ -144,7 +152,10 @@ class GatewayApp:
         state.extras["invalidator"] = invalidator
         stop_accounts = await start_account_services(state)  # admin API's Accounts + the user-sync reconciler
         self.holder.state = state
-        background = [asyncio.create_task(_refresh_known_models(state), name="known-models")]
+        background = [
+            asyncio.create_task(_refresh_known_models(state), name="known-models"),
+            asyncio.create_task(_fold_metrics(), name="metrics-fold"),
+        ]
         background.extend(await start_health(state))
         set_mode_gauge(state.mode)
         reloader = None
@@ -164,6 +175,8 @@ class GatewayApp:
             await stop_accounts()
             await invalidator.stop()
             await upstream.close()
+            state.access_log.flush()
+            metrics.fold()
             if redis is not None:
                 await redis.aclose()
             if pool is not None:

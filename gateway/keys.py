@@ -35,7 +35,7 @@ import orjson
 from gateway import db
 from gateway.config import CacheConfig
 from gateway.errors import StoreUnavailableError
-from gateway.metrics import KEY_CACHE_LOOKUPS
+from gateway.metrics import KEY_CACHE_LOOKUPS, TALLY
 from policies.records import KeyRecord, SubscriptionRecord
 
 log = logging.getLogger("maas_gateway.keys")
@@ -51,8 +51,8 @@ _BEARER = "bearer "
 # Where a key may come from, in order of precedence (Authorization first, as LiteLLM reads it).
 _KEY_HEADERS = (b"authorization", b"api-key", b"x-api-key")
 
-_L1_HIT = KEY_CACHE_LOOKUPS.labels(tier="l1", result="hit")
-_L1_NEGATIVE = KEY_CACHE_LOOKUPS.labels(tier="l1", result="negative")
+_L1_HIT = ("l1", "hit")  # the hot path's two: label values for metrics.TALLY
+_L1_NEGATIVE = ("l1", "negative")
 _L2_HIT = KEY_CACHE_LOOKUPS.labels(tier="redis", result="hit")
 _L2_NEGATIVE = KEY_CACHE_LOOKUPS.labels(tier="redis", result="negative")
 _DB_HIT = KEY_CACHE_LOOKUPS.labels(tier="postgres", result="hit")
@@ -149,11 +149,11 @@ class KeyStore:
         entry = self._l1.get(key_hash)
         now = self._clock()
         if entry is not None and entry[1] > now:
-            _L1_HIT.inc()
+            TALLY.inc(KEY_CACHE_LOOKUPS, _L1_HIT)
             return entry[0]
         expiry = self._negative.get(key_hash)
         if expiry is not None and expiry > now:
-            _L1_NEGATIVE.inc()
+            TALLY.inc(KEY_CACHE_LOOKUPS, _L1_NEGATIVE)
             return None
         return False
 

@@ -23,6 +23,10 @@ class Route:
     methods: frozenset[str] = frozenset({"POST"})
     path_model_index: int = -1  # for model_source == "path": the segment that holds the model
 
+    @property
+    def labels(self) -> tuple[str]:
+        return (self.name,)
+
 
 # (path, where the model is). Each is also served without the /v1 prefix, as LiteLLM does.
 INFERENCE_ROUTES: tuple[tuple[str, ModelSource], ...] = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.accesslog import AccessLog
 from gateway.breaker import Breaker
 from gateway.config import Config
 from gateway.keys import KeyStore
@@ -25,4 +26,5 @@ class GatewayState:
     mode: Mode  # may change on config reload
     known_models: frozenset[str] = frozenset()  # bounded label values for metrics
     service_auth: str | None = None  # "Bearer <LITELLM_API_KEY>" in service_key mode
+    access_log: AccessLog = field(default_factory=AccessLog)  # flushed at shutdown
     extras: dict[str, Any] = field(default_factory=dict)  # health probe, reconciler, ...

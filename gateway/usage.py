@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.metrics import TOKENS, labelled
+from gateway.metrics import TALLY, TOKENS
 
 _MARKER = b'"usage"'
 _PROMPT = re.compile(rb'"(?:prompt_tokens|input_tokens)"\s*:\s*(\d+)')
@@ -49,6 +49,6 @@ class UsageTap:
             return
         prompt, completion = counts
         if prompt:
-            labelled(TOKENS, model_label, "prompt").inc(prompt)
+            TALLY.inc(TOKENS, (model_label, "prompt"), prompt)
         if completion:
-            labelled(TOKENS, model_label, "completion").inc(completion)
+            TALLY.inc(TOKENS, (model_label, "completion"), completion)
