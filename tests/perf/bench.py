@@ -89,11 +89,13 @@ class Settings:
     litellm: bool = True
     profile: bool = False
     quiet_wait: float = 30.0  # wait up to this long for other load on the machine to stop
+    pair_rounds: int = 7  # ceiling and gateway taking turns: the throughput ratio is the median of these rounds
+    pair_duration: float = 4.0
 
     @classmethod
     def quick(cls) -> "Settings":
         return cls(duration=3, warmup=1, latency_duration=2, litellm_duration=4, keys=10_000, cold_keys=500,
-                   ttfb_samples=200, paced_samples=10, revocation_trials=3)
+                   ttfb_samples=200, paced_samples=10, revocation_trials=3, pair_rounds=3, pair_duration=2.0)
 
 
 def log(message: str) -> None:
@@ -286,6 +288,33 @@ class Bench:
         self.results["rows"][name] = row
         return row
 
+    def paired(self, targets: dict[str, tuple[int, subprocess.Popen, str | None]]) -> None:
+        """Plain and streamed throughput of the ceiling and the gateway, taking turns round by round.
+
+        This machine's speed drifts by tens of percent over minutes (a shared VM host), so
+        one long run of each would compare different machines. Rounds alternate A B, B A, ...;
+        each row keeps its median round, and the ratio is the median of the per-round ratios.
+        """
+        s = self.s
+        names = list(targets)
+        paired: dict[str, Any] = {"rounds": s.pair_rounds, "round_seconds": s.pair_duration}
+        for kind, body in (("plain", PLAIN_BODY), ("stream", STREAM_BODY)):
+            runs: dict[str, list[dict]] = {name: [] for name in names}
+            for index in range(s.pair_rounds):
+                for name in names if index % 2 == 0 else reversed(names):
+                    port, proc, key = targets[name]
+                    runs[name].append(self.load(f"{name} {kind} round {index + 1}", port, [proc.pid], body, key,
+                                                duration=s.pair_duration, warmup=1))
+            for name in names:
+                ordered = sorted(runs[name], key=lambda run: run["rps"])
+                self.results["rows"].setdefault(name, {})[kind] = {**ordered[len(ordered) // 2],
+                                                                   "rounds_rps": [run["rps"] for run in runs[name]]}
+            first, second = names
+            ratios = [b["rps"] / a["rps"] for a, b in zip(runs[first], runs[second])]
+            paired[kind] = {"ratios": [round(r, 3) for r in ratios], "median": round(sorted(ratios)[len(ratios) // 2], 3)}
+            log(f"  {second} / {first}, {kind}: median {paired[kind]['median']:.3f} of {paired[kind]['ratios']}")
+        self.results["paired"] = paired
+
     def profile(self, name: str, proc: subprocess.Popen, port: int, key: str | None) -> None:
         """py-spy (if installed) on the proxy during a plain and a streamed run: where the time goes."""
         spy = shutil.which("py-spy") or (str(BIN / "py-spy") if (BIN / "py-spy").exists() else None)
@@ -355,10 +384,7 @@ class Bench:
             PROXY_CPUS, env=dict(os.environ, CEILING_UPSTREAM=upstream_url),
         )
         self.wait_http(ceiling, port, "POST", PATH, {"content-type": "application/json"}, PLAIN_BODY)
-        self.row("ceiling", port, [ceiling.pid])
-        if s.profile:
-            self.profile("ceiling", ceiling, port, None)
-        ceiling_port = port  # kept (idle) for the streaming comparisons below
+        ceiling_port = port
 
         log("gateway: maas-gateway serve, 1 worker, all features on")
         env = {
@@ -366,10 +392,16 @@ class Bench:
             "LITELLM_API_KEY": SERVICE_KEY,
         }
         gateway, gw_port = self.start_gateway("gateway", env, PROXY_CPUS, workers=1, key=seeded.key)
-        self.row("gateway", gw_port, [gateway.pid], seeded.key)
+
+        log(f"ceiling and gateway, taking turns ({s.pair_rounds} rounds of {s.pair_duration:.0f} s, plain and streamed)")
+        self.paired({"ceiling": (ceiling_port, ceiling, None), "gateway": (gw_port, gateway, seeded.key)})
+        for name, port, proc, key in (("ceiling", ceiling_port, ceiling, None), ("gateway", gw_port, gateway, seeded.key)):
+            self.results["rows"][name]["latency_1c"] = self.load(f"{name} 1 connection", port, [proc.pid], PLAIN_BODY, key,
+                                                                 connections=1, duration=s.latency_duration, warmup=1)
         self.results["gateway"]["store_calls_per_request"] = self.store_calls(gw_port, [gateway.pid], seeded.key,
                                                                               redis_url, database_url)
         if s.profile:
+            self.profile("ceiling", ceiling, ceiling_port, None)
             self.profile("gateway", gateway, gw_port, seeded.key)
 
         log("gateway: streaming time to first byte and chunk forwarding (1 connection; the ceiling for reference)")

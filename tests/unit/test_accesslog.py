@@ -60,3 +60,11 @@ async def test_lines_go_out_after_the_flush_interval():
     asyncio.get_running_loop().call_later(0.05, done.set_result, None)  # the timer runs on the loop, before this
     await done
     assert len(written) == 1 and orjson.loads(written[0])["request_id"] == "r1"
+
+
+async def test_a_line_without_fields_is_still_json():
+    written: list[str] = []
+    log = AccessLog(write=written.append)
+    log.record({})
+    log.flush()
+    assert list(orjson.loads(written[0])) == ["ts", "level", "logger", "msg", "pid"]
