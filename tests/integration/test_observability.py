@@ -25,7 +25,7 @@ from gateway.accesslog import AccessLog
 from gateway.devservices import free_port
 from gateway.keys import hash_key
 from gateway.logs import JsonFormatter
-from gateway.metrics import fold
+from gateway.metrics import FOLD_SECONDS, fold
 from tests.support import MASTER_KEY, bearer, eventually, make_config, running_gateway, seed_key, wait_until_serving
 
 pytestmark = pytest.mark.integration
@@ -180,13 +180,24 @@ async def test_serve_with_two_workers_aggregates_metrics(pool, postgres_url, red
         async with aiohttp.ClientSession(connector=connector) as fresh:
             results = await asyncio.gather(*(post(fresh, url, chat("gpt-4o-mini"), bearer(seeded.key)) for _ in range(requests)))
             assert [r[0] for r in results] == [200] * requests
-            for _ in range(4):  # whichever worker answers the scrape, it reports every worker's counts
+
+            async def scraped() -> tuple[float, str]:
                 async with fresh.get(url + "/metrics") as r:
                     text = await r.text()
                 served = sum(
                     s.value for f in text_string_to_metric_families(text) if f.name == "maas_gateway_requests"
                     for s in f.samples if s.name == "maas_gateway_requests_total" and s.labels["status"] == "200"
                 )
+                return served, text
+
+            # Whichever worker answers the scrape reports every worker's counts: its own at once,
+            # the other's once that one has folded its tally (every metrics.FOLD_SECONDS).
+            async def all_counted() -> bool:
+                return (await scraped())[0] == requests
+
+            await eventually(all_counted, timeout=2 + 2 * FOLD_SECONDS, interval=0.1)
+            for _ in range(4):
+                served, text = await scraped()
                 assert served == requests
                 assert "maas_gateway_request_duration_seconds_bucket" in text
                 assert 'maas_gateway_enforcement_mode{mode="enforce"} 1.0' in text
