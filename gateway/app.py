@@ -145,6 +145,7 @@ class GatewayApp:
             redis=redis,
             mode=config.enforcement.mode,
             service_auth=service_auth,
+            loop=asyncio.get_running_loop(),
         )
         state.known_models = await _known_models(state)
         invalidator = Invalidator(store, config.database.url, redis)

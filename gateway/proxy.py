@@ -181,7 +181,7 @@ class Proxy:
             if state.service_auth is not None and parsed is not None and "user" not in parsed and route.name in _USER_FIELD_ROUTES:
                 upstream_body = splice_user(body, record.user_id)
             headers = self._upstream_headers(state, scope, key, request_id, id_header)
-            status = await self._forward(state, scope, send, route, headers, upstream_body, model, log, receive)
+            status = await self._forward(state, scope, send, route, headers, upstream_body, model, log, receive, id_header)
         except GatewayError as error:
             status, code = error.status, error.code
             await send_error(send, error, request_id, id_header)
@@ -262,12 +262,13 @@ class Proxy:
         model: str | None,
         log: dict,
         receive: Receive,
+        id_header: bytes,
     ) -> int:
         path_qs = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string")
         target = path_qs.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
-        request_id = headers[state.config.server.request_id_header]
-        watcher = _DisconnectWatcher(receive)
+        request_id = log["request_id"]
+        watcher = _DisconnectWatcher(state.loop, receive)
         try:
             sent_at = time.perf_counter()
             response = await state.upstream.request(scope["method"], target, headers, body)
@@ -276,7 +277,7 @@ class Proxy:
                 TALLY.observe(UPSTREAM_DURATION, route.labels, upstream_elapsed)
                 log["upstream_ms"] = round(upstream_elapsed * 1000, 3)
                 out_headers = response_headers(response.raw_headers)
-                out_headers.append((state.config.server.request_id_header.encode(), request_id.encode()))
+                out_headers.append((id_header, request_id.encode()))
                 await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
                 content_type = response.headers.get("content-type", "").encode()
                 streaming = content_type.startswith(_SSE)
@@ -371,16 +372,18 @@ class _DisconnectWatcher:
 
     __slots__ = ("disconnected", "_task", "_receive", "_timer", "_watch")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, receive: Receive) -> None:
+        # The loop is passed in: asyncio.get_running_loop() costs a getpid() system call
+        # per call on Python 3.11, and current_task() does too unless given the loop.
         self.disconnected = False
-        self._task = asyncio.current_task()
+        self._task = asyncio.current_task(loop)
         self._receive = receive
         self._watch: asyncio.Task | None = None
-        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(WATCH_AFTER_SECONDS, self._start)
+        self._timer: asyncio.TimerHandle | None = loop.call_later(WATCH_AFTER_SECONDS, self._start, loop)
 
-    def _start(self) -> None:
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
-        self._watch = asyncio.get_running_loop().create_task(self._run(self._receive))
+        self._watch = loop.create_task(self._run(self._receive))
 
     async def _run(self, receive: Receive) -> None:
         while True:

@@ -380,7 +380,8 @@ class Bench:
         ceiling = self.spawn(
             "ceiling",
             [str(BIN / "uvicorn"), "tests.perf.ceiling:app", "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
-             "--http", "httptools", "--no-access-log", "--log-level", "warning"],
+             "--http", "httptools", "--no-access-log", "--log-level", "warning",
+             "--no-proxy-headers", "--no-server-header"],  # as `maas-gateway serve` runs uvicorn
             PROXY_CPUS, env=dict(os.environ, CEILING_UPSTREAM=upstream_url),
         )
         self.wait_http(ceiling, port, "POST", PATH, {"content-type": "application/json"}, PLAIN_BODY)

@@ -1,7 +1,7 @@
 """The ceiling: the least a Python reverse proxy can do, on the gateway's own stack.
 
     CEILING_UPSTREAM=http://127.0.0.1:PORT uvicorn tests.perf.ceiling:app \
-        --loop uvloop --http httptools --no-access-log
+        --loop uvloop --http httptools --no-access-log --no-proxy-headers --no-server-header
 
 Raw ASGI (as gateway/proxy.py) and one pooled aiohttp session (as gateway/upstream.py):
 read the body, send it upstream with the client's headers minus hop-by-hop ones, stream
