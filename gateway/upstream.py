@@ -73,6 +73,33 @@ def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
     return frozenset(t.strip().lower() for v in tokens for t in v.split(b",") if t.strip())
 
 
+class _Deadline:
+    """asyncio.timeout() for the one await on LiteLLM's response headers, with the same rule:
+    when it expires, the task is cancelled, and that cancellation (and no other) becomes a
+    timeout. Made here because asyncio.timeout() looks up the running loop and the current
+    task per use, and on Python 3.11 each lookup is a getpid() system call."""
+
+    __slots__ = ("_task", "_handle", "_expired")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        self._task = asyncio.current_task(loop)
+        self._expired = False
+        self._handle = loop.call_later(seconds, self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._task.cancel()  # type: ignore[union-attr]
+
+    def stop(self, *, cancelled: bool) -> bool:
+        """Disarm; True when `cancelled` (the await ended in CancelledError) is this deadline's doing."""
+        self._handle.cancel()
+        if not self._expired:
+            return False
+        # Expired: its cancel() was requested. Withdraw it; the CancelledError is a timeout only
+        # when nobody else (a disconnected client, a shutdown) asked for a cancellation too.
+        return self._task.uncancel() == 0 and cancelled  # type: ignore[union-attr]
+
+
 class Upstream:
     """LiteLLM as seen from the gateway; one per process, created in the lifespan."""
 
@@ -82,8 +109,10 @@ class Upstream:
         self.base_url = config.url.rstrip("/")
         self._timeout = config.timeout_ms / 1000
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         connector = aiohttp.TCPConnector(
             limit=self.config.max_connections,
             limit_per_host=0,
@@ -129,16 +158,20 @@ class Upstream:
             raise UpstreamUnavailableError(detail=failure.reason, retry_after=retry_after) from failure
 
     async def _send(self, method: str, path_qs: str, headers: dict[str, str], body: bytes | None) -> aiohttp.ClientResponse:
-        assert self._session is not None, "Upstream.start() was not awaited"
+        assert self._session is not None and self._loop is not None, "Upstream.start() was not awaited"
+        deadline = _Deadline(self._loop, self._timeout)
         try:
-            async with asyncio.timeout(self._timeout):
-                response = await self._session.request(
-                    method, self.base_url + path_qs, headers=headers, data=body, allow_redirects=False
-                )
-        except TimeoutError as exc:
-            raise UpstreamFailure("timeout") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamFailure("LiteLLM unreachable") from exc
+            response = await self._session.request(
+                method, self.base_url + path_qs, headers=headers, data=body, allow_redirects=False
+            )
+        except BaseException as exc:
+            timed_out = deadline.stop(cancelled=isinstance(exc, asyncio.CancelledError))
+            if timed_out or isinstance(exc, TimeoutError):  # ours, or aiohttp's connect/read timeouts
+                raise UpstreamFailure("timeout") from exc
+            if isinstance(exc, aiohttp.ClientError):
+                raise UpstreamFailure("LiteLLM unreachable") from exc
+            raise
+        deadline.stop(cancelled=False)
         if response.status in FAILURE_STATUSES:
             raise UpstreamFailure(f"LiteLLM answered {response.status}", response)
         return response
