@@ -8,7 +8,7 @@ A lone "*" matches every model.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Collection
 
 
 def is_pattern(entry: str) -> bool:
@@ -27,6 +27,11 @@ def matches(entry: str, model: str) -> bool:
     return False
 
 
-def listed(entries: Iterable[str], model: str) -> bool:
+def listed(entries: Collection[str], model: str) -> bool:
     """True when any entry of a key's model list grants the model name."""
-    return any(matches(entry, model) for entry in entries)
+    if model in entries and not is_pattern(model):  # the usual case: the name itself is listed
+        return True
+    for entry in entries:
+        if is_pattern(entry) and matches(entry, model):
+            return True
+    return False
