@@ -288,32 +288,35 @@ class Bench:
         self.results["rows"][name] = row
         return row
 
-    def paired(self, targets: dict[str, tuple[int, subprocess.Popen, str | None]]) -> None:
-        """Plain and streamed throughput of the ceiling and the gateway, taking turns round by round.
+    def paired(self, targets: dict[str, tuple[int, list[int], str | None]], kinds: tuple[str, ...] = ("plain", "stream"),
+               cpus: set[int] | None = None) -> tuple[dict[str, dict[str, dict]], dict[str, Any]]:
+        """Throughput of two servers taking turns round by round: (rows, ratios).
 
         This machine's speed drifts by tens of percent over minutes (a shared VM host), so
         one long run of each would compare different machines. Rounds alternate A B, B A, ...;
-        each row keeps its median round, and the ratio is the median of the per-round ratios.
+        each row keeps its median round, and the ratio second / first is the median of the
+        per-round ratios. targets: name -> (port, pids whose CPU is counted, key).
         """
         s = self.s
         names = list(targets)
-        paired: dict[str, Any] = {"rounds": s.pair_rounds, "round_seconds": s.pair_duration}
-        for kind, body in (("plain", PLAIN_BODY), ("stream", STREAM_BODY)):
+        rows: dict[str, dict[str, dict]] = {name: {} for name in names}
+        ratios: dict[str, Any] = {"rounds": s.pair_rounds, "round_seconds": s.pair_duration}
+        for kind in kinds:
+            body = PLAIN_BODY if kind == "plain" else STREAM_BODY
             runs: dict[str, list[dict]] = {name: [] for name in names}
             for index in range(s.pair_rounds):
                 for name in names if index % 2 == 0 else reversed(names):
-                    port, proc, key = targets[name]
-                    runs[name].append(self.load(f"{name} {kind} round {index + 1}", port, [proc.pid], body, key,
-                                                duration=s.pair_duration, warmup=1))
+                    port, pids, key = targets[name]
+                    runs[name].append(self.load(f"{name} {kind} round {index + 1}", port, pids, body, key,
+                                                duration=s.pair_duration, warmup=1, cpus=cpus))
             for name in names:
                 ordered = sorted(runs[name], key=lambda run: run["rps"])
-                self.results["rows"].setdefault(name, {})[kind] = {**ordered[len(ordered) // 2],
-                                                                   "rounds_rps": [run["rps"] for run in runs[name]]}
+                rows[name][kind] = {**ordered[len(ordered) // 2], "rounds_rps": [run["rps"] for run in runs[name]]}
             first, second = names
-            ratios = [b["rps"] / a["rps"] for a, b in zip(runs[first], runs[second])]
-            paired[kind] = {"ratios": [round(r, 3) for r in ratios], "median": round(sorted(ratios)[len(ratios) // 2], 3)}
-            log(f"  {second} / {first}, {kind}: median {paired[kind]['median']:.3f} of {paired[kind]['ratios']}")
-        self.results["paired"] = paired
+            per_round = [b["rps"] / a["rps"] for a, b in zip(runs[first], runs[second])]
+            ratios[kind] = {"ratios": [round(r, 3) for r in per_round], "median": round(sorted(per_round)[len(per_round) // 2], 3)}
+            log(f"  {second} / {first}, {kind}: median {ratios[kind]['median']:.3f} of {ratios[kind]['ratios']}")
+        return rows, ratios
 
     def profile(self, name: str, proc: subprocess.Popen, port: int, key: str | None) -> None:
         """py-spy (if installed) on the proxy during a plain and a streamed run: where the time goes."""
@@ -395,7 +398,10 @@ class Bench:
         gateway, gw_port = self.start_gateway("gateway", env, PROXY_CPUS, workers=1, key=seeded.key)
 
         log(f"ceiling and gateway, taking turns ({s.pair_rounds} rounds of {s.pair_duration:.0f} s, plain and streamed)")
-        self.paired({"ceiling": (ceiling_port, ceiling, None), "gateway": (gw_port, gateway, seeded.key)})
+        rows, self.results["paired"] = self.paired(
+            {"ceiling": (ceiling_port, [ceiling.pid], None), "gateway": (gw_port, [gateway.pid], seeded.key)})
+        for name, row in rows.items():
+            self.results["rows"][name] = row
         for name, port, proc, key in (("ceiling", ceiling_port, ceiling, None), ("gateway", gw_port, gateway, seeded.key)):
             self.results["rows"][name]["latency_1c"] = self.load(f"{name} 1 connection", port, [proc.pid], PLAIN_BODY, key,
                                                                  connections=1, duration=s.latency_duration, warmup=1)
@@ -593,14 +599,20 @@ class Bench:
         set_affinity(upstream.pid, ALL_CPUS)
         out: dict[str, Any] = {"cpus": cpu_list(ALL_CPUS)}
         try:
+            targets = {}
             for workers in (1, 2):
                 proc, port = self.start_gateway(f"gateway-{workers}w", env, ALL_CPUS, workers=workers, key=key)
-                out[f"w{workers}"] = self.load(f"gateway {workers} worker(s), all CPUs", port, [proc.pid], PLAIN_BODY, key,
-                                               cpus=ALL_CPUS)
+                targets[f"w{workers}"] = (port, [proc.pid], key)
+            # both serve at once, loaded in turns (the idle one costs nothing): the same machine for both
+            rows, ratios = self.paired(targets, kinds=("plain",), cpus=ALL_CPUS)
+            for name in ("w1", "w2"):
+                out[name] = rows[name]["plain"]
+            out["ratios"] = ratios["plain"]["ratios"]
+            for proc in [p for p in self.procs if p.name.startswith("gateway-") and p.name.endswith("w")]:  # type: ignore[attr-defined]
                 self.stop(proc)
         finally:
             set_affinity(upstream.pid, LOAD_CPUS)
-        out["ratio"] = round(out["w2"]["rps"] / out["w1"]["rps"], 3)
+        out["ratio"] = ratios["plain"]["median"]
         # The gateway's own CPU use in each run: how many cores it got, and what it did per core.
         for name in ("w1", "w2"):
             run = out[name]

@@ -1,0 +1,162 @@
+"""The gateway's own cost per request, without a server or a load generator in the way.
+
+    python -m tests.perf.inprocess [--rounds 10] [--requests 1000]
+
+Runs the gateway app (gateway.app, with its lifespan: Postgres, Redis, every feature on)
+and the ceiling app (tests/perf/ceiling.py) in this one process, pinned to CPU 1, against
+the fake upstream on CPU 0, and drives both with the same ASGI driver (64 concurrent
+requests, the bench's plain and streamed bodies). They take turns, round by round; each
+round reports this process's CPU time per request. The difference gateway - ceiling is
+what the gateway's features cost; paired rounds keep the host's drifting speed out of it.
+`make bench` is the measure of record; this is the quick loop for working on the hot path
+(about a minute; attach py-spy to the printed pid for a profile without uvicorn and wrk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from gateway import devservices
+from gateway.devservices import free_port
+from tests.perf import bench
+
+CONCURRENCY = 64
+
+
+def http_scope(key: str | None, body: bytes) -> dict[str, Any]:
+    headers = [(b"host", b"127.0.0.1:8080"), (b"user-agent", b"inprocess"), (b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+    if key:
+        headers.append((b"authorization", b"Bearer " + key.encode()))
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "server": ("127.0.0.1", 8080),
+            "client": ("127.0.0.1", 50000), "scheme": "http", "method": "POST", "root_path": "", "path": bench.PATH,
+            "raw_path": bench.PATH.encode(), "query_string": b"", "headers": headers}
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[None]:
+    """The app's lifespan, as a server runs it: startup, then shutdown on the way out."""
+    inbox: asyncio.Queue = asyncio.Queue()
+    outbox: asyncio.Queue = asyncio.Queue()
+    await inbox.put({"type": "lifespan.startup"})
+    task = asyncio.ensure_future(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, inbox.get, outbox.put))
+    message = await outbox.get()
+    if message["type"] != "lifespan.startup.complete":
+        raise RuntimeError(f"startup failed: {message}")
+    try:
+        yield
+    finally:
+        await inbox.put({"type": "lifespan.shutdown"})
+        await outbox.get()
+        await task
+
+
+async def drive(app: Any, key: str | None, body: bytes, requests: int) -> float:
+    """CPU microseconds of this process per request, `requests` of them, CONCURRENCY at a time."""
+
+    async def client(count: int) -> None:
+        for _ in range(count):
+            done = asyncio.Event()
+            delivered = False
+
+            async def receive() -> dict:
+                nonlocal delivered
+                if not delivered:
+                    delivered = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                await done.wait()  # as uvicorn: a complete response reads as a disconnect
+                return {"type": "http.disconnect"}
+
+            statuses: list[int] = []
+
+            async def send(message: dict) -> None:
+                if message["type"] == "http.response.start":
+                    statuses.append(message["status"])
+                elif not message.get("more_body"):
+                    done.set()
+
+            await app(http_scope(key, body), receive, send)
+            if statuses != [200]:
+                raise RuntimeError(f"answered {statuses}")
+
+    per_client = requests // CONCURRENCY
+    started = time.process_time()
+    await asyncio.gather(*(client(per_client) for _ in range(CONCURRENCY)))
+    return (time.process_time() - started) / (per_client * CONCURRENCY) * 1e6
+
+
+async def compare(database_url: str, redis_url: str, upstream_url: str, key: str, rounds: int, requests: int) -> None:
+    os.environ.update(DATABASE_URL=database_url, REDIS_URL=redis_url, LITELLM_URL=upstream_url,
+                      LITELLM_API_KEY=bench.SERVICE_KEY)
+    from gateway.app import create_app
+    from gateway.config import load_config
+    from gateway.logs import configure
+    from tests.perf.ceiling import Ceiling
+
+    config_path = Path(tempfile.mkdtemp(prefix="inprocess-")) / "config.yaml"
+    config_path.write_text("litellm:\n  sync_users: false\n")
+    config = load_config(str(config_path))
+    configure(config.logging.level)
+    gateway = create_app(config)
+    ceiling = Ceiling(upstream_url)
+    async with serving(gateway), serving(ceiling):
+        await rounds_of(gateway, ceiling, key, rounds, requests)
+
+
+async def rounds_of(gateway: Any, ceiling: Any, key: str, rounds: int, requests: int) -> None:
+    gateway.holder.state.access_log = type(gateway.holder.state.access_log)(write=lambda text: None)  # lines made, not printed
+    print(f"pid {os.getpid()} (CPU 1)", flush=True)
+    for kind, body in (("plain", bench.PLAIN_BODY), ("stream", bench.STREAM_BODY)):
+        await drive(gateway, key, body, requests // 2)  # warm both
+        await drive(ceiling, None, body, requests // 2)
+        pairs = []
+        for index in range(rounds):
+            order = [("ceiling", ceiling, None), ("gateway", gateway, key)]
+            results = {name: await drive(app, k, body, requests) for name, app, k in (order if index % 2 == 0 else order[::-1])}
+            pairs.append((results["ceiling"], results["gateway"]))
+        ceiling_us = statistics.median(c for c, _ in pairs)
+        gateway_us = statistics.median(g for _, g in pairs)
+        print(f"{kind:6}  ceiling {ceiling_us:4.0f} us  gateway {gateway_us:4.0f} us  "
+              f"difference (median of pairs) {statistics.median(g - c for c, g in pairs):4.0f} us  "
+              f"ceiling/gateway (median of pairs) {statistics.median(c / g for c, g in pairs):.3f}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--requests", type=int, default=1000)
+    args = parser.parse_args(argv)
+    settings = bench.Settings(keys=10, cold_keys=10, revocation_trials=1)
+    work = Path(tempfile.mkdtemp(prefix="inprocess-"))
+    os.chmod(work, 0o755)  # Postgres runs as its own user under this directory
+    runner = bench.Bench(settings, work)
+    os.sched_setaffinity(0, bench.LOAD_CPUS)  # what starts now inherits CPU 0
+    postgres = devservices.start_postgres(work / "pg")
+    redis = devservices.start_redis(work / "redis")
+    try:
+        seeded = asyncio.run(bench.seed(postgres.url, settings))
+        port = free_port()
+        upstream = runner.spawn("upstream", [sys.executable, "-m", "tests.perf.upstream", str(port)], bench.LOAD_CPUS)
+        runner.wait_http(upstream, port, "GET", "/health/liveliness")
+        os.sched_setaffinity(0, bench.PROXY_CPUS)
+        import uvloop
+
+        uvloop.run(compare(postgres.url, redis.url, f"http://127.0.0.1:{port}", seeded.key, args.rounds, args.requests))
+    finally:
+        runner.stop_all()
+        redis.stop()
+        postgres.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
