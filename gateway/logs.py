@@ -6,6 +6,8 @@
      "upstream_ms": 12.3, "duration_ms": 14.1}
 
 Records may carry `extra={"fields": {...}}`; those fields are merged into the line.
+The access line (above) has the same shape but is written by gateway/accesslog.py,
+in batches and outside `logging`, and passes through redact() there.
 Key material never reaches a record: the proxy logs a key only by its prefix. As a
 second line of defence, anything shaped like an API key or a bearer token in a
 finished line (an exception text, a foreign library's message) is cut down to its
