@@ -78,7 +78,7 @@ def _request_id(scope: Scope, header: bytes, make: Callable[[], str]) -> str:
 
 def request_ids() -> Callable[[], str]:
     """Request ids for requests that bring none: 24 hex digits, a random per-process prefix and
-    a counter (unique without a getrandom() call per request)."""
+    a 32-bit counter (unique per process for 2^32 requests, without a getrandom() call each)."""
     prefix = os.urandom(8).hex()
     counter = itertools.count(1)
     return lambda: f"{prefix}{next(counter) & 0xFFFFFFFF:08x}"
