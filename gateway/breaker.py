@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from datetime import timedelta
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, NoReturn, TypeVar
 
 import aiobreaker
 from aiobreaker.state import CircuitBreakerState
@@ -127,22 +127,11 @@ class Breaker:
         A failure (UpstreamFailure) is re-raised as it is, also the one that opens the breaker.
         """
         if self._breaker.current_state is _CLOSED:
-            # The hot path. aiobreaker's call_async costs several property reads, listener
-            # loops and a storage reset per call (measured: ~6% of a proxied request); while
-            # closed, the call is made here and only a failure goes through aiobreaker's own
-            # error handling (counter, listeners, opening), exactly as call_async would.
             try:
                 result = await func(*args)
             except UpstreamFailure as failure:
-                try:
-                    self._breaker.state._handle_error(func, failure)  # always raises
-                except aiobreaker.CircuitBreakerError as exc:
-                    raise self._failure(exc)  # its chain is set in _failure
-                raise  # pragma: no cover - _handle_error re-raised `failure` above
-            storage = self._breaker._state_storage
-            if storage.counter:
-                storage.reset_counter()  # consecutive failures end with a success
-            self._window.record(self._clock(), False)  # type: ignore[union-attr]
+                self.failed_while_closed(func, failure)
+            self.succeeded_while_closed()
             return result
         if self._trial or self._clock() < self._open_until:
             raise UpstreamUnavailableError(retry_after=self.retry_after())
@@ -155,6 +144,30 @@ class Breaker:
             raise self._failure(exc)  # its chain is set in _failure
         finally:
             self._trial = False
+
+    # The hot path. aiobreaker's call_async costs several property reads, listener loops and
+    # a storage reset per call (measured: ~6% of a proxied request); while closed, the call is
+    # made by the caller (call() above, or Upstream.request without a coroutine layer between)
+    # and only a failure goes through aiobreaker's own error handling (counter, listeners,
+    # opening), exactly as call_async would.
+
+    @property
+    def closed(self) -> bool:
+        return self._breaker.current_state is _CLOSED
+
+    def succeeded_while_closed(self) -> None:
+        storage = self._breaker._state_storage
+        if storage.counter:
+            storage.reset_counter()  # consecutive failures end with a success
+        self._window.record(self._clock(), False)  # type: ignore[union-attr]
+
+    def failed_while_closed(self, func: Callable[..., Any], failure: UpstreamFailure) -> NoReturn:
+        """Count the failure (it may open the breaker); raises it, or what the caller sees when it opened."""
+        try:
+            self._breaker.state._handle_error(func, failure)  # always raises
+        except aiobreaker.CircuitBreakerError as exc:
+            raise self._failure(exc)  # its chain is set in _failure
+        raise failure  # pragma: no cover - _handle_error re-raised `failure` above
 
     def _failure(self, exc: aiobreaker.CircuitBreakerError) -> Exception:
         """What the caller sees when aiobreaker reports the breaker open."""

@@ -91,15 +91,20 @@ def _header(scope: Scope, wanted: bytes) -> bytes | None:
     return None
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole request body, refusing more than `limit` bytes (413)."""
+def refuse_declared_excess(scope: Scope, limit: int) -> None:
+    """413 before reading, when Content-Length already says the body is over `limit`."""
     length = _header(scope, b"content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise RequestTooLargeError(detail=f"limit is {limit} bytes")
-    message = await receive()
+
+
+async def read_rest(first: dict, receive: Receive, limit: int) -> bytes:
+    """The whole request body from its first message on, refusing more than `limit` bytes (413).
+
+    The hot path reads the first message itself: a body in one message (the usual case)
+    costs no extra coroutine."""
+    message = first
     body = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
     chunks = [body]
     size = len(body)
     while message.get("more_body"):
@@ -112,6 +117,13 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             raise RequestTooLargeError(detail=f"limit is {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _known(record: KeyRecord | None | bool) -> KeyRecord:
+    if record is None:
+        _DENY_INVALID.inc()
+        raise AuthenticationError(Code.INVALID_API_KEY.value)
+    return record  # type: ignore[return-value]
 
 
 async def send_error(send: Send, error: GatewayError, request_id: str, id_header: bytes) -> None:
@@ -143,22 +155,28 @@ class Proxy:
 
     async def authenticate(self, state: GatewayState, scope: Scope) -> tuple[KeyRecord, str]:
         """The key's record and the key itself (forwarded upstream in passthrough mode only)."""
+        key, key_hash, record = self._credentials(state, scope)
+        if record is False:
+            record = await self._look_up(state, key_hash)
+        return _known(record), key
+
+    def _credentials(self, state: GatewayState, scope: Scope) -> tuple[str, str, KeyRecord | None | bool]:
+        """The key, its hash and what the in-process cache knows of it (False: nothing yet).
+
+        Apart from authenticate() so that the hot path, for a cached key, awaits nothing."""
         key = extract_key(scope["headers"])
         if key is None:
             _DENY_MISSING.inc()
             raise AuthenticationError(Code.MISSING_API_KEY.value)
         key_hash = hash_key(key)
-        record = state.store.cached(key_hash)
-        if record is False:
-            try:
-                record = await state.store.lookup(key_hash)
-            except StoreUnavailableError:
-                _STORE_ERROR.inc()
-                raise
-        if record is None:
-            _DENY_INVALID.inc()
-            raise AuthenticationError(Code.INVALID_API_KEY.value)
-        return record, key  # type: ignore[return-value]
+        return key, key_hash, state.store.cached(key_hash)
+
+    async def _look_up(self, state: GatewayState, key_hash: str) -> KeyRecord | None:
+        try:
+            return await state.store.lookup(key_hash)
+        except StoreUnavailableError:
+            _STORE_ERROR.inc()
+            raise
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, route: Route, path_model: str | None) -> None:
         state: GatewayState = self.holder.state
@@ -170,10 +188,14 @@ class Proxy:
         try:
             if scope["method"] not in route.methods:
                 raise MethodNotAllowedError(detail=f"use {', '.join(sorted(route.methods))}")
-            record, key = await self.authenticate(state, scope)
+            key, key_hash, found = self._credentials(state, scope)
+            record = _known(await self._look_up(state, key_hash) if found is False else found)
             log["key_prefix"] = record.key_prefix
             log["user_id"] = record.user_id
-            body = await read_body(scope, receive, state.config.server.max_body_bytes)
+            limit = state.config.server.max_body_bytes
+            refuse_declared_excess(scope, limit)
+            message = await receive()
+            body = await read_rest(message, receive, limit) if message.get("more_body") else message.get("body", b"")
             facts, parsed = self._facts(scope, route, body, path_model)
             model = facts.models[0] if facts.models else None
             self._decide(state, record, facts, log)

@@ -147,8 +147,16 @@ class Upstream:
         LiteLLM's 502/503/504 count as failures for the breaker but are returned
         as they are; the caller must release() the response.
         """
+        breaker = self.breaker
         try:
-            return await self.breaker.call(self._send, method, path_qs, headers, body)
+            if breaker.closed:  # the usual case, without breaker.call()'s coroutine in between
+                try:
+                    response = await self._send(method, path_qs, headers, body)
+                except UpstreamFailure as failure:
+                    breaker.failed_while_closed(self._send, failure)
+                breaker.succeeded_while_closed()
+                return response
+            return await breaker.call(self._send, method, path_qs, headers, body)
         except UpstreamFailure as failure:
             if failure.result is not None:
                 return failure.result
