@@ -45,11 +45,10 @@ async def test_key_shaped_values_are_cut_to_their_prefix():
 
 async def test_lines_go_out_when_the_buffer_fills():
     written: list[str] = []
-    log = AccessLog(write=written.append, buffer_bytes=1000)
+    log = AccessLog(write=written.append, buffer_lines=10)
     while not written:
         log.record(FIELDS)
-    count = written[0].count("\n")
-    assert 1000 <= len(written[0]) < 1000 + len(written[0]) / count + 1  # at the line that crossed it
+    assert written[0].count("\n") == 10  # at the line that filled it
 
 
 async def test_lines_go_out_after_the_flush_interval():
@@ -68,3 +67,25 @@ async def test_a_line_without_fields_is_still_json():
     log.record({})
     log.flush()
     assert list(orjson.loads(written[0])) == ["ts", "level", "logger", "msg", "pid"]
+
+
+async def test_every_line_of_a_batch_is_redacted():
+    written: list[str] = []
+    log = AccessLog(write=written.append)
+    for n in range(3):
+        log.record({**FIELDS, "model": f"sk-live-{n}123456789abcdef"})
+    log.flush()
+    assert [orjson.loads(line)["model"] for line in written[0].splitlines()] == ["sk-live..."] * 3
+
+
+async def test_each_line_has_the_time_it_was_recorded(monkeypatch):
+    written: list[str] = []
+    log = AccessLog(write=written.append)
+    times = iter([1_700_000_000.5, 1_700_000_000.75, 1_700_000_001.25])
+    monkeypatch.setattr("gateway.accesslog.time.time", lambda: next(times))
+    for _ in range(3):
+        log.record(FIELDS)
+    monkeypatch.undo()
+    log.flush()
+    stamps = [orjson.loads(line)["ts"] for line in written[0].splitlines()]
+    assert stamps == ["2023-11-14T22:13:20.500Z", "2023-11-14T22:13:20.750Z", "2023-11-14T22:13:21.250Z"]
