@@ -41,8 +41,9 @@ from gateway.metrics import (
 )
 from gateway.routes import Route
 from gateway.state import GatewayState
+from gateway.ticker import Ticker, Timeout
 from gateway.upstream import forward_headers, response_headers
-from gateway.usage import UsageTap
+from gateway.usage import TAIL_BYTES, TAIL_LIMIT, record_usage
 from policies.access import decide, usable_models
 from policies.records import Allow, Code, Deny, KeyRecord, RequestFacts
 from policies.requests import request_facts
@@ -82,6 +83,11 @@ def request_ids() -> Callable[[], str]:
     prefix = os.urandom(8).hex()
     counter = itertools.count(1)
     return lambda: f"{prefix}{next(counter) & 0xFFFFFFFF:08x}"
+
+
+def _ms(seconds: float) -> float:
+    """Milliseconds, truncated to the microsecond (round(x, 3) converts through decimal digits: ~5x slower)."""
+    return int(seconds * 1_000_000) / 1000
 
 
 def _header(scope: Scope, wanted: bytes) -> bytes | None:
@@ -144,9 +150,10 @@ def splice_user(body: bytes, user_id: str) -> bytes:
 class Proxy:
     """The inference routes and /v1/models; `holder.state` is set by the lifespan."""
 
-    def __init__(self, holder: Any) -> None:
+    def __init__(self, holder: Any, request_id_header: str = "x-request-id") -> None:
         self.holder = holder
         self.new_request_id = request_ids()
+        self.id_header = request_id_header.encode()  # server.request_id_header (not reloadable)
 
     def _model_label(self, state: GatewayState, model: str | None) -> str:
         if model is None:
@@ -181,7 +188,7 @@ class Proxy:
     async def handle(self, scope: Scope, receive: Receive, send: Send, route: Route, path_model: str | None) -> None:
         state: GatewayState = self.holder.state
         started = time.perf_counter()
-        id_header = state.config.server.request_id_header.encode()
+        id_header = self.id_header
         request_id = _request_id(scope, id_header, self.new_request_id)
         log: dict[str, Any] = {"request_id": request_id, "route": route.name}
         status, code, model = 500, "", None
@@ -214,7 +221,7 @@ class Proxy:
             TALLY.inc(REQUESTS, (route.name, self._model_label(state, model), str(status), code))
             TALLY.observe(REQUEST_DURATION, route.labels, elapsed)
             if state.config.logging.access_log:
-                log.update(model=model, status=status, code=code or None, duration_ms=round(elapsed * 1000, 3))
+                log.update(model=model, status=status, code=code or None, duration_ms=_ms(elapsed))
                 state.access_log.record(log)
 
     def _facts(self, scope: Scope, route: Route, body: bytes, path_model: str | None) -> tuple[RequestFacts, dict | None]:
@@ -290,25 +297,26 @@ class Proxy:
         query = scope.get("query_string")
         target = path_qs.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
         request_id = log["request_id"]
-        watcher = _DisconnectWatcher(state.loop, receive)
+        watcher = _DisconnectWatcher(state.upstream.ticker, receive)  # type: ignore[arg-type]
         try:
             sent_at = time.perf_counter()
             response = await state.upstream.request(scope["method"], target, headers, body)
             try:
                 upstream_elapsed = time.perf_counter() - sent_at
                 TALLY.observe(UPSTREAM_DURATION, route.labels, upstream_elapsed)
-                log["upstream_ms"] = round(upstream_elapsed * 1000, 3)
+                log["upstream_ms"] = _ms(upstream_elapsed)
                 out_headers = response_headers(response.raw_headers)
                 out_headers.append((id_header, request_id.encode()))
                 await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
                 content_type = response.headers.get("content-type", "").encode()
                 streaming = content_type.startswith(_SSE)
-                tap = UsageTap(streaming) if response.status == 200 else None
+                tail = bytearray()  # the response's end, where `usage` is (gateway/usage.py)
                 first = True
                 try:
                     async for chunk in response.content.iter_any():
-                        if tap is not None:
-                            tap.feed(chunk)
+                        tail += chunk
+                        if len(tail) > TAIL_LIMIT:
+                            del tail[:-TAIL_BYTES]
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                         if first and streaming:
                             TALLY.observe(STREAM_TTFB, route.labels, time.perf_counter() - sent_at)
@@ -319,8 +327,8 @@ class Proxy:
                         await send({"type": "http.response.body", "body": _stream_error_event(), "more_body": True})
                 watcher.stop()  # before completing: a complete response reads as a disconnect
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-                if tap is not None:
-                    tap.record(self._model_label(state, model))
+                if response.status == 200:
+                    record_usage(tail, self._model_label(state, model))
             finally:
                 response.release()
             return response.status
@@ -335,7 +343,7 @@ class Proxy:
     async def models(self, scope: Scope, receive: Receive, send: Send, model_id: str | None) -> None:
         """GET /v1/models (filtered) and GET /v1/models/{id} (404 unless usable)."""
         state: GatewayState = self.holder.state
-        id_header = state.config.server.request_id_header.encode()
+        id_header = self.id_header
         request_id = _request_id(scope, id_header, self.new_request_id)
         try:
             if scope["method"] != "GET":
@@ -387,21 +395,21 @@ class _DisconnectWatcher:
 
     Watching takes a task that waits on receive(); for the many requests LiteLLM answers
     within WATCH_AFTER_SECONDS that task is pure cost (measured: ~60-80 us a request,
-    docs/performance.md), so it starts only when the request is still running by then.
-    A client that leaves is noticed at most WATCH_AFTER_SECONDS late: what that costs
-    is LiteLLM working on for a moment for nobody, never a wrong answer.
+    docs/performance.md), so it starts only when the request is still running by then
+    (a Ticker timeout, so a tick later at most). A client that leaves is noticed that
+    late: what it costs is LiteLLM working on for a moment for nobody, never a wrong answer.
     """
 
     __slots__ = ("disconnected", "_task", "_receive", "_timer", "_watch")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, receive: Receive) -> None:
-        # The loop is passed in: asyncio.get_running_loop() costs a getpid() system call
-        # per call on Python 3.11, and current_task() does too unless given the loop.
+    def __init__(self, ticker: Ticker, receive: Receive) -> None:
+        # The loop is passed in (as the ticker's): asyncio.get_running_loop() costs a getpid()
+        # system call per call on Python 3.11, and current_task() does too unless given the loop.
         self.disconnected = False
-        self._task = asyncio.current_task(loop)
+        self._task = asyncio.current_task(ticker.loop)
         self._receive = receive
         self._watch: asyncio.Task | None = None
-        self._timer: asyncio.TimerHandle | None = loop.call_later(WATCH_AFTER_SECONDS, self._start, loop)
+        self._timer: Timeout | None = ticker.call_later(WATCH_AFTER_SECONDS, self._start, ticker.loop)
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None

@@ -27,5 +27,4 @@ class GatewayState:
     known_models: frozenset[str] = frozenset()  # bounded label values for metrics
     service_auth: str | None = None  # "Bearer <LITELLM_API_KEY>" in service_key mode
     access_log: AccessLog = field(default_factory=AccessLog)  # flushed at shutdown
-    loop: Any = None  # the serving event loop, set by the lifespan
     extras: dict[str, Any] = field(default_factory=dict)  # health probe, reconciler, ...

@@ -20,6 +20,7 @@ import orjson
 from gateway.breaker import Breaker, UpstreamFailure
 from gateway.config import LiteLLMConfig
 from gateway.errors import UpstreamTimeoutError, UpstreamUnavailableError
+from gateway.ticker import Ticker
 
 # Connection-level headers never forwarded, in either direction.
 HOP_BY_HOP = frozenset(
@@ -38,53 +39,66 @@ HOP_BY_HOP = frozenset(
 # Request headers the gateway sets itself, or that carry the client's credentials.
 REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
 CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key", b"api-key", b"x-litellm-api-key"})
+_NOT_FORWARDED = REQUEST_DROP | CREDENTIAL_HEADERS
 # Statuses from LiteLLM that count as its own failure (a provider's 429 or a 4xx never do).
 FAILURE_STATUSES = frozenset({502, 503, 504})
 
 
 def forward_headers(headers: Iterable[tuple[bytes, bytes]], *, extra: Iterable[tuple[str, str]] = ()) -> dict[str, str]:
-    """The request headers to send to LiteLLM: no hop-by-hop headers, no client credentials, plus `extra`."""
-    headers = list(headers)
-    named = _connection_tokens(headers)
+    """The request headers to send to LiteLLM: no hop-by-hop headers, no client credentials, plus `extra`.
+
+    One pass; ASGI servers give header names in lowercase."""
     out: dict[str, str] = {}
+    named: frozenset[bytes] = frozenset()
     for name, value in headers:
-        if name in REQUEST_DROP or name in named or name in CREDENTIAL_HEADERS:
+        if name in _NOT_FORWARDED:
+            if name == b"connection":
+                named |= _tokens(value)
             continue
         key = name.decode("latin-1")
         text = value.decode("latin-1")
         out[key] = f"{out[key]}, {text}" if key in out else text
-    for key, value in extra:
-        out[key] = value
+    for token in named:
+        out.pop(token.decode("latin-1"), None)
+    for key, text in extra:
+        out[key] = text
     return out
 
 
 def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """LiteLLM's response headers as the client gets them."""
-    raw = list(raw)
-    named = _connection_tokens(raw)
-    return [(k.lower(), v) for k, v in raw if k.lower() not in HOP_BY_HOP and k.lower() not in named]
+    """LiteLLM's response headers as the client gets them: names in lowercase, no hop-by-hop ones."""
+    out = []
+    named: frozenset[bytes] = frozenset()
+    for name, value in raw:
+        name = name.lower()
+        if name in HOP_BY_HOP:
+            if name == b"connection":
+                named |= _tokens(value)
+            continue
+        out.append((name, value))
+    if named:
+        out = [(name, value) for name, value in out if name not in named]
+    return out
 
 
-def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Header names listed in Connection, which are hop-by-hop too."""
-    tokens = [v for k, v in headers if k.lower() == b"connection"]
-    if not tokens:
-        return frozenset()
-    return frozenset(t.strip().lower() for v in tokens for t in v.split(b",") if t.strip())
+def _tokens(value: bytes) -> frozenset[bytes]:
+    """The header names a Connection header lists, which are hop-by-hop too."""
+    return frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
 
 
 class _Deadline:
     """asyncio.timeout() for the one await on LiteLLM's response headers, with the same rule:
     when it expires, the task is cancelled, and that cancellation (and no other) becomes a
     timeout. Made here because asyncio.timeout() looks up the running loop and the current
-    task per use, and on Python 3.11 each lookup is a getpid() system call."""
+    task per use (on Python 3.11 each lookup is a getpid() system call) and sets a loop timer
+    of its own; this one is a Ticker timeout."""
 
-    __slots__ = ("_task", "_handle", "_expired")
+    __slots__ = ("_task", "_timeout", "_expired")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
-        self._task = asyncio.current_task(loop)
+    def __init__(self, ticker: Ticker, seconds: float) -> None:
+        self._task = asyncio.current_task(ticker.loop)
         self._expired = False
-        self._handle = loop.call_later(seconds, self._expire)
+        self._timeout = ticker.call_later(seconds, self._expire)
 
     def _expire(self) -> None:
         self._expired = True
@@ -92,7 +106,7 @@ class _Deadline:
 
     def stop(self, *, cancelled: bool) -> bool:
         """Disarm; True when `cancelled` (the await ended in CancelledError) is this deadline's doing."""
-        self._handle.cancel()
+        self._timeout.cancel()
         if not self._expired:
             return False
         # Expired: its cancel() was requested. Withdraw it; the CancelledError is a timeout only
@@ -109,10 +123,10 @@ class Upstream:
         self.base_url = config.url.rstrip("/")
         self._timeout = config.timeout_ms / 1000
         self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.ticker: Ticker | None = None  # the serving loop's, made by start()
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self.ticker = Ticker(asyncio.get_running_loop())
         connector = aiohttp.TCPConnector(
             limit=self.config.max_connections,
             limit_per_host=0,
@@ -135,6 +149,8 @@ class Upstream:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+        if self.ticker is not None:
+            self.ticker.close()
 
     def set_timeout(self, timeout_ms: int) -> None:
         self._timeout = timeout_ms / 1000
@@ -166,8 +182,8 @@ class Upstream:
             raise UpstreamUnavailableError(detail=failure.reason, retry_after=retry_after) from failure
 
     async def _send(self, method: str, path_qs: str, headers: dict[str, str], body: bytes | None) -> aiohttp.ClientResponse:
-        assert self._session is not None and self._loop is not None, "Upstream.start() was not awaited"
-        deadline = _Deadline(self._loop, self._timeout)
+        assert self._session is not None and self.ticker is not None, "Upstream.start() was not awaited"
+        deadline = _Deadline(self.ticker, self._timeout)
         try:
             response = await self._session.request(
                 method, self.base_url + path_qs, headers=headers, data=body, allow_redirects=False

@@ -1,7 +1,12 @@
 """Token counts from the `usage` LiteLLM returns, plain or streamed, for metrics.
 
-Reads the response as it passes without holding up a chunk: only the bytes after a
-`"usage"` marker are kept, and two regular expressions read the counts at the end.
+`usage` closes a plain response and sits in the last event of a stream, so the proxy
+keeps only the end of each response as it passes (a bytearray append per chunk, cut
+back to TAIL_BYTES now and then) and the counts are read from it once, when the
+response is complete: a substring search for each field name, then a match anchored
+right after it. (Reading every chunk with a call, and a regular expression searching
+for the names, cost ~25k instructions a request: docs/performance.md.) A `usage`
+further than TAIL_BYTES from the end of a response is not counted.
 """
 
 from __future__ import annotations
@@ -11,44 +16,44 @@ import re
 from gateway.metrics import TALLY, TOKENS
 
 _MARKER = b'"usage"'
-_PROMPT = re.compile(rb'"(?:prompt_tokens|input_tokens)"\s*:\s*(\d+)')
-_COMPLETION = re.compile(rb'"(?:completion_tokens|output_tokens)"\s*:\s*(\d+)')
-_KEEP = 4096  # bytes after the marker: a usage object is far smaller
+# Chat and completions name them prompt/completion_tokens; the Responses API input/output_tokens.
+_PROMPT = (b'"prompt_tokens"', b'"input_tokens"')
+_COMPLETION = (b'"completion_tokens"', b'"output_tokens"')
+_VALUE = re.compile(rb"\s*:\s*(\d+)")
+TAIL_BYTES = 4096  # how much of a response's end is read: a usage object is far smaller
+TAIL_LIMIT = 2 * TAIL_BYTES  # the tail is cut back to TAIL_BYTES when it grows past this
 
 
-class UsageTap:
-    __slots__ = ("_tail", "_found", "_streaming")
+def usage_counts(tail: bytes | bytearray) -> tuple[int, int] | None:
+    """(prompt, completion) from the last `usage` in a response's tail, or None."""
+    index = tail.rfind(_MARKER)
+    if index < 0:
+        return None
+    found = bytes(tail[index:])
+    prompt = _count(found, _PROMPT)
+    completion = _count(found, _COMPLETION)
+    if prompt is None and completion is None:
+        return None
+    return (prompt or 0, completion or 0)
 
-    def __init__(self, streaming: bool) -> None:
-        self._streaming = streaming
-        self._tail = b""
-        self._found = b""
 
-    def feed(self, chunk: bytes) -> None:
-        data = self._tail + chunk if self._tail else chunk
-        index = data.rfind(_MARKER)
+def record_usage(tail: bytes | bytearray, model_label: str) -> None:
+    counts = usage_counts(tail)
+    if counts is None:
+        return
+    prompt, completion = counts
+    if prompt:
+        TALLY.inc(TOKENS, (model_label, "prompt"), prompt)
+    if completion:
+        TALLY.inc(TOKENS, (model_label, "completion"), completion)
+
+
+def _count(data: bytes, names: tuple[bytes, ...]) -> int | None:
+    """The number after the first of `names` found in `data`, or None."""
+    for name in names:
+        index = data.find(name)
         if index >= 0:
-            self._found = data[index : index + _KEEP]
-        elif self._found and len(self._found) < _KEEP:
-            self._found += chunk[: _KEEP - len(self._found)]
-        # keep a marker's worth of bytes in case it is split across chunks
-        self._tail = data[-len(_MARKER) :]
-
-    def counts(self) -> tuple[int, int] | None:
-        if not self._found:
-            return None
-        prompt = _PROMPT.search(self._found)
-        completion = _COMPLETION.search(self._found)
-        if prompt is None and completion is None:
-            return None
-        return (int(prompt.group(1)) if prompt else 0, int(completion.group(1)) if completion else 0)
-
-    def record(self, model_label: str) -> None:
-        counts = self.counts()
-        if counts is None:
-            return
-        prompt, completion = counts
-        if prompt:
-            TALLY.inc(TOKENS, (model_label, "prompt"), prompt)
-        if completion:
-            TALLY.inc(TOKENS, (model_label, "completion"), completion)
+            value = _VALUE.match(data, index + len(name))
+            if value is not None:
+                return int(value.group(1))
+    return None

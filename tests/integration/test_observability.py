@@ -110,6 +110,20 @@ async def test_metrics_after_traffic(pool, postgres_url, redis_url, fake_upstrea
                                      "from_state", "to_state", "dependency", "mode", "le"}
 
 
+async def test_tokens_of_a_stream_longer_than_the_tail_the_gateway_keeps(pool, postgres_url, redis_url, fake_upstream, http):
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    fake_upstream.stream_chunks = 600  # ~60 KB of events before the usage event: the kept tail is cut many times
+    prompt = ("maas_gateway_tokens_total", {"model": "gpt-4o-mini", "type": "prompt"})
+    completion = ("maas_gateway_tokens_total", {"model": "gpt-4o-mini", "type": "completion"})
+    async with running_gateway(make_config(postgres_url, redis_url, fake_upstream.url)) as gw:
+        before = [value(name, **labels) for name, labels in (prompt, completion)]
+        status, body, _ = await post(http, gw.url, chat("gpt-4o-mini", stream=True), bearer(seeded.key))
+        assert status == 200 and len(body) > 50_000 and body.endswith(b"data: [DONE]\n\n")
+    after = [value(name, **labels) for name, labels in (prompt, completion)]
+    assert (after[0] - before[0], after[1] - before[1]) == (4, 600)
+
+
+
 async def test_one_json_access_line_per_request_with_the_key_only_by_prefix(pool, postgres_url, redis_url, fake_upstream, http):
     seeded = await seed_key(pool, models=["gpt-4o-mini"])
     stream = io.StringIO()

@@ -4,9 +4,11 @@ import asyncio
 
 import pytest
 
+from gateway.ticker import Ticker
 from gateway.upstream import _Deadline
 
 pytestmark = pytest.mark.unit
+TICK = 0.005
 
 
 async def wait_under(deadline_s: float, outside_cancel_after: float | None = None) -> str:
@@ -14,7 +16,7 @@ async def wait_under(deadline_s: float, outside_cancel_after: float | None = Non
     forever = loop.create_future()
 
     async def guarded() -> str:
-        deadline = _Deadline(loop, deadline_s)
+        deadline = _Deadline(Ticker(loop, TICK), deadline_s)
         try:
             await forever
         except asyncio.CancelledError:
@@ -47,7 +49,7 @@ async def test_an_expiry_and_another_cancel_together_stay_a_cancel():
     deadlines: list[_Deadline] = []
 
     async def guarded() -> str:
-        deadlines.append(_Deadline(loop, 30))
+        deadlines.append(_Deadline(Ticker(loop, TICK), 30))
         waiting.set_result(None)
         try:
             await forever
@@ -64,8 +66,8 @@ async def test_an_expiry_and_another_cancel_together_stay_a_cancel():
 
 async def test_an_answer_in_time_disarms_it():
     loop = asyncio.get_running_loop()
-    deadline = _Deadline(loop, 0.01)
+    deadline = _Deadline(Ticker(loop, TICK), 0.01)
     assert deadline.stop(cancelled=False) is False
     done = loop.create_future()
-    loop.call_later(0.03, done.set_result, None)  # later than the deadline would have fired
+    loop.call_later(0.05, done.set_result, None)  # later than the deadline would have fired
     await done  # not cancelled: the deadline was disarmed
