@@ -19,6 +19,10 @@ from typing import Any, Callable
 RESOLUTION_SECONDS = 0.05
 
 
+def _nothing() -> None:
+    pass
+
+
 class Timeout:
     __slots__ = ("when", "_queue", "_callback", "_args")
 
@@ -31,12 +35,20 @@ class Timeout:
     def cancel(self) -> None:
         """Forget it; harmless when it already fired or was cancelled."""
         self._queue.pop(self, None)
+        self._release()
+
+    def _release(self) -> None:
+        # The callback is usually a bound method of the object that holds this timeout: a
+        # reference cycle, left to the garbage collector (with all the cycle reaches: a
+        # request's task, an aiohttp response) unless it is broken here.
+        self._callback = _nothing
+        self._args = ()
 
 
 class Ticker:
-    def __init__(self, loop: asyncio.AbstractEventLoop, resolution: float = RESOLUTION_SECONDS) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, resolution: float | None = None) -> None:
         self.loop = loop
-        self._resolution = resolution
+        self._resolution = RESOLUTION_SECONDS if resolution is None else resolution
         self._queues: dict[float, dict[Timeout, None]] = {}  # by delay
         self._timer: asyncio.TimerHandle | None = None
 
@@ -70,8 +82,10 @@ class Ticker:
             if not queue:
                 del self._queues[delay]
         for timeout in due:
+            callback, args = timeout._callback, timeout._args
+            timeout._release()
             try:
-                timeout._callback(*timeout._args)
+                callback(*args)
             except Exception as exc:  # as the loop does for a failing callback: reported, the others still run
                 self.loop.call_exception_handler({"message": "Ticker callback failed", "exception": exc})
         if self._queues and self._timer is None:

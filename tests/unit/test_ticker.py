@@ -1,6 +1,8 @@
 """Ticker: many timeouts on one loop timer, each fired once, in order, never early."""
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 
@@ -82,3 +84,31 @@ async def test_a_callback_may_set_the_next_timeout():
     ticker.call_later(0.01, again, 1)
     await until(loop, 0.3)
     assert fired == [1, 2, 3]
+
+
+class Holder:
+    """Holds its timeout, whose callback is its own method: a reference cycle while armed."""
+
+    def __init__(self, ticker: Ticker, delay: float) -> None:
+        self.timeout = ticker.call_later(delay, self.fire)
+        self.fired = False
+
+    def fire(self) -> None:
+        self.fired = True
+
+
+async def test_a_timeout_lets_go_of_its_callback_once_cancelled_or_fired():
+    loop = asyncio.get_running_loop()
+    ticker = Ticker(loop, TICK)
+    gc.disable()  # freed by reference counting alone, or not at all
+    try:
+        cancelled = Holder(ticker, 30)
+        cancelled.timeout.cancel()
+        fired = Holder(ticker, 0.01)
+        await until(loop, 0.1)
+        assert fired.fired
+        refs = [weakref.ref(cancelled), weakref.ref(fired)]
+        del cancelled, fired
+        assert [ref() for ref in refs] == [None, None]
+    finally:
+        gc.enable()
