@@ -76,7 +76,7 @@ async def _probe_litellm(state: GatewayState, session: aiohttp.ClientSession) ->
         if trial:  # the breaker's trial call: success closes it
             response = await state.upstream.request("GET", _LIVELINESS, {}, None)
             try:
-                await response.read()
+                await state.upstream.read_body(response)
                 healthy = response.status == 200
             finally:
                 response.release()

@@ -221,7 +221,10 @@ class Proxy:
             TALLY.inc(REQUESTS, (route.name, self._model_label(state, model), str(status), code))
             TALLY.observe(REQUEST_DURATION, route.labels, elapsed)
             if state.config.logging.access_log:
-                log.update(model=model, status=status, code=code or None, duration_ms=_ms(elapsed))
+                log["model"] = model
+                log["status"] = status
+                log["code"] = code or None
+                log["duration_ms"] = _ms(elapsed)
                 state.access_log.record(log)
 
     def _facts(self, scope: Scope, route: Route, body: bytes, path_model: str | None) -> tuple[RequestFacts, dict | None]:
@@ -312,19 +315,23 @@ class Proxy:
                 streaming = content_type.startswith(_SSE)
                 tail = bytearray()  # the response's end, where `usage` is (gateway/usage.py)
                 first = True
+                idle = state.upstream.idle_watch(response)
                 try:
                     async for chunk in response.content.iter_any():
                         tail += chunk
                         if len(tail) > TAIL_LIMIT:
                             del tail[:-TAIL_BYTES]
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        idle.last = idle.clock()
                         if first and streaming:
                             TALLY.observe(STREAM_TTFB, route.labels, time.perf_counter() - sent_at)
                             first = False
                 except (aiohttp.ClientError, TimeoutError) as exc:
-                    log["stream_error"] = type(exc).__name__
+                    log["stream_error"] = "idle timeout" if idle.expired else type(exc).__name__
                     if streaming:
                         await send({"type": "http.response.body", "body": _stream_error_event(), "more_body": True})
+                finally:
+                    idle.stop()
                 watcher.stop()  # before completing: a complete response reads as a disconnect
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 if response.status == 200:

@@ -5,8 +5,11 @@ aiohttp was chosen by measurement (README, "Performance"): httpx's pool scan cos
 (auto_decompress off); hop-by-hop headers are dropped as RFC 9110 section 7.6.1 says.
 
 Timeouts: `litellm.timeout_ms` bounds the wait for LiteLLM's response headers
-(504 LITELLM_TIMEOUT); `litellm.stream_idle_timeout_ms` bounds the silence between
-two body reads; `litellm.connect_timeout_ms` the TCP connect.
+(504 LITELLM_TIMEOUT), and the reading of the small bodies the gateway reads itself
+(read_body); `litellm.stream_idle_timeout_ms` bounds the silence inside a body the
+proxy passes on (IdleWatch); `litellm.connect_timeout_ms` the TCP connect. All but the
+connect timeout are Ticker timeouts: aiohttp's own read timeout re-made a loop timer on
+every read from the socket.
 """
 
 from __future__ import annotations
@@ -114,6 +117,39 @@ class _Deadline:
         return self._task.uncancel() == 0 and cancelled  # type: ignore[union-attr]
 
 
+class IdleWatch:
+    """Ends a response body that LiteLLM has left silent for `seconds` (stream_idle_timeout_ms).
+
+    The proxy sets `last` to `clock()` after each chunk it has passed on: the time the client
+    took to take a chunk is not LiteLLM's silence. A Ticker check every quarter of the
+    timeout ends the body once nothing came for all of it: the pending read raises
+    aiohttp.ServerTimeoutError and the connection is closed. A silence is ended after
+    1 to 1.25 times the timeout (and a tick).
+    """
+
+    __slots__ = ("last", "clock", "expired", "_seconds", "_response", "_ticker", "_timeout")
+
+    def __init__(self, ticker: Ticker, seconds: float, response: aiohttp.ClientResponse) -> None:
+        self._ticker = ticker
+        self._seconds = seconds
+        self._response = response
+        self.clock = ticker.loop.time
+        self.last = self.clock()
+        self.expired = False
+        self._timeout = ticker.call_later(seconds / 4, self._check)
+
+    def _check(self) -> None:
+        if self.clock() - self.last < self._seconds:
+            self._timeout = self._ticker.call_later(self._seconds / 4, self._check)
+            return
+        self.expired = True
+        self._response.content.set_exception(aiohttp.ServerTimeoutError(f"LiteLLM sent nothing for {self._seconds:g} s"))
+        self._response.close()
+
+    def stop(self) -> None:
+        self._timeout.cancel()
+
+
 class Upstream:
     """LiteLLM as seen from the gateway; one per process, created in the lifespan."""
 
@@ -138,11 +174,7 @@ class Upstream:
             connector=connector,
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=self.config.connect_timeout_ms / 1000,
-                sock_read=self.config.stream_idle_timeout_ms / 1000,
-            ),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout_ms / 1000),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
 
@@ -200,11 +232,32 @@ class Upstream:
             raise UpstreamFailure(f"LiteLLM answered {response.status}", response)
         return response
 
+    def idle_watch(self, response: aiohttp.ClientResponse) -> IdleWatch:
+        """litellm.stream_idle_timeout_ms for the body of `response`, as it is passed on."""
+        assert self.ticker is not None, "Upstream.start() was not awaited"
+        return IdleWatch(self.ticker, self.config.stream_idle_timeout_ms / 1000, response)
+
+    async def read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        """All of a small body the gateway reads itself, within litellm.timeout_ms (else 504)."""
+        assert self.ticker is not None, "Upstream.start() was not awaited"
+        deadline = _Deadline(self.ticker, self._timeout)
+        try:
+            body = await response.read()
+        except asyncio.CancelledError:
+            if deadline.stop(cancelled=True):
+                raise UpstreamTimeoutError(detail="reading LiteLLM's answer") from None
+            raise
+        except BaseException:
+            deadline.stop(cancelled=False)
+            raise
+        deadline.stop(cancelled=False)
+        return body
+
     async def get_json(self, path: str, headers: dict[str, str]) -> tuple[int, bytes, object]:
         """A small GET (model list, health): (status, body, decoded body or None)."""
         response = await self.request("GET", path, headers, None)
         try:
-            body = await response.read()
+            body = await self.read_body(response)
         finally:
             response.release()
         try:

@@ -20,6 +20,7 @@ FALLBACK_FIELDS = ("fallbacks", "context_window_fallbacks", "content_policy_fall
 
 # Request fields that would let a client choose a deployment or credentials itself.
 REFUSED_FIELDS = ("user_config", "model_list", "api_base", "base_url", "api_key")
+_ROUTING_FIELDS = frozenset(FALLBACK_FIELDS + REFUSED_FIELDS)
 
 
 def _name_problem(source: str, value: Any) -> Deny | None:
@@ -93,7 +94,7 @@ def request_facts(
             return Deny(Code.MODEL_REQUIRED)
         return RequestFacts(models=())
     models = [primary]
-    if body:
+    if body and not _ROUTING_FIELDS.isdisjoint(body):  # one C-level check for the usual body with neither
         for field in REFUSED_FIELDS:
             if field in body:
                 return Deny(Code.INVALID_REQUEST, detail=f"the `{field}` field is not allowed through this gateway")
