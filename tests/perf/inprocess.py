@@ -23,9 +23,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Iterator
 
 from gateway import devservices
+from gateway.accesslog import AccessLog
 from gateway.devservices import free_port
 from tests.perf import bench
 
@@ -94,9 +96,44 @@ async def drive(app: Any, key: str | None, body: bytes, requests: int) -> float:
     return (time.process_time() - started) / (per_client * CONCURRENCY) * 1e6
 
 
-async def compare(database_url: str, redis_url: str, upstream_url: str, key: str, rounds: int, requests: int) -> None:
-    os.environ.update(DATABASE_URL=database_url, REDIS_URL=redis_url, LITELLM_URL=upstream_url,
-                      LITELLM_API_KEY=bench.SERVICE_KEY)
+@dataclass
+class Services:
+    """Postgres, Redis and the fast fake upstream, as the apps here need them."""
+
+    database_url: str
+    redis_url: str
+    upstream_url: str
+    key: str  # a seeded key with access to bench.MODEL
+
+
+@contextlib.contextmanager
+def services() -> Iterator[Services]:
+    """Started on CPU 0 (bench.LOAD_CPUS), stopped on the way out."""
+    settings = bench.Settings(keys=10, cold_keys=10, revocation_trials=1)
+    work = Path(tempfile.mkdtemp(prefix="inprocess-"))
+    os.chmod(work, 0o755)  # Postgres runs as its own user under this directory
+    runner = bench.Bench(settings, work)
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, bench.LOAD_CPUS)  # what starts now inherits CPU 0
+    postgres = devservices.start_postgres(work / "pg")
+    redis = devservices.start_redis(work / "redis")
+    try:
+        seeded = asyncio.run(bench.seed(postgres.url, settings))
+        port = free_port()
+        upstream = runner.spawn("upstream", [sys.executable, "-m", "tests.perf.upstream", str(port)], bench.LOAD_CPUS)
+        runner.wait_http(upstream, port, "GET", "/health/liveliness")
+        os.sched_setaffinity(0, affinity)
+        yield Services(postgres.url, redis.url, f"http://127.0.0.1:{port}", seeded.key)
+    finally:
+        runner.stop_all()
+        redis.stop()
+        postgres.stop()
+
+
+def make_apps(services: Services) -> tuple[Any, Any]:
+    """(gateway, ceiling): the gateway app as `serve` makes it (every feature on), and the ceiling."""
+    os.environ.update(DATABASE_URL=services.database_url, REDIS_URL=services.redis_url,
+                      LITELLM_URL=services.upstream_url, LITELLM_API_KEY=bench.SERVICE_KEY)
     from gateway.app import create_app
     from gateway.config import load_config
     from gateway.logs import configure
@@ -106,14 +143,22 @@ async def compare(database_url: str, redis_url: str, upstream_url: str, key: str
     config_path.write_text("litellm:\n  sync_users: false\n")
     config = load_config(str(config_path))
     configure(config.logging.level)
-    gateway = create_app(config)
-    ceiling = Ceiling(upstream_url)
+    return create_app(config), Ceiling(services.upstream_url)
+
+
+def quiet_access_log(gateway: Any, **options: Any) -> None:
+    """Access lines made as in service, then dropped rather than printed."""
+    gateway.holder.state.access_log = AccessLog(write=lambda text: None, **options)
+
+
+async def compare(services: Services, rounds: int, requests: int) -> None:
+    gateway, ceiling = make_apps(services)
     async with serving(gateway), serving(ceiling):
-        await rounds_of(gateway, ceiling, key, rounds, requests)
+        quiet_access_log(gateway)
+        await rounds_of(gateway, ceiling, services.key, rounds, requests)
 
 
 async def rounds_of(gateway: Any, ceiling: Any, key: str, rounds: int, requests: int) -> None:
-    gateway.holder.state.access_log = type(gateway.holder.state.access_log)(write=lambda text: None)  # lines made, not printed
     print(f"pid {os.getpid()} (CPU 1)", flush=True)
     for kind, body in (("plain", bench.PLAIN_BODY), ("stream", bench.STREAM_BODY)):
         await drive(gateway, key, body, requests // 2)  # warm both
@@ -135,26 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--requests", type=int, default=1000)
     args = parser.parse_args(argv)
-    settings = bench.Settings(keys=10, cold_keys=10, revocation_trials=1)
-    work = Path(tempfile.mkdtemp(prefix="inprocess-"))
-    os.chmod(work, 0o755)  # Postgres runs as its own user under this directory
-    runner = bench.Bench(settings, work)
-    os.sched_setaffinity(0, bench.LOAD_CPUS)  # what starts now inherits CPU 0
-    postgres = devservices.start_postgres(work / "pg")
-    redis = devservices.start_redis(work / "redis")
-    try:
-        seeded = asyncio.run(bench.seed(postgres.url, settings))
-        port = free_port()
-        upstream = runner.spawn("upstream", [sys.executable, "-m", "tests.perf.upstream", str(port)], bench.LOAD_CPUS)
-        runner.wait_http(upstream, port, "GET", "/health/liveliness")
+    with services() as running:
         os.sched_setaffinity(0, bench.PROXY_CPUS)
         import uvloop
 
-        uvloop.run(compare(postgres.url, redis.url, f"http://127.0.0.1:{port}", seeded.key, args.rounds, args.requests))
-    finally:
-        runner.stop_all()
-        redis.stop()
-        postgres.stop()
+        uvloop.run(compare(running, args.rounds, args.requests))
     return 0
 
 
