@@ -42,7 +42,8 @@ test-e2e: system-deps venv
 	$(PY) -m pytest -m e2e
 
 ## make bench: the side-by-side benchmark (wrk); results in bench-results/.
-bench: system-deps venv
+bench: venv
+	BENCH_TOOLS=1 ./scripts/system-deps.sh
 	$(PY) -m tests.perf.bench
 
 clean:

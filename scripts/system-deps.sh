@@ -2,7 +2,8 @@
 # Installs the system packages the tests, `make run` and `make bench` need, when missing:
 # PostgreSQL and Redis servers (throwaway instances on free ports), wrk (load
 # generator), promtool (Prometheus rule tests), npm (schema validators for the
-# Kubernetes custom resources). Debian/Ubuntu; as root, or with sudo.
+# Kubernetes custom resources); with BENCH_TOOLS=1 (make bench) also valgrind (instruction
+# counts). Debian/Ubuntu; as root, or with sudo.
 set -euo pipefail
 
 need=()
@@ -12,6 +13,9 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v wrk >/dev/null || need+=(wrk)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v npm >/dev/null || need+=(nodejs npm)
+if [ "${BENCH_TOOLS:-}" = 1 ]; then
+  command -v valgrind >/dev/null || need+=(valgrind)
+fi
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -91,11 +91,12 @@ class Settings:
     quiet_wait: float = 30.0  # wait up to this long for other load on the machine to stop
     pair_rounds: int = 7  # ceiling and gateway taking turns: the throughput ratio is the median of these rounds
     pair_duration: float = 4.0
+    instruction_requests: int = 1_280  # per valgrind run (a multiple of 64)
 
     @classmethod
     def quick(cls) -> "Settings":
         return cls(duration=3, warmup=1, latency_duration=2, litellm_duration=4, keys=10_000, cold_keys=500,
-                   ttfb_samples=200, paced_samples=10, revocation_trials=3, pair_rounds=3, pair_duration=2.0)
+                   ttfb_samples=200, paced_samples=10, revocation_trials=3, pair_rounds=3, pair_duration=2.0, instruction_requests=320)
 
 
 def log(message: str) -> None:
@@ -437,11 +438,32 @@ class Bench:
         log("gateway: 2 workers vs 1 (everything on both CPUs)")
         self.results["gateway"]["workers"] = self.workers(env, upstream, seeded.key)
 
+        self.instructions(database_url, redis_url, upstream_url, seeded.key)
+
         if s.litellm:
             log("litellm: the LiteLLM proxy with a mock model")
             self.litellm()
         else:
             self.results["notes"].append("LiteLLM skipped (--no-litellm)")
+
+    def instructions(self, database_url: str, redis_url: str, upstream_url: str, key: str) -> None:
+        """Instructions per request, ceiling and gateway, under valgrind (tests/perf/instructions.py)."""
+        from tests.perf import instructions  # imports this module
+        from tests.perf.inprocess import Services
+
+        if shutil.which("valgrind") is None:
+            self.results["notes"].append("instruction counts skipped (no valgrind)")
+            return
+        log(f"ceiling and gateway: instructions per request under valgrind ({self.s.instruction_requests} requests)")
+        running = Services(database_url, redis_url, upstream_url, key)
+        counts: dict[str, dict[str, float]] = {}
+        for kind in ("plain", "stream"):
+            counts[kind] = {app: round(instructions.per_request(running, app, kind, self.s.instruction_requests))
+                            for app in ("ceiling", "gateway")}
+            counts[kind]["ratio"] = round(counts[kind]["ceiling"] / counts[kind]["gateway"], 3)
+            log(f"  {kind}: ceiling {counts[kind]['ceiling'] / 1000:,.0f}k, gateway {counts[kind]['gateway'] / 1000:,.0f}k, "
+                f"ratio {counts[kind]['ratio']:.3f}")
+        self.results["instructions"] = counts
 
     def start_gateway(self, name: str, env: dict[str, str], cpus: set[int], workers: int, key: str) -> tuple[subprocess.Popen, int]:
         port = free_port()

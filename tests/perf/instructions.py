@@ -59,20 +59,27 @@ async def child(running: Services, app_name: str, kind: str, requests: int) -> N
             await drive(app, key, body, requests)
 
 
-def count(running: Services, app_name: str, kind: str, requests: int) -> int:
-    """Instructions of one child run, start to end."""
+def start(running: Services, app_name: str, kind: str, requests: int) -> subprocess.Popen:
+    """One child run under valgrind; its count is read by `counted`."""
     command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
                sys.executable, "-m", "tests.perf.instructions", "--child", json.dumps(running.__dict__),
                app_name, kind, str(requests)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    match = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
-    if done.returncode != 0 or match is None:
-        raise RuntimeError(f"valgrind run failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def counted(child_run: subprocess.Popen) -> int:
+    """Instructions of one child run, start to end."""
+    _, stderr = child_run.communicate()
+    match = re.search(r"I\s+refs:\s+([\d,]+)", stderr)
+    if child_run.returncode != 0 or match is None:
+        raise RuntimeError(f"valgrind run failed ({child_run.returncode}):\n{stderr[-2000:]}")
     return int(match.group(1).replace(",", ""))
 
 
 def per_request(running: Services, app_name: str, kind: str, requests: int) -> float:
-    return (count(running, app_name, kind, requests) - count(running, app_name, kind, 0)) / requests
+    """The two runs side by side (a count does not depend on what else runs)."""
+    full, empty = start(running, app_name, kind, requests), start(running, app_name, kind, 0)
+    return (counted(full) - counted(empty)) / requests
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,6 +73,10 @@ def evaluate(results: dict) -> None:
                                f"{ratio:.2f}, the median of {paired['rounds']} paired rounds "
                                f"({', '.join(f'{r:.2f}' for r in paired[kind]['ratios'])}); median rounds "
                                f"{gw[kind]['rps']:,.0f} / {ceiling[kind]['rps']:,.0f} req/s", ratio >= 0.80))
+    counted = results.get("instructions")
+    if counted:
+        for kind in ("plain", "stream"):
+            ratios[f"instructions_ceiling_vs_gateway_{kind}"] = counted[kind]["ratio"]
     if litellm:
         for kind in ("plain", "stream"):
             ratios[f"gateway_vs_litellm_{kind}"] = round(gw[kind]["rps"] / litellm[kind]["rps"], 1)
@@ -131,6 +135,15 @@ def evaluate(results: dict) -> None:
                            workers["ratio"] >= 1.8))
     results["ratios"] = ratios
     results["targets"] = targets
+
+
+def _instruction_rows(counted: dict | None) -> list[str]:
+    if not counted:
+        return []
+    plain, stream = counted["plain"], counted["stream"]
+    return [f"| instructions per request (valgrind, in-process, every feature on) plain / stream | ceiling "
+            f"{plain['ceiling'] / 1000:,.0f}k / {stream['ceiling'] / 1000:,.0f}k, gateway {plain['gateway'] / 1000:,.0f}k / "
+            f"{stream['gateway'] / 1000:,.0f}k: ceiling/gateway {plain['ratio']:.2f} / {stream['ratio']:.2f} |"]
 
 
 def _n(value: float) -> str:
@@ -203,6 +216,7 @@ def markdown(results: dict) -> str:
         f"| 2 workers vs 1 (gateway, wrk and upstream all on CPUs {workers['cpus']}) | {_n(workers['w2']['rps'])} vs "
         f"{_n(workers['w1']['rps'])} req/s = {workers['ratio']:.2f}x; gateway used {workers['w2']['gateway_cores']:.2f} vs "
         f"{workers['w1']['gateway_cores']:.2f} cores; req/s per gateway core {workers.get('per_core_efficiency', 0):.2f}x |",
+        *_instruction_rows(results.get("instructions")),
         "",
         "| target | goal | measured | |",
         "|---|---|---|---|",
