@@ -89,8 +89,8 @@ class Settings:
     litellm: bool = True
     profile: bool = False
     quiet_wait: float = 30.0  # wait up to this long for other load on the machine to stop
-    pair_rounds: int = 7  # ceiling and gateway taking turns: the throughput ratio is the median of these rounds
-    pair_duration: float = 4.0
+    pair_rounds: int = 15  # ceiling and gateway taking turns: the throughput ratio is the median of these rounds
+    pair_duration: float = 2.0  # short rounds: the two of a pair run within seconds of each other
     instruction_requests: int = 1_280  # per valgrind run (a multiple of 64)
 
     @classmethod
