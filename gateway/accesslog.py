@@ -8,9 +8,9 @@ The same line as gateway/logs.py writes for every other record, but not through
 proxied request on the benchmark machine (docs/performance.md). A request here only
 hands over its fields with the time; as Envoy and nginx do with theirs, lines wait in
 memory and are made and written together: every FLUSH_SECONDS, as soon as BUFFER_LINES
-wait, and at shutdown. Made in a batch, a line costs a fraction of what the same work
-costs between two requests (measured: docs/performance.md). A crash (not a SIGTERM) can
-lose the last FLUSH_SECONDS of lines.
+wait, and at shutdown: the line's serialisation and redaction are out of the request
+(docs/performance.md, "Third round"). A crash (not a SIGTERM) can lose the last
+FLUSH_SECONDS of lines.
 
 Lines pass through logs.redact() like every other line: a key-shaped model name or
 user id is cut down to its prefix.
