@@ -195,16 +195,8 @@ class Upstream:
         LiteLLM's 502/503/504 count as failures for the breaker but are returned
         as they are; the caller must release() the response.
         """
-        breaker = self.breaker
         try:
-            if breaker.closed:  # the usual case, without breaker.call()'s coroutine in between
-                try:
-                    response = await self._send(method, path_qs, headers, body)
-                except UpstreamFailure as failure:
-                    breaker.failed_while_closed(self._send, failure)
-                breaker.succeeded_while_closed()
-                return response
-            return await breaker.call(self._send, method, path_qs, headers, body)
+            return await self.breaker.call(self._send, method, path_qs, headers, body)
         except UpstreamFailure as failure:
             if failure.result is not None:
                 return failure.result
@@ -243,12 +235,9 @@ class Upstream:
         deadline = _Deadline(self.ticker, self._timeout)
         try:
             body = await response.read()
-        except asyncio.CancelledError:
-            if deadline.stop(cancelled=True):
+        except BaseException as exc:
+            if deadline.stop(cancelled=isinstance(exc, asyncio.CancelledError)):
                 raise UpstreamTimeoutError(detail="reading LiteLLM's answer") from None
-            raise
-        except BaseException:
-            deadline.stop(cancelled=False)
             raise
         deadline.stop(cancelled=False)
         return body

@@ -4,9 +4,9 @@
 keeps only the end of each response as it passes (a bytearray append per chunk, cut
 back to TAIL_BYTES now and then) and the counts are read from it once, when the
 response is complete: a substring search for each field name, then a match anchored
-right after it. (Reading every chunk with a call, and a regular expression searching
-for the names, cost ~25k instructions a request: docs/performance.md.) A `usage`
-further than TAIL_BYTES from the end of a response is not counted.
+right after it, instead of a call per chunk and a regular expression searching for the
+names (docs/performance.md, "Third round"). A `usage` further than TAIL_BYTES from the
+end of a response is not counted.
 """
 
 from __future__ import annotations
