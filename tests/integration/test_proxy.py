@@ -57,6 +57,27 @@ async def test_allowed_request_is_forwarded_and_answered_byte_for_byte(gateway, 
     assert seen.headers["x-request-id"] == r.headers["x-request-id"]
 
 
+async def test_upstream_gets_the_clients_headers_and_none_invented(gateway, pool, fake_upstream):
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    # A client that sends no Accept, Accept-Encoding or User-Agent: LiteLLM must not get them either
+    # (aiohttp would add all three; a gzip answer the client did not ask for would pass through undecoded).
+    async with aiohttp.ClientSession(skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent")) as bare:
+        headers = {**bearer(seeded.key), "x-trace": "t1"}
+        async with bare.post(gateway.url + "/v1/chat/completions", json=chat("gpt-4o-mini"), headers=headers) as r:
+            assert r.status == 200
+    [seen] = fake_upstream.seen
+    assert sorted(name.lower() for name in seen.headers) == [
+        "authorization", "content-length", "content-type", "host", "x-forwarded-for", "x-request-id", "x-trace"
+    ]
+    fake_upstream.seen.clear()
+    async with aiohttp.ClientSession() as usual:  # and what the client does send goes through as sent
+        headers = {**bearer(seeded.key), "Accept-Encoding": "br", "User-Agent": "OpenAI/Python 1.0"}
+        async with usual.post(gateway.url + "/v1/chat/completions", json=chat("gpt-4o-mini"), headers=headers) as r:
+            assert r.status == 200
+    [seen] = fake_upstream.seen
+    assert (seen.headers["accept-encoding"], seen.headers["user-agent"], seen.headers["accept"]) == ("br", "OpenAI/Python 1.0", "*/*")
+
+
 async def test_client_user_field_is_kept(gateway, pool, http, fake_upstream):
     seeded = await seed_key(pool, models=["gpt-4o-mini"])
     payload = orjson.dumps(chat("gpt-4o-mini", user="end-user-7"))
