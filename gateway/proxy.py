@@ -41,7 +41,7 @@ from gateway.metrics import (
 )
 from gateway.routes import Route
 from gateway.state import GatewayState
-from gateway.ticker import Ticker, Timeout
+from gateway.ticker import Ticker, Timed
 from gateway.upstream import forward_headers, response_headers
 from gateway.usage import TAIL_BYTES, TAIL_LIMIT, record_usage
 from policies.access import decide, usable_models
@@ -399,7 +399,7 @@ def _stream_error_event() -> bytes:
     return b"data: " + orjson.dumps(error) + b"\n\n"
 
 
-class _DisconnectWatcher:
+class _DisconnectWatcher(Timed):
     """Cancels the current task when the client goes away, so the upstream request is cancelled too.
 
     Watching takes a task that waits on receive(); for the many requests LiteLLM answers
@@ -409,20 +409,20 @@ class _DisconnectWatcher:
     late: what it costs is LiteLLM working on for a moment for nobody, never a wrong answer.
     """
 
-    __slots__ = ("disconnected", "_task", "_receive", "_timer", "_watch")
+    __slots__ = ("disconnected", "_task", "_receive", "_loop", "_watch")
 
     def __init__(self, ticker: Ticker, receive: Receive) -> None:
         # The loop is passed in (as the ticker's): asyncio.get_running_loop() costs a getpid()
         # system call per call on Python 3.11, and current_task() does too unless given the loop.
         self.disconnected = False
+        self._loop = ticker.loop
         self._task = asyncio.current_task(ticker.loop)
         self._receive = receive
         self._watch: asyncio.Task | None = None
-        self._timer: Timeout | None = ticker.call_later(WATCH_AFTER_SECONDS, self._start, ticker.loop)
+        ticker.set(self, WATCH_AFTER_SECONDS)
 
-    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        self._watch = loop.create_task(self._run(self._receive))
+    def fire(self) -> None:
+        self._watch = self._loop.create_task(self._run(self._receive))
 
     async def _run(self, receive: Receive) -> None:
         while True:
@@ -433,9 +433,7 @@ class _DisconnectWatcher:
                 return
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.disarm()
         # Let go of the task too: a cancelled task keeps its CancelledError, whose traceback
         # holds _run's frame and so this watcher. Kept here, that was a reference cycle per
         # request (about 14 objects, the request's receive() among them) left to the garbage

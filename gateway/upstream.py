@@ -23,7 +23,7 @@ import orjson
 from gateway.breaker import Breaker, UpstreamFailure
 from gateway.config import LiteLLMConfig
 from gateway.errors import UpstreamTimeoutError, UpstreamUnavailableError
-from gateway.ticker import Ticker
+from gateway.ticker import Ticker, Timed
 
 # Connection-level headers never forwarded, in either direction.
 HOP_BY_HOP = frozenset(
@@ -101,27 +101,27 @@ class _ForwardedRequest(aiohttp.ClientRequest):
         pass
 
 
-class _Deadline:
+class _Deadline(Timed):
     """asyncio.timeout() for the one await on LiteLLM's response headers, with the same rule:
     when it expires, the task is cancelled, and that cancellation (and no other) becomes a
     timeout. Made here because asyncio.timeout() looks up the running loop and the current
     task per use (on Python 3.11 each lookup is a getpid() system call) and sets a loop timer
     of its own; this one is a Ticker timeout."""
 
-    __slots__ = ("_task", "_timeout", "_expired")
+    __slots__ = ("_task", "_expired")
 
     def __init__(self, ticker: Ticker, seconds: float) -> None:
         self._task = asyncio.current_task(ticker.loop)
         self._expired = False
-        self._timeout = ticker.call_later(seconds, self._expire)
+        ticker.set(self, seconds)
 
-    def _expire(self) -> None:
+    def fire(self) -> None:
         self._expired = True
         self._task.cancel()  # type: ignore[union-attr]
 
     def stop(self, *, cancelled: bool) -> bool:
         """Disarm; True when `cancelled` (the await ended in CancelledError) is this deadline's doing."""
-        self._timeout.cancel()
+        self.disarm()
         if not self._expired:
             return False
         # Expired: its cancel() was requested. Withdraw it; the CancelledError is a timeout only
@@ -129,7 +129,7 @@ class _Deadline:
         return self._task.uncancel() == 0 and cancelled  # type: ignore[union-attr]
 
 
-class IdleWatch:
+class IdleWatch(Timed):
     """Ends a response body that LiteLLM has left silent for `seconds` (stream_idle_timeout_ms).
 
     The proxy sets `last` to `clock()` after each chunk it has passed on: the time the client
@@ -139,7 +139,7 @@ class IdleWatch:
     1 to 1.25 times the timeout (and a tick).
     """
 
-    __slots__ = ("last", "clock", "expired", "_seconds", "_response", "_ticker", "_timeout")
+    __slots__ = ("last", "clock", "expired", "_seconds", "_response", "_ticker")
 
     def __init__(self, ticker: Ticker, seconds: float, response: aiohttp.ClientResponse) -> None:
         self._ticker = ticker
@@ -148,18 +148,18 @@ class IdleWatch:
         self.clock = ticker.loop.time
         self.last = self.clock()
         self.expired = False
-        self._timeout = ticker.call_later(seconds / 4, self._check)
+        ticker.set(self, seconds / 4)
 
-    def _check(self) -> None:
+    def fire(self) -> None:
         if self.clock() - self.last < self._seconds:
-            self._timeout = self._ticker.call_later(self._seconds / 4, self._check)
+            self._ticker.set(self, self._seconds / 4)
             return
         self.expired = True
         self._response.content.set_exception(aiohttp.ServerTimeoutError(f"LiteLLM sent nothing for {self._seconds:g} s"))
         self._response.close()
 
     def stop(self) -> None:
-        self._timeout.cancel()
+        self.disarm()
 
 
 class Upstream:

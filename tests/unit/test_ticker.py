@@ -6,7 +6,7 @@ import weakref
 
 import pytest
 
-from gateway.ticker import Ticker
+from gateway.ticker import Ticker, Timed
 
 pytestmark = pytest.mark.unit
 
@@ -19,30 +19,46 @@ async def until(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
     await done
 
 
+class Note(Timed):
+    """A timeout that notes its name (and how late it fired) when it fires."""
+
+    __slots__ = ("name", "fired", "action", "__weakref__")
+
+    def __init__(self, name: str, fired: list, action=None) -> None:
+        self.name, self.fired, self.action = name, fired, action
+
+    def fire(self) -> None:
+        self.fired.append(self.name)
+        if self.action is not None:
+            self.action(self)
+
+
 async def test_timeouts_fire_once_in_order_and_not_before_their_time():
     loop = asyncio.get_running_loop()
     ticker = Ticker(loop, TICK)
-    fired: list[tuple[str, float]] = []
+    fired: list[str] = []
+    lateness: dict[str, float] = {}
     start = loop.time()
     for name, delay in (("b", 0.03), ("a", 0.01), ("c", 0.03), ("d", 0.02)):
-        ticker.call_later(delay, lambda n, d: fired.append((n, loop.time() - start - d)), name, delay)
+        ticker.set(Note(name, fired, lambda note, d=delay: lateness.__setitem__(note.name, loop.time() - start - d)), delay)
     await until(loop, 0.2)
-    assert [name for name, _ in fired] == ["a", "d", "b", "c"]
-    assert all(late >= 0 for _, late in fired), fired
+    assert fired == ["a", "d", "b", "c"]
+    assert all(late >= 0 for late in lateness.values()), lateness
     assert len(ticker) == 0
 
 
-async def test_a_cancelled_timeout_never_fires_and_cancel_twice_is_harmless():
+async def test_a_disarmed_timeout_never_fires_and_disarm_twice_is_harmless():
     loop = asyncio.get_running_loop()
     ticker = Ticker(loop, TICK)
     fired: list[str] = []
-    kept = ticker.call_later(0.01, fired.append, "kept")
-    dropped = ticker.call_later(0.01, fired.append, "dropped")
-    dropped.cancel()
-    dropped.cancel()
+    kept, dropped = Note("kept", fired), Note("dropped", fired)
+    ticker.set(kept, 0.01)
+    ticker.set(dropped, 0.01)
+    dropped.disarm()
+    dropped.disarm()
     assert len(ticker) == 1
     await until(loop, 0.1)
-    kept.cancel()  # after it fired
+    kept.disarm()  # after it fired
     assert fired == ["kept"]
 
 
@@ -50,65 +66,69 @@ async def test_no_loop_timer_while_nothing_waits():
     loop = asyncio.get_running_loop()
     ticker = Ticker(loop, TICK)
     assert ticker._timer is None
-    ticker.call_later(0.01, lambda: None).cancel()
+    note = Note("n", [])
+    ticker.set(note, 0.01)
+    note.disarm()
     await until(loop, 0.05)  # one tick finds nothing and does not re-arm
     assert ticker._timer is None
 
 
-async def test_a_failing_callback_is_reported_and_the_others_still_run():
+async def test_a_failing_timeout_is_reported_and_the_others_still_run():
     loop = asyncio.get_running_loop()
     reported: list[dict] = []
     loop.set_exception_handler(lambda _loop, context: reported.append(context))
     try:
         ticker = Ticker(loop, TICK)
         fired: list[str] = []
-        ticker.call_later(0.01, lambda: 1 / 0)
-        ticker.call_later(0.01, fired.append, "after")
+        ticker.set(Note("failing", fired, lambda note: 1 / 0), 0.01)
+        ticker.set(Note("after", fired), 0.01)
         await until(loop, 0.1)
     finally:
         loop.set_exception_handler(None)
-    assert fired == ["after"]
+    assert fired == ["failing", "after"]
     assert isinstance(reported[0]["exception"], ZeroDivisionError)
 
 
-async def test_a_callback_may_set_the_next_timeout():
+async def test_a_timeout_may_be_set_again_when_it_fires():
     loop = asyncio.get_running_loop()
     ticker = Ticker(loop, TICK)
-    fired: list[int] = []
+    fired: list[str] = []
 
-    def again(n: int) -> None:
-        fired.append(n)
-        if n < 3:
-            ticker.call_later(0.01, again, n + 1)
+    def again(note: Note) -> None:
+        if len(fired) < 3:
+            ticker.set(note, 0.01)
 
-    ticker.call_later(0.01, again, 1)
+    ticker.set(Note("n", fired, again), 0.01)
     await until(loop, 0.3)
-    assert fired == [1, 2, 3]
+    assert fired == ["n", "n", "n"]
+    assert len(ticker) == 0
 
 
-class Holder:
-    """Holds its timeout, whose callback is its own method: a reference cycle while armed."""
+async def test_close_drops_every_timeout():
+    loop = asyncio.get_running_loop()
+    ticker = Ticker(loop, TICK)
+    fired: list[str] = []
+    note = Note("n", fired)
+    ticker.set(note, 0.01)
+    ticker.close()
+    note.disarm()  # harmless after close
+    await until(loop, 0.05)
+    assert fired == [] and len(ticker) == 0 and ticker._timer is None
 
-    def __init__(self, ticker: Ticker, delay: float) -> None:
-        self.timeout = ticker.call_later(delay, self.fire)
-        self.fired = False
 
-    def fire(self) -> None:
-        self.fired = True
-
-
-async def test_a_timeout_lets_go_of_its_callback_once_cancelled_or_fired():
+async def test_nothing_refers_to_a_timed_object_once_fired_or_disarmed():
     loop = asyncio.get_running_loop()
     ticker = Ticker(loop, TICK)
     gc.disable()  # freed by reference counting alone, or not at all
     try:
-        cancelled = Holder(ticker, 30)
-        cancelled.timeout.cancel()
-        fired = Holder(ticker, 0.01)
+        disarmed, fired = Note("disarmed", []), Note("fired", [])
+        ticker.set(disarmed, 30)
+        disarmed.disarm()
+        ticker.set(fired, 0.01)
         await until(loop, 0.1)
-        assert fired.fired
-        refs = [weakref.ref(cancelled), weakref.ref(fired)]
-        del cancelled, fired
+        assert fired.fired == ["fired"]
+        refs = [weakref.ref(disarmed), weakref.ref(fired)]
+        del disarmed, fired
         assert [ref() for ref in refs] == [None, None]
     finally:
         gc.enable()

@@ -59,7 +59,7 @@ async def test_an_expiry_and_another_cancel_together_stay_a_cancel():
 
     task = loop.create_task(guarded())
     await waiting  # guarded() is now suspended on `forever`
-    deadlines[0]._expire()  # the deadline fires, and before the task runs again
+    deadlines[0].fire()  # the deadline fires, and before the task runs again
     task.cancel()  # someone else cancels too: as with asyncio.timeout(), that cancel wins
     assert await task == "cancelled"
 
