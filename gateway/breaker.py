@@ -83,6 +83,10 @@ class Breaker:
         self._clock = clock
         self._open_until = 0.0  # clock time when a trial may go through; meaningful while not closed
         self._trial = False  # a trial call is in flight
+        # The hot path's view of aiobreaker's state (kept by _on_transition; reading aiobreaker's
+        # is three property calls), and whether its failure counter may be non-zero.
+        self._closed = True
+        self._counting = False
         self._window: ErrorRateWindow | None = None
         self._gauge = BREAKER_STATE.labels(target=target)
         self._gauge.set(0)
@@ -126,13 +130,17 @@ class Breaker:
 
         A failure (UpstreamFailure) is re-raised as it is, also the one that opens the breaker.
         """
-        if self._breaker.current_state is _CLOSED:
+        if self._closed:
             try:
                 result = await func(*args)
             except UpstreamFailure as failure:
                 self.failed_while_closed(func, failure)
-            self.succeeded_while_closed()
+            if self._counting:
+                self._counting = False
+                self._breaker._state_storage.reset_counter()  # consecutive failures end with a success
+            self._window.record(self._clock(), False)  # type: ignore[union-attr]
             return result
+        self._counting = True
         if self._trial or self._clock() < self._open_until:
             raise UpstreamUnavailableError(retry_after=self.retry_after())
         self._trial = True  # no await since the check: no other call can get here too
@@ -147,17 +155,13 @@ class Breaker:
 
     # The hot path. aiobreaker's call_async costs several property reads, listener loops and
     # a storage reset per call (measured: ~6% of a proxied request); while closed, call()
-    # makes the call itself and only a failure goes through aiobreaker's own error handling
-    # (counter, listeners, opening), exactly as call_async would.
-
-    def succeeded_while_closed(self) -> None:
-        storage = self._breaker._state_storage
-        if storage.counter:
-            storage.reset_counter()  # consecutive failures end with a success
-        self._window.record(self._clock(), False)  # type: ignore[union-attr]
+    # makes the call itself (a success: the counter reset and the window's count, as the
+    # listener's success() would) and only a failure goes through aiobreaker's own error
+    # handling (counter, listeners, opening), exactly as call_async would.
 
     def failed_while_closed(self, func: Callable[..., Any], failure: UpstreamFailure) -> NoReturn:
         """Count the failure (it may open the breaker); raises it, or what the caller sees when it opened."""
+        self._counting = True
         try:
             self._breaker.state._handle_error(func, failure)  # always raises
         except aiobreaker.CircuitBreakerError as exc:
@@ -192,6 +196,7 @@ class Breaker:
             self._breaker.open()
 
     def _on_transition(self, old: str, new: str) -> None:
+        self._closed = new == "closed"
         if new == "open":
             # also on open -> open (a late failure re-opens): the period restarts, as in aiobreaker
             self._open_until = self._clock() + self.config.reset_timeout_seconds

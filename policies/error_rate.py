@@ -14,17 +14,13 @@ class ErrorRateWindow:
         self._failures = [0] * self._size
         self._stamps = [-1] * self._size
 
-    def _bucket(self, now: float) -> int:
+    def record(self, now: float, failed: bool) -> None:
         second = int(now)
         index = second % self._size
-        if self._stamps[index] != second:
+        if self._stamps[index] != second:  # the bucket's second is over: start it again
             self._stamps[index] = second
             self._totals[index] = 0
             self._failures[index] = 0
-        return index
-
-    def record(self, now: float, failed: bool) -> None:
-        index = self._bucket(now)
         self._totals[index] += 1
         if failed:
             self._failures[index] += 1
