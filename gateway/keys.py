@@ -48,8 +48,6 @@ SHARED_MAX_ENTRIES = 10_000  # distinct model lists / subscription maps kept for
 _NEGATIVE = b"null"
 
 _BEARER = "bearer "
-# Where a key may come from, in order of precedence (Authorization first, as LiteLLM reads it).
-_KEY_HEADERS = (b"authorization", b"api-key", b"x-api-key")
 
 _L1_HIT = ("l1", "hit")  # the hot path's two: label values for metrics.TALLY
 _L1_NEGATIVE = ("l1", "negative")
@@ -66,20 +64,21 @@ def extract_key(headers: list[tuple[bytes, bytes]]) -> str | None:
     Whatever else the client sent, only this key is forwarded upstream (passthrough mode),
     so LiteLLM authenticates exactly the key the gateway checked.
     """
-    found: dict[bytes, str] = {}
+    api_key = x_api_key = None  # the first non-empty one of each
     for name, value in headers:
-        if name in _KEY_HEADERS and name not in found:
+        if name == b"authorization":
             text = value.decode("latin-1").strip()
-            if name == b"authorization":
-                if text[:7].lower() != _BEARER:
-                    continue
+            if text[:7].lower() == _BEARER:
                 text = text[7:].strip()
-            if text:
-                found[name] = text
-    for name in _KEY_HEADERS:
-        if name in found:
-            return found[name]
-    return None
+                if text:
+                    return text  # the first of precedence: nothing later can change the answer
+        elif name == b"api-key":
+            if api_key is None:
+                api_key = value.decode("latin-1").strip() or None
+        elif name == b"x-api-key":
+            if x_api_key is None:
+                x_api_key = value.decode("latin-1").strip() or None
+    return api_key or x_api_key
 
 
 def hash_key(key: str) -> str:

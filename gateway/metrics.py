@@ -144,13 +144,16 @@ class Tally:
 
     def inc(self, metric: Any, labels: tuple[str, ...], amount: float = 1.0) -> None:
         key = (metric, labels)
-        counts = self._counts
-        counts[key] = counts.get(key, 0.0) + amount
+        try:  # subscripts, not .get(): no method call for the usual case, a key seen before
+            self._counts[key] += amount
+        except KeyError:
+            self._counts[key] = amount
 
     def observe(self, metric: Any, labels: tuple[str, ...], value: float) -> None:
         key = (metric, labels)
-        pending = self._histograms.get(key)
-        if pending is None:
+        try:
+            pending = self._histograms[key]
+        except KeyError:
             pending = self._histograms[key] = [0] * len(metric._upper_bounds) + [0.0]
         pending[bisect_left(metric._upper_bounds, value)] += 1  # the first bound >= value, as observe() finds
         pending[-1] += value

@@ -153,7 +153,8 @@ class Proxy:
     def __init__(self, holder: Any, request_id_header: str = "x-request-id") -> None:
         self.holder = holder
         self.new_request_id = request_ids()
-        self.id_header = request_id_header.encode()  # server.request_id_header (not reloadable)
+        self.id_name = request_id_header  # server.request_id_header (not reloadable)
+        self.id_header = request_id_header.encode()
 
     def _model_label(self, state: GatewayState, model: str | None) -> str:
         if model is None:
@@ -192,7 +193,7 @@ class Proxy:
         id_header = self.id_header
         request_id = _request_id(scope, id_header, self.new_request_id)
         log: dict[str, Any] = {"request_id": request_id, "route": route.name}
-        status, code, model = 500, "", None
+        status, code, model, label = 500, "", None, ""
         try:
             if scope["method"] not in route.methods:
                 raise MethodNotAllowedError(detail=f"use {', '.join(sorted(route.methods))}")
@@ -206,12 +207,13 @@ class Proxy:
             body = await read_rest(message, receive, limit) if message.get("more_body") else message.get("body", b"")
             facts, parsed = self._facts(scope, route, body, path_model)
             model = facts.models[0] if facts.models else None
+            label = self._model_label(state, model)
             self._decide(state, record, facts, log)
             upstream_body = body
             if state.service_auth is not None and parsed is not None and "user" not in parsed and route.name in _USER_FIELD_ROUTES:
                 upstream_body = splice_user(body, record.user_id)
-            headers = self._upstream_headers(state, scope, key, request_id, id_header)
-            status = await self._forward(state, scope, send, route, headers, upstream_body, model, log, receive, id_header)
+            headers = self._upstream_headers(state, scope, key, request_id)
+            status = await self._forward(state, scope, send, route, headers, upstream_body, label, log, receive, id_header)
         except GatewayError as error:
             status, code = error.status, error.code
             await send_error(send, error, request_id, id_header)
@@ -219,7 +221,7 @@ class Proxy:
             status, code = 499, "CLIENT_CLOSED_REQUEST"
         finally:
             elapsed = time.perf_counter() - started
-            TALLY.inc(REQUESTS, (route.name, self._model_label(state, model), str(status), code))
+            TALLY.inc(REQUESTS, (route.name, label, str(status), code))
             TALLY.observe(REQUEST_DURATION, route.labels, elapsed)
             if state.config.logging.access_log:
                 log["model"] = model
@@ -268,13 +270,13 @@ class Proxy:
         log["decision"] = "shadow_deny"
         log["shadow_code"] = denial.code.value
 
-    def _upstream_headers(self, state: GatewayState, scope: Scope, key: str, request_id: str, id_header: bytes) -> dict[str, str]:
+    def _upstream_headers(self, state: GatewayState, scope: Scope, key: str, request_id: str) -> dict[str, str]:
         """Headers for LiteLLM: the client's, minus every credential, plus exactly one key.
 
         service_key mode: the service key. passthrough: the key the gateway authenticated,
         as a Bearer token, so LiteLLM cannot pick another credential the client also sent.
         """
-        extra = [(id_header.decode(), request_id)]
+        extra = [(self.id_name, request_id)]
         client = scope.get("client")
         if client:
             extra.append(("x-forwarded-for", client[0]))
@@ -292,7 +294,7 @@ class Proxy:
         route: Route,
         headers: dict[str, str],
         body: bytes,
-        model: str | None,
+        model_label: str,
         log: dict,
         receive: Receive,
         id_header: bytes,
@@ -336,7 +338,7 @@ class Proxy:
                 watcher.stop()  # before completing: a complete response reads as a disconnect
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 if response.status == 200:
-                    record_usage(tail, self._model_label(state, model))
+                    record_usage(tail, model_label)
             finally:
                 response.release()
             return response.status
@@ -358,7 +360,7 @@ class Proxy:
                 raise MethodNotAllowedError(detail="use GET")
             key, key_hash, found = self._credentials(state, scope)
             record = _known(await self._look_up(state, key_hash) if found is False else found)
-            headers = self._upstream_headers(state, scope, key, request_id, id_header)
+            headers = self._upstream_headers(state, scope, key, request_id)
             status, raw, data = await state.upstream.get_json("/v1/models", headers)
             if status != 200 or not isinstance(data, dict) or not isinstance(data.get("data"), list):
                 await _send_json(send, status, raw, request_id, id_header)  # LiteLLM's own answer

@@ -8,7 +8,7 @@ characters and doubled slashes never match anything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Literal
 
 from gateway.config import RouteConfig
@@ -22,10 +22,10 @@ class Route:
     model_source: ModelSource
     methods: frozenset[str] = frozenset({"POST"})
     path_model_index: int = -1  # for model_source == "path": the segment that holds the model
+    labels: tuple[str] = field(init=False, repr=False, compare=False)  # (name,): the metrics labels, made once
 
-    @property
-    def labels(self) -> tuple[str]:
-        return (self.name,)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", (self.name,))
 
 
 # (path, where the model is). Each is also served without the /v1 prefix, as LiteLLM does.
