@@ -93,15 +93,16 @@ def request_facts(
         if model_required:
             return Deny(Code.MODEL_REQUIRED)
         return RequestFacts(models=())
+    if not body or _ROUTING_FIELDS.isdisjoint(body):  # one C-level check for the usual body with neither
+        return RequestFacts((primary,))
+    for field in REFUSED_FIELDS:
+        if field in body:
+            return Deny(Code.INVALID_REQUEST, detail=f"the `{field}` field is not allowed through this gateway")
     models = [primary]
-    if body and not _ROUTING_FIELDS.isdisjoint(body):  # one C-level check for the usual body with neither
-        for field in REFUSED_FIELDS:
-            if field in body:
-                return Deny(Code.INVALID_REQUEST, detail=f"the `{field}` field is not allowed through this gateway")
-        for field in FALLBACK_FIELDS:
-            if field in body and body[field] is not None:
-                names = _fallback_names(field, body[field])
-                if isinstance(names, Deny):
-                    return names
-                models.extend(name for name in names if name not in models)
+    for field in FALLBACK_FIELDS:
+        if field in body and body[field] is not None:
+            names = _fallback_names(field, body[field])
+            if isinstance(names, Deny):
+                return names
+            models.extend(name for name in names if name not in models)
     return RequestFacts(models=tuple(models))
