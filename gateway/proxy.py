@@ -318,12 +318,17 @@ class Proxy:
                 streaming = content_type.startswith(_SSE)
                 tail = bytearray()  # the response's end, where `usage` is (gateway/usage.py)
                 first = True
+                last = b""  # a plain body's last chunk, sent with the end of the response (one send fewer)
+                content = response.content
                 idle = state.upstream.idle_watch(response)
                 try:
-                    async for chunk in response.content.iter_any():
+                    async for chunk in content.iter_any():
                         tail += chunk
                         if len(tail) > TAIL_LIMIT:
                             del tail[:-TAIL_BYTES]
+                        if not streaming and content.at_eof():
+                            last = chunk
+                            break
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                         idle.last = idle.clock()
                         if first and streaming:
@@ -336,7 +341,7 @@ class Proxy:
                 finally:
                     idle.stop()
                 watcher.stop()  # before completing: a complete response reads as a disconnect
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await send({"type": "http.response.body", "body": last, "more_body": False})
                 if response.status == 200:
                     record_usage(tail, model_label)
             finally:

@@ -45,6 +45,7 @@ class FakeUpstream:
     delay: float = 0.0
     status: int = 503
     stream_chunks: int = 5
+    answer_padding: int = 0  # bytes of filler put before the fields of a chat answer (a body of many reads)
     chunk_gap: float = 0.0
     models: list[str] = field(default_factory=lambda: ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "openai/gpt-4o"])
     seen: list[Seen] = field(default_factory=list)
@@ -55,7 +56,7 @@ class FakeUpstream:
 
     def reset(self) -> None:
         self.fault, self.delay, self.status, self.chunk_gap = None, 0.0, 503, 0.0
-        self.stream_chunks = 5
+        self.stream_chunks, self.answer_padding = 5, 0
         self.seen.clear()
         self.cancelled = 0
 
@@ -115,6 +116,8 @@ class FakeUpstream:
                       "model": parsed.get("model"), "usage": {"prompt_tokens": 3, "total_tokens": 3}}
             return web.json_response(answer)
         answer = dict(CHAT_RESPONSE, model=parsed.get("model", ""))
+        if self.answer_padding:
+            answer = {"padding": "x" * self.answer_padding, **answer}
         return web.Response(body=orjson.dumps(answer), content_type="application/json",
                             headers={"x-upstream": "fake", "x-litellm-call-id": "call-1"})
 

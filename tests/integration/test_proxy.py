@@ -57,6 +57,16 @@ async def test_allowed_request_is_forwarded_and_answered_byte_for_byte(gateway, 
     assert seen.headers["x-request-id"] == r.headers["x-request-id"]
 
 
+async def test_a_plain_answer_of_many_reads_arrives_whole(gateway, pool, http, fake_upstream):
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    fake_upstream.answer_padding = 3_000_000  # the gateway reads it in many chunks and sends the last with the end
+    async with http.post(gateway.url + "/v1/chat/completions", json=chat("gpt-4o-mini"), headers=bearer(seeded.key)) as r:
+        body = await r.read()
+        assert r.status == 200 and int(r.headers["content-length"]) == len(body)
+    answer = orjson.loads(body)
+    assert len(answer["padding"]) == 3_000_000 and answer["usage"] == CHAT_RESPONSE["usage"]
+
+
 async def test_upstream_gets_the_clients_headers_and_none_invented(gateway, pool, fake_upstream):
     seeded = await seed_key(pool, models=["gpt-4o-mini"])
     # A client that sends no Accept, Accept-Encoding or User-Agent: LiteLLM must not get them either
