@@ -317,8 +317,8 @@ class Proxy:
                 content_type = response.headers.get("content-type", "").encode()
                 streaming = content_type.startswith(_SSE)
                 tail = bytearray()  # the response's end, where `usage` is (gateway/usage.py)
-                first = True
-                last = b""  # a plain body's last chunk, sent with the end of the response (one send fewer)
+                first = streaming  # a stream's first chunk is timed (STREAM_TTFB)
+                last = b""  # the chunk that completes the body goes out with the end of the response
                 content = response.content
                 idle = state.upstream.idle_watch(response)
                 try:
@@ -326,14 +326,14 @@ class Proxy:
                         tail += chunk
                         if len(tail) > TAIL_LIMIT:
                             del tail[:-TAIL_BYTES]
-                        if not streaming and content.at_eof():
+                        if first:
+                            TALLY.observe(STREAM_TTFB, route.labels, time.perf_counter() - sent_at)
+                            first = False
+                        if content.at_eof():  # aiohttp has the whole body: one send and one read fewer
                             last = chunk
                             break
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                         idle.last = idle.clock()
-                        if first and streaming:
-                            TALLY.observe(STREAM_TTFB, route.labels, time.perf_counter() - sent_at)
-                            first = False
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     log["stream_error"] = "idle timeout" if idle.expired else type(exc).__name__
                     if streaming:
