@@ -52,7 +52,7 @@ UPSTREAM_DURATION = Histogram(
 )
 STREAM_TTFB = Histogram(
     "maas_gateway_stream_time_to_first_byte_seconds",
-    "For streamed responses: time from request received to the first body chunk sent to the client.",
+    "For streamed responses: time from forwarding the request to LiteLLM to passing its first body chunk on.",
     ["route"],
     buckets=_LATENCY_BUCKETS,
 )

@@ -320,7 +320,8 @@ class Proxy:
                 first = streaming  # a stream's first chunk is timed (STREAM_TTFB)
                 last = b""  # the chunk that completes the body goes out with the end of the response
                 content = response.content
-                idle = state.upstream.idle_watch(response)
+                # No idle timeout for a body that is all here already (a small answer usually is).
+                idle = None if content.is_eof() else state.upstream.idle_watch(response)
                 try:
                     async for chunk in content.iter_any():
                         tail += chunk
@@ -333,13 +334,15 @@ class Proxy:
                             last = chunk
                             break
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                        idle.last = idle.clock()
+                        if idle is not None:
+                            idle.last = idle.clock()
                 except (aiohttp.ClientError, TimeoutError) as exc:
-                    log["stream_error"] = "idle timeout" if idle.expired else type(exc).__name__
+                    log["stream_error"] = "idle timeout" if idle is not None and idle.expired else type(exc).__name__
                     if streaming:
                         await send({"type": "http.response.body", "body": _stream_error_event(), "more_body": True})
                 finally:
-                    idle.stop()
+                    if idle is not None:
+                        idle.stop()
                 watcher.stop()  # before completing: a complete response reads as a disconnect
                 await send({"type": "http.response.body", "body": last, "more_body": False})
                 if response.status == 200:

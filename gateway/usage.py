@@ -29,9 +29,8 @@ def usage_counts(tail: bytes | bytearray) -> tuple[int, int] | None:
     index = tail.rfind(_MARKER)
     if index < 0:
         return None
-    found = bytes(tail[index:])
-    prompt = _count(found, _PROMPT)
-    completion = _count(found, _COMPLETION)
+    prompt = _count(tail, index, _PROMPT)
+    completion = _count(tail, index, _COMPLETION)
     if prompt is None and completion is None:
         return None
     return (prompt or 0, completion or 0)
@@ -48,10 +47,10 @@ def record_usage(tail: bytes | bytearray, model_label: str) -> None:
         TALLY.inc(TOKENS, (model_label, "completion"), completion)
 
 
-def _count(data: bytes, names: tuple[bytes, ...]) -> int | None:
-    """The number after the first of `names` found in `data`, or None."""
+def _count(data: bytes | bytearray, start: int, names: tuple[bytes, ...]) -> int | None:
+    """The number after the first of `names` found in `data` from `start` on, or None."""
     for name in names:
-        index = data.find(name)
+        index = data.find(name, start)
         if index >= 0:
             value = _VALUE.match(data, index + len(name))
             if value is not None:
