@@ -49,8 +49,8 @@ _NEGATIVE = b"null"
 
 _BEARER = "bearer "
 
-_L1_HIT = ("l1", "hit")  # the hot path's two: label values for metrics.TALLY
-_L1_NEGATIVE = ("l1", "negative")
+_L1_HIT = TALLY.cell(KEY_CACHE_LOOKUPS, ("l1", "hit"))  # the hot path's two: metrics.TALLY cells
+_L1_NEGATIVE = TALLY.cell(KEY_CACHE_LOOKUPS, ("l1", "negative"))
 _L2_HIT = KEY_CACHE_LOOKUPS.labels(tier="redis", result="hit")
 _L2_NEGATIVE = KEY_CACHE_LOOKUPS.labels(tier="redis", result="negative")
 _DB_HIT = KEY_CACHE_LOOKUPS.labels(tier="postgres", result="hit")
@@ -148,11 +148,11 @@ class KeyStore:
         entry = self._l1.get(key_hash)
         now = self._clock()
         if entry is not None and entry[1] > now:
-            TALLY.inc(KEY_CACHE_LOOKUPS, _L1_HIT)
+            _L1_HIT[0] += 1
             return entry[0]
         expiry = self._negative.get(key_hash)
         if expiry is not None and expiry > now:
-            TALLY.inc(KEY_CACHE_LOOKUPS, _L1_NEGATIVE)
+            _L1_NEGATIVE[0] += 1
             return None
         return False
 

@@ -52,7 +52,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
-_ALLOW_OK = ("allow", "ok")
+_ALLOW_OK = TALLY.cell(AUTH_DECISIONS, ("allow", "ok"))  # held: the one counter every allowed request adds to
 _DENY_MISSING = AUTH_DECISIONS.labels(result="deny", reason="MISSING_API_KEY")
 _DENY_INVALID = AUTH_DECISIONS.labels(result="deny", reason="INVALID_API_KEY")
 _STORE_ERROR = AUTH_DECISIONS.labels(result="error", reason="KEY_STORE_UNAVAILABLE")
@@ -256,7 +256,7 @@ class Proxy:
     def _decide(self, state: GatewayState, record: KeyRecord, facts: RequestFacts, log: dict) -> None:
         decision = decide(record, facts, time.time(), state.mode)
         if decision.__class__ is Allow and decision.shadowed is None:  # type: ignore[union-attr]
-            TALLY.inc(AUTH_DECISIONS, _ALLOW_OK)
+            _ALLOW_OK[0] += 1
             log["decision"] = "allow"
             return
         denial: Deny = decision if isinstance(decision, Deny) else decision.shadowed  # type: ignore[assignment]

@@ -51,3 +51,20 @@ def test_a_fold_takes_what_is_pending_once():
     tally.inc(counter, ("/a", ""))
     tally.fold()
     assert registry.get_sample_value("c_total", {"route": "/a", "code": ""}) == 3
+
+
+def test_a_held_cell_folds_like_inc_and_stays_usable_after_folds():
+    registry, counter, _ = pair()
+    tally = Tally()
+    cell = tally.cell(counter, ("/a", ""))
+    assert tally.cell(counter, ("/a", "")) is cell  # one cell per label set
+    cell[0] += 1
+    tally.inc(counter, ("/a", ""), 2)  # inc() adds to the same cell
+    tally.fold()
+    assert registry.get_sample_value("c_total", {"route": "/a", "code": ""}) == 3
+    tally.fold()  # nothing pending: nothing added, and no child made for a cell never added to
+    tally.cell(counter, ("/never", ""))
+    cell[0] += 4
+    tally.fold()
+    assert registry.get_sample_value("c_total", {"route": "/a", "code": ""}) == 7
+    assert registry.get_sample_value("c_total", {"route": "/never", "code": ""}) is None
