@@ -95,7 +95,7 @@ class _ForwardedRequest(aiohttp.ClientRequest):
     aiohttp adds Accept, Accept-Encoding and User-Agent when they are missing: a proxy must
     not (the client did not ask for a compressed answer, and the gateway passes bodies
     through undecoded). Skipping them with `skip_auto_headers` instead copies every header
-    per request: ~15k instructions of ~590k (docs/performance.md, "Fourth round")."""
+    per request: ~10k instructions of ~590k (docs/performance.md, "Fourth round")."""
 
     def update_auto_headers(self, skip_auto_headers: object) -> None:
         pass
