@@ -60,6 +60,9 @@ _SSE = b"text/event-stream"
 # A request still waiting for (or streaming from) LiteLLM after this long starts watching for
 # its client to go away (see _DisconnectWatcher).
 WATCH_AFTER_SECONDS = 0.1
+# GET /v1/models and /v1/models/{id} (also without /v1): their route label values.
+_MODELS_LIST = ("/v1/models",)
+_MODELS_ONE = ("/v1/models/{model}",)
 # Routes whose OpenAI request takes a `user` field (service_key mode fills it in).
 _USER_FIELD_ROUTES = frozenset(
     {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/images/generations"}
@@ -220,15 +223,7 @@ class Proxy:
         except ClientDisconnected:
             status, code = 499, "CLIENT_CLOSED_REQUEST"
         finally:
-            elapsed = time.perf_counter() - started
-            TALLY.inc(REQUESTS, (route.name, label, str(status), code))
-            TALLY.observe(REQUEST_DURATION, route.labels, elapsed)
-            if state.config.logging.access_log:
-                log["model"] = model
-                log["status"] = status
-                log["code"] = code or None
-                log["duration_ms"] = _ms(elapsed)
-                state.access_log.record(log)
+            _account(state, route.labels, label, model, status, code, started, log)
 
     def _facts(self, scope: Scope, route: Route, body: bytes, path_model: str | None) -> tuple[RequestFacts, dict | None]:
         parsed: dict | None = None
@@ -361,13 +356,20 @@ class Proxy:
     async def models(self, scope: Scope, receive: Receive, send: Send, model_id: str | None) -> None:
         """GET /v1/models (filtered) and GET /v1/models/{id} (404 unless usable)."""
         state: GatewayState = self.holder.state
+        started = time.perf_counter()
         id_header = self.id_header
         request_id = _request_id(scope, id_header, self.new_request_id)
+        labels = _MODELS_LIST if model_id is None else _MODELS_ONE
+        log: dict[str, Any] = {"request_id": request_id, "route": labels[0]}
+        label = "" if model_id is None else self._model_label(state, model_id)
+        status, code = 500, ""
         try:
             if scope["method"] != "GET":
                 raise MethodNotAllowedError(detail="use GET")
             key, key_hash, found = self._credentials(state, scope)
             record = _known(await self._look_up(state, key_hash) if found is False else found)
+            log["key_prefix"] = record.key_prefix
+            log["user_id"] = record.user_id
             headers = self._upstream_headers(state, scope, key, request_id)
             status, raw, data = await state.upstream.get_json("/v1/models", headers)
             if status != 200 or not isinstance(data, dict) or not isinstance(data.get("data"), list):
@@ -384,7 +386,24 @@ class Proxy:
                 payload = match
             await _send_json(send, 200, orjson.dumps(payload), request_id, id_header)
         except GatewayError as error:
+            status, code = error.status, error.code
             await send_error(send, error, request_id, id_header)
+        finally:
+            _account(state, labels, label, model_id, status, code, started, log)
+
+
+def _account(state: GatewayState, labels: tuple[str], model_label: str, model: str | None, status: int, code: str,
+             started: float, log: dict[str, Any]) -> None:
+    """A request's metrics and access line, once it is answered: `labels` is (route,)."""
+    elapsed = time.perf_counter() - started
+    TALLY.inc(REQUESTS, (labels[0], model_label, str(status), code))
+    TALLY.observe(REQUEST_DURATION, labels, elapsed)
+    if state.config.logging.access_log:
+        log["model"] = model
+        log["status"] = status
+        log["code"] = code or None
+        log["duration_ms"] = _ms(elapsed)
+        state.access_log.record(log)
 
 
 async def _send_json(send: Send, status: int, body: bytes, request_id: str, id_header: bytes) -> None:

@@ -168,6 +168,30 @@ async def test_one_json_access_line_per_request_with_the_key_only_by_prefix(pool
     assert careless["msg"] == f"a careless message with {seeded.key[:7]}..."
 
 
+async def test_model_listing_is_logged_and_counted_like_inference(pool, postgres_url, redis_url, fake_upstream, http):
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])  # before start: gpt-4o-mini is a known model
+    listed = ("maas_gateway_requests_total", {"route": "/v1/models", "model": "", "status": "200", "code": ""})
+    one = ("maas_gateway_requests_total", {"route": "/v1/models/{model}", "model": "gpt-4o-mini", "status": "200", "code": ""})
+    missing = ("maas_gateway_requests_total", {"route": "/v1/models/{model}", "model": "other", "status": "404", "code": "MODEL_NOT_FOUND"})
+    before = [value(name, **labels) for name, labels in (listed, one, missing)]
+    lines: list[str] = []
+    async with running_gateway(make_config(postgres_url, redis_url, fake_upstream.url)) as gw:
+        gw.state.access_log = AccessLog(write=lines.append)
+        for path, status in (("/v1/models", 200), ("/v1/models/gpt-4o-mini", 200), ("/v1/models/made-up-model", 404)):
+            async with http.get(gw.url + path, headers=bearer(seeded.key)) as r:
+                assert r.status == status, path
+        gw.state.access_log.flush()
+    after = [value(name, **labels) for name, labels in (listed, one, missing)]
+    assert [a - b for a, b in zip(after, before)] == [1, 1, 1]
+    access = [orjson.loads(line) for line in "".join(lines).splitlines()]
+    assert [(line["route"], line["model"], line["status"], line["code"]) for line in access] == [
+        ("/v1/models", None, 200, None),
+        ("/v1/models/{model}", "gpt-4o-mini", 200, None),
+        ("/v1/models/{model}", "made-up-model", 404, "MODEL_NOT_FOUND"),
+    ]
+    assert all(line["key_prefix"] == seeded.key[:7] and line["duration_ms"] > 0 for line in access)
+
+
 async def test_serve_with_two_workers_aggregates_metrics(pool, postgres_url, redis_url, fake_upstream, http):
     seeded = await seed_key(pool, models=["gpt-4o-mini"])
     port = free_port()
