@@ -30,7 +30,10 @@ import orjson
 from gateway.logs import redact
 
 FLUSH_SECONDS = 0.25
-BUFFER_LINES = 512
+# A batch is made in one go, holding up the event loop: measured 1.3-2 ms for 512 lines
+# (every ~200 ms under load: requests arriving meanwhile wait, the p99 of one connection),
+# ~0.2 ms for 64. A write() per 64 lines is still nothing.
+BUFFER_LINES = 64
 
 
 class AccessLog:
