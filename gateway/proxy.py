@@ -19,6 +19,7 @@ import aiohttp
 import orjson
 
 from gateway import extract
+from gateway.disconnect import ClientDisconnected, DisconnectWatcher
 from gateway.errors import (
     AuthenticationError,
     GatewayError,
@@ -41,7 +42,6 @@ from gateway.metrics import (
 )
 from gateway.routes import Route
 from gateway.state import GatewayState
-from gateway.ticker import Ticker, Timed
 from gateway.upstream import forward_headers, response_headers
 from gateway.usage import TAIL_BYTES, TAIL_LIMIT, record_usage
 from policies.access import decide, usable_models
@@ -57,9 +57,6 @@ _DENY_MISSING = AUTH_DECISIONS.labels(result="deny", reason="MISSING_API_KEY")
 _DENY_INVALID = AUTH_DECISIONS.labels(result="deny", reason="INVALID_API_KEY")
 _STORE_ERROR = AUTH_DECISIONS.labels(result="error", reason="KEY_STORE_UNAVAILABLE")
 _SSE = b"text/event-stream"
-# A request still waiting for (or streaming from) LiteLLM after this long starts watching for
-# its client to go away (see _DisconnectWatcher).
-WATCH_AFTER_SECONDS = 0.1
 # GET /v1/models and /v1/models/{id} (also without /v1): their route label values.
 _MODELS_LIST = ("/v1/models",)
 _MODELS_ONE = ("/v1/models/{model}",)
@@ -67,10 +64,6 @@ _MODELS_ONE = ("/v1/models/{model}",)
 _USER_FIELD_ROUTES = frozenset(
     {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/images/generations"}
 )
-
-
-class ClientDisconnected(Exception):
-    """The client went away before the gateway answered."""
 
 
 def _request_id(scope: Scope, header: bytes, make: Callable[[], str]) -> str:
@@ -298,7 +291,7 @@ class Proxy:
         query = scope.get("query_string")
         target = path_qs.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
         request_id = log["request_id"]
-        watcher = _DisconnectWatcher(state.upstream.ticker, receive)  # type: ignore[arg-type]
+        watcher = DisconnectWatcher(state.upstream.ticker, receive)  # type: ignore[arg-type]
         try:
             sent_at = time.perf_counter()
             response = await state.upstream.request(scope["method"], target, headers, body)
@@ -426,47 +419,3 @@ def _stream_error_event() -> bytes:
         }
     }
     return b"data: " + orjson.dumps(error) + b"\n\n"
-
-
-class _DisconnectWatcher(Timed):
-    """Cancels the current task when the client goes away, so the upstream request is cancelled too.
-
-    Watching takes a task that waits on receive(); for the many requests LiteLLM answers
-    within WATCH_AFTER_SECONDS that task is pure cost (measured: ~60-80 us a request,
-    docs/performance.md), so it starts only when the request is still running by then
-    (a Ticker timeout, so a tick later at most). A client that leaves is noticed that
-    late: what it costs is LiteLLM working on for a moment for nobody, never a wrong answer.
-    """
-
-    __slots__ = ("disconnected", "_task", "_receive", "_loop", "_watch")
-
-    def __init__(self, ticker: Ticker, receive: Receive) -> None:
-        # The loop is passed in (as the ticker's): asyncio.get_running_loop() costs a getpid()
-        # system call per call on Python 3.11, and current_task() does too unless given the loop.
-        self.disconnected = False
-        self._loop = ticker.loop
-        self._task = asyncio.current_task(ticker.loop)
-        self._receive = receive
-        self._watch: asyncio.Task | None = None
-        ticker.set(self, WATCH_AFTER_SECONDS)
-
-    def fire(self) -> None:
-        self._watch = self._loop.create_task(self._run(self._receive))
-
-    async def _run(self, receive: Receive) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                self.disconnected = True
-                self._task.cancel()  # type: ignore[union-attr]
-                return
-
-    def stop(self) -> None:
-        self.disarm()
-        # Let go of the task too: a cancelled task keeps its CancelledError, whose traceback
-        # holds _run's frame and so this watcher. Kept here, that was a reference cycle per
-        # request (about 14 objects, the request's receive() among them) left to the garbage
-        # collector; measured as ~half of its collections (docs/performance.md).
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None

@@ -38,9 +38,9 @@ WARM_UP = 320
 
 def stretch_time() -> dict[str, Any]:
     """Scale the hot path's periodic behaviour by SLOWDOWN; returns options for the access log."""
-    from gateway import accesslog, metrics, proxy, ticker
+    from gateway import accesslog, disconnect, metrics, ticker
 
-    proxy.WATCH_AFTER_SECONDS *= SLOWDOWN
+    disconnect.WATCH_AFTER_SECONDS *= SLOWDOWN
     metrics.FOLD_SECONDS *= SLOWDOWN
     ticker.RESOLUTION_SECONDS *= SLOWDOWN
     return {"flush_seconds": accesslog.FLUSH_SECONDS * SLOWDOWN}
