@@ -90,10 +90,11 @@ class AccessLog:
                 rest = dumps(fields)
             except TypeError:  # a value orjson does not know (none is expected): its str()
                 rest = dumps(fields, default=str)
+            stamp = millis[int((now - whole) * 1000)]
             if len(rest) > 2:
-                lines.append(b"".join((head, millis[int((now - whole) * 1000)], tail, rest[1:])))
+                lines.append(b"".join((head, stamp, tail, rest[1:])))
             else:  # no fields: the head alone, without the comma that leads them
-                lines.append(b"".join((head, millis[int((now - whole) * 1000)], tail[:-1], b"}")))
+                lines.append(b"".join((head, stamp, tail[:-1], b"}")))
         return lines
 
 

@@ -48,8 +48,8 @@ KNOWN_MODELS_REFRESH_SECONDS = 30.0
 # The collector's first threshold (CPython's default: 700 container allocations). The hot
 # path allocates a few hundred containers per request, nearly all freed by reference
 # counting; every collection walks the objects of the requests in flight. At 10,000 it
-# runs ~14x less often; cycles are still collected. Measured under valgrind: ~6k of ~590k
-# instructions per request (docs/performance.md, "Third round").
+# runs ~14x less often; cycles are still collected. Measured under valgrind, the collector
+# then costs ~3k of ~530k instructions per request (docs/performance.md, "Fourth round").
 GC_FIRST_THRESHOLD = 10_000
 
 

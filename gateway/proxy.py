@@ -157,18 +157,12 @@ class Proxy:
             return ""
         return model if model in state.known_models else OTHER
 
-    async def authenticate(self, state: GatewayState, scope: Scope) -> tuple[KeyRecord, str]:
-        """The key's record and the key itself (forwarded upstream in passthrough mode only)."""
-        key, key_hash, record = self._credentials(state, scope)
-        if record is False:
-            record = await self._look_up(state, key_hash)
-        return _known(record), key
-
     def _credentials(self, state: GatewayState, scope: Scope) -> tuple[str, str, KeyRecord | None | bool]:
-        """The key, its hash and what the in-process cache knows of it (False: nothing yet).
+        """The key (forwarded upstream in passthrough mode only), its hash and what the
+        in-process cache knows of it (False: nothing yet; then `_look_up`).
 
-        Apart from authenticate() so that the hot path, for a cached key, awaits nothing
-        (a coroutine layer costs ~3k instructions a request: docs/performance.md)."""
+        Not a coroutine, so that the hot path, for a cached key, awaits nothing (a coroutine
+        layer costs ~3k instructions a request: docs/performance.md)."""
         key = extract_key(scope["headers"])
         if key is None:
             _DENY_MISSING.inc()
