@@ -183,6 +183,7 @@ class GatewayApp:
             await asyncio.gather(*background, return_exceptions=True)
             await stop_accounts()
             await invalidator.stop()
+            await store.settle()
             await upstream.close()
             state.access_log.flush()
             metrics.fold()

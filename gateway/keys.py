@@ -8,6 +8,8 @@
       DB   one Postgres query (db.load_key); concurrent misses share one query
     negative cache: unknown hashes are remembered briefly (L1 and Redis) so a flood
     of random keys does not reach Postgres.
+    A record loaded from Postgres is written to Redis in the background: the request
+    that missed waits for two round trips (Redis, Postgres), not three.
 
 Invalidation events ({"kind": "key"|"user"|"all", "id", "key_hash"?}) arrive from
 Postgres NOTIFY (triggers, so writes by any system count) and from Redis pub/sub
@@ -45,6 +47,7 @@ REDIS_CHANNEL = "maas:invalidate"
 REDIS_BACKOFF_SECONDS = 5.0
 NEGATIVE_MAX_ENTRIES = 10_000
 SHARED_MAX_ENTRIES = 10_000  # distinct model lists / subscription maps kept for sharing
+MAX_PENDING_FILLS = 1_000  # Redis writes in flight; beyond, a fill is skipped (Redis is a cache)
 _NEGATIVE = b"null"
 
 _BEARER = "bearer "
@@ -136,6 +139,7 @@ class KeyStore:
         self._shared_models: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._shared_subscriptions: dict[tuple, Mapping[str, SubscriptionRecord]] = {}
         self._inflight: dict[str, asyncio.Future] = {}
+        self._fills: set[asyncio.Task] = set()
         self._generation = 0
         self._redis_skip_until = 0.0
         self._redis_ttl_ms = int(config.redis_ttl_seconds * 1000)
@@ -193,8 +197,10 @@ class KeyStore:
                 return stale[0]
             raise
         (_DB_HIT if record is not None else _DB_NEGATIVE).inc()
-        if self._remember(key_hash, record, generation):
-            await self._redis_set(key_hash, record)
+        if self._remember(key_hash, record, generation) and self._redis_usable() and len(self._fills) < MAX_PENDING_FILLS:
+            fill = asyncio.create_task(self._redis_fill(key_hash, record, generation), name="redis-fill")
+            self._fills.add(fill)
+            fill.add_done_callback(self._fills.discard)
         return record
 
     def _remember(self, key_hash: str, record: KeyRecord | None, generation: int) -> bool:
@@ -260,14 +266,20 @@ class KeyStore:
         (_L2_HIT if record is not None else _L2_NEGATIVE).inc()
         return record
 
-    async def _redis_set(self, key_hash: str, record: KeyRecord | None) -> None:
-        if not self._redis_usable():
+    async def _redis_fill(self, key_hash: str, record: KeyRecord | None, generation: int) -> None:
+        """Write a record loaded from Postgres to Redis, unless an invalidation came first."""
+        if generation != self._generation or not self._redis_usable():
             return
         ttl = self._redis_ttl_ms if record is not None else self._negative_ttl_ms
         try:
             await self._redis.set(REDIS_PREFIX + key_hash, encode_record(record), px=ttl)
         except Exception as exc:
             self._redis_failed(exc)
+
+    async def settle(self) -> None:
+        """Wait for the Redis writes still in flight (before closing Redis; in tests)."""
+        while self._fills:
+            await asyncio.gather(*self._fills, return_exceptions=True)
 
     async def _redis_delete(self, hashes: list[str]) -> None:
         if not hashes or not self._redis_usable():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from gateway.config import CacheConfig
-from gateway.keys import KeyStore, hash_key
+from gateway.keys import REDIS_PREFIX, KeyStore, decode_record, hash_key
 from gateway.metrics import KEY_CACHE_LOOKUPS, fold
 import redis.asyncio as aioredis
 from tests.support import seed_key
@@ -42,14 +44,13 @@ async def test_a_second_instance_is_served_from_redis_not_postgres(pool, redis):
     before_db, before_redis = count("postgres", "hit"), count("redis", "hit")
     record = await first.lookup(key_hash)
     assert record is not None and record.user_id == seeded.user_id
+    await first.settle()  # its Redis write happens behind the answer
     assert await second.lookup(key_hash) == record
     assert (count("postgres", "hit") - before_db, count("redis", "hit") - before_redis) == (1, 1)
     assert second.cached(key_hash) == record  # now warm in L1: no await needed
 
 
 async def test_concurrent_misses_share_one_query(pool):
-    import asyncio
-
     seeded = await seed_key(pool, models=["gpt-4o-mini"])
     store = KeyStore(pool, None, CacheConfig())
     before = count("postgres", "hit")
@@ -66,3 +67,44 @@ async def test_l1_is_bounded(pool):
     assert store.size == 3
     assert store.cached(hash_key(seeded[0].key)) is False  # the oldest went first
     assert store.cached(hash_key(seeded[-1].key)) is not False
+
+
+class HeldWrites:
+    """Fault injection: the real Redis client, with every SET held until `release` is set."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def get(self, name):
+        return await self.client.get(name)
+
+    async def set(self, name, value, **options):
+        self.started.set()
+        await self.release.wait()
+        return await self.client.set(name, value, **options)
+
+
+async def test_the_answer_does_not_wait_for_the_redis_write(pool, redis):
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    key_hash = hash_key(seeded.key)
+    held = HeldWrites(redis)
+    store = KeyStore(pool, held, CacheConfig())
+    record = await asyncio.wait_for(store.lookup(key_hash), timeout=10)  # answered while its write is held
+    assert record is not None and record.key_id == seeded.key_id
+    await asyncio.wait_for(held.started.wait(), timeout=10)  # the write runs behind, held
+    assert await redis.get(REDIS_PREFIX + key_hash) is None
+    held.release.set()
+    await store.settle()
+    assert decode_record(await redis.get(REDIS_PREFIX + key_hash)) == record
+
+
+async def test_an_invalidation_before_the_redis_write_cancels_it(pool, redis):
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    key_hash = hash_key(seeded.key)
+    store = KeyStore(pool, redis, CacheConfig())
+    assert await store.lookup(key_hash) is not None  # the write is queued, not started
+    store.forget(key_hash=key_hash)  # e.g. the key was revoked meanwhile
+    await store.settle()
+    assert await redis.get(REDIS_PREFIX + key_hash) is None
