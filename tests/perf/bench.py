@@ -570,13 +570,14 @@ class Bench:
                 g = percentile([e[i] for e in results[name]], 50)
                 lags.append(round(g - d, 4))
             # events that reached the client together although they left the upstream apart
-            coalesced = sum(1 for sample in results[name] for a, b in zip(sample, sample[1:]) if b - a < PACED_GAP_MS / 2)
+            merged = [sum(1 for a, b in zip(sample, sample[1:]) if b - a < PACED_GAP_MS / 2) for sample in results[name]]
             prefix = "" if name == "gateway" else f"{name}_"
             out[f"{prefix}median_lag_per_event_ms"] = lags
             out[f"{prefix}max_median_lag_ms"] = max(lags)
-            out[f"{prefix}coalesced_events"] = coalesced
+            out[f"{prefix}coalesced_events"] = sum(merged)
+            out[f"{prefix}streams_with_merged_events"] = sum(1 for m in merged if m)
             log(f"  chunks via {name}: {events} events {PACED_GAP_MS} ms apart; median lag per event vs direct {lags}; "
-                f"merged {coalesced}")
+                f"merged {sum(merged)} (in {sum(1 for m in merged if m)} of {len(merged)} streams)")
         return out
 
     def memory(self, gateway: subprocess.Popen, port: int, seeded: Seed) -> dict:
