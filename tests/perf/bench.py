@@ -575,9 +575,9 @@ class Bench:
             out[f"{prefix}median_lag_per_event_ms"] = lags
             out[f"{prefix}max_median_lag_ms"] = max(lags)
             out[f"{prefix}coalesced_events"] = sum(merged)
-            out[f"{prefix}streams_with_merged_events"] = sum(1 for m in merged if m)
+            out[f"{prefix}streams_with_merged_events"] = streams = sum(1 for m in merged if m)
             log(f"  chunks via {name}: {events} events {PACED_GAP_MS} ms apart; median lag per event vs direct {lags}; "
-                f"merged {sum(merged)} (in {sum(1 for m in merged if m)} of {len(merged)} streams)")
+                f"merged {sum(merged)} (in {streams} of {len(merged)} streams)")
         return out
 
     def memory(self, gateway: subprocess.Popen, port: int, seeded: Seed) -> dict:
