@@ -62,11 +62,10 @@ def decide(key: KeyRecord, facts: RequestFacts, now: float, mode: Mode) -> Decis
         return problem
     if mode is _OFF:
         return ALLOW
-    for model in facts.models:  # access_problem(), without the call: this runs on every request
-        problem = model_problem(key, model, now)
-        if problem is not None:
-            return Allow(shadowed=problem) if mode is _SHADOW else problem
-    return ALLOW
+    problem = access_problem(key, facts, now)
+    if problem is None:
+        return ALLOW
+    return Allow(shadowed=problem) if mode is _SHADOW else problem
 
 
 def usable_models(key: KeyRecord, candidates: Iterable[str], now: float, mode: Mode) -> list[str]:

@@ -29,7 +29,7 @@ def matches(entry: str, model: str) -> bool:
 
 def listed(entries: Collection[str], model: str) -> bool:
     """True when any entry of a key's model list grants the model name."""
-    if model in entries and model != "*" and not model.endswith("/*"):  # the usual case: the name itself is listed
+    if model in entries and not is_pattern(model):  # the usual case: the name itself is listed
         return True
     for entry in entries:
         if is_pattern(entry) and matches(entry, model):
