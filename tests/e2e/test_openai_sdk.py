@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator
 
 import openai
 import pytest
 
-from gateway import devservices
-from tests.support import MASTER_KEY, make_config, running_gateway, seed_key
+from tests.support import make_config, running_gateway, seed_key
 
 pytestmark = pytest.mark.e2e
 
-LITELLM_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "litellm" / "config.yaml"
 FRIENDLY = "Your API key does not have access to this model. Please check your subscription."
-
-
-@pytest.fixture(scope="module")
-def litellm() -> Iterator[devservices.Service]:
-    workdir = Path(tempfile.mkdtemp(prefix="maas-litellm-"))
-    service = devservices.start_litellm(LITELLM_CONFIG, workdir, master_key=MASTER_KEY)
-    yield service
-    service.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
