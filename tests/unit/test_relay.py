@@ -1,0 +1,118 @@
+"""gateway/relay.py: LiteLLM's error answers and mid-stream error events, as clients get them."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+
+from gateway.relay import StreamErrors, error_answer
+from policies.scrub import REDACTED
+
+pytestmark = pytest.mark.unit
+
+BROKEN = ("litellm.InternalServerError: InternalServerError: OpenAIException - Connection error.\n\nLiteLLM: model "
+          "group 'broken-backend' failed with the error above. No fallback was attempted.")
+FAILED = ("The model service failed to answer this request. Please try again later; if it keeps failing, give your "
+          "administrator the request id. (request id: req-1)")
+
+
+def litellm_body(message: str, code: int | str, type_: str = "internal_server_error") -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": str(code)}})
+
+
+def litellm_event(message: str, code: int) -> bytes:
+    """A mid-stream error event as LiteLLM writes it (proxy_server.async_data_generator: json.dumps)."""
+    error = {"message": message, "type": "None", "param": "None", "code": code}
+    return b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
+
+
+def gateway_error(status: int) -> dict:
+    type_ = "service_unavailable_error" if status == 503 else "api_error"
+    return {"error": {"message": FAILED, "type": type_, "param": None, "code": "LITELLM_ERROR"}}
+
+
+CHUNK = b'data: {"id":"c","choices":[{"delta":{"content":"tok"}}]}\n\n'
+
+
+@pytest.mark.parametrize(("upstream", "client"), [(500, 500), (502, 502), (503, 503), (401, 502), (403, 502)])
+def test_an_error_the_user_cannot_act_on_becomes_the_gateways_with_the_request_id(upstream, client):
+    log = {"request_id": "req-1"}
+    raw = litellm_body(BROKEN, upstream)
+    status, body = error_answer(upstream, raw, "req-1", log)
+    assert (status, orjson.loads(body)) == (client, gateway_error(client))
+    assert log == {"request_id": "req-1", "upstream_status": upstream, "upstream_error": raw.decode()}
+
+
+def test_litellms_timeout_becomes_the_gateways_timeout():
+    status, body = error_answer(408, litellm_body("litellm.Timeout: APITimeoutError - Request timed out.", 408),
+                                "req-1", {"request_id": "req-1"})
+    assert (status, orjson.loads(body)) == (504, {"error": {
+        "message": "The model service did not answer in time. Please try again later. (request id: req-1)",
+        "type": "timeout_error", "param": None, "code": "LITELLM_TIMEOUT"}})
+
+
+def test_an_error_the_user_can_act_on_is_relayed_cleaned():
+    raw = litellm_body("litellm.BadRequestError: BadRequestError: OpenAIException - Invalid value for 'n' at "
+                       "http://10.0.0.7:8000/v1", 400, "invalid_request_error")
+    log = {"request_id": "req-1"}
+    status, body = error_answer(400, raw, "req-1", log)
+    assert (status, orjson.loads(body)) == (400, {"error": {"message": f"Invalid value for 'n' at {REDACTED}",
+                                                            "type": "invalid_request_error", "param": None, "code": "400"}})
+    assert log["upstream_error"] == raw.decode()
+
+
+def test_chunks_without_error_events_pass_as_they_are():
+    errors = StreamErrors({"request_id": "req-1"})
+    for chunk in (CHUNK, CHUNK * 3, b": ping\n\n", b'data: {"id":"c","choi', b'ces":[]}\n\n', b"data: [DONE]\n\n"):
+        assert errors.feed(chunk) is chunk
+    assert errors.end() == b""
+
+
+def test_a_5xx_error_event_becomes_the_gateways_and_the_original_is_logged():
+    log = {"request_id": "req-1"}
+    errors = StreamErrors(log)
+    out = errors.feed(CHUNK + litellm_event(BROKEN, 500) + b"data: [DONE]\n\n")
+    assert out == CHUNK + b"data: " + orjson.dumps(gateway_error(500)) + b"\n\ndata: [DONE]\n\n"
+    assert "No fallback was attempted" in log["upstream_error"]
+
+
+def test_a_4xx_error_event_keeps_its_cleaned_meaning():
+    errors = StreamErrors({"request_id": "req-1"})
+    message = ("litellm.ContextWindowExceededError: litellm.BadRequestError: ContextWindowExceededError: "
+               "OpenAIException - This model's maximum context length is 8192 tokens. LiteLLM Retried: 2 times")
+    out = errors.feed(litellm_event(message, 400))
+    assert out == b"data: " + orjson.dumps({"error": {
+        "message": "This model's maximum context length is 8192 tokens.", "type": "invalid_request_error",
+        "param": None, "code": "400"}}) + b"\n\n"
+
+
+@pytest.mark.parametrize("cut", [1, 5, 9, 12, 20, 60, 200])
+def test_an_error_event_split_across_chunks_is_held_until_whole(cut):
+    event = litellm_event(BROKEN, 500)
+    expected = CHUNK + b"data: " + orjson.dumps(gateway_error(500)) + b"\n\n"
+    errors = StreamErrors({"request_id": "req-1"})
+    stream = CHUNK + event
+    at = len(CHUNK) + cut
+    first = errors.feed(stream[:at])
+    assert first == CHUNK  # the chunk before the error event is not held back
+    pieces = [errors.feed(stream[at:at + 7]), errors.feed(stream[at + 7:]), errors.end()]
+    assert first + b"".join(pieces) == expected
+    assert b"litellm." not in b"".join(pieces)
+
+
+def test_an_error_event_the_stream_ends_inside_becomes_the_gateways():
+    log = {"request_id": "req-1"}
+    errors = StreamErrors(log)
+    event = litellm_event(BROKEN, 500)
+    assert errors.feed(CHUNK + event[:40]) == CHUNK
+    assert errors.end() == b"data: " + orjson.dumps(gateway_error(500))
+    assert log["upstream_error"] == event[6:40].decode()
+
+
+def test_the_middle_of_an_ordinary_event_is_not_held():
+    errors = StreamErrors({"request_id": "req-1"})
+    assert errors.feed(CHUNK + b'data: {"id":"c",') == CHUNK + b'data: {"id":"c",'
+    assert errors.feed(b'"choices":[]}') == b'"choices":[]}'
+    assert errors.feed(b"\n\n" + CHUNK) == b"\n\n" + CHUNK
