@@ -144,6 +144,8 @@ KNOWN_TOP = "admin, breaker, cache, database, enforcement, health, litellm, logg
         ({"response_headers": {"allow": ["transfer-encoding"]}},
          "response_headers.allow[0]: this header is the gateway's own or hop-by-hop, never passed from LiteLLM, "
          "got 'transfer-encoding'"),
+        ({"response_headers": {"allow": ["Set-Cookie"]}},
+         "response_headers.allow[0]: this header is the gateway's own or hop-by-hop, never passed from LiteLLM, got 'Set-Cookie'"),
         ({"response_headers": {"allow": ["X-Request-Id"]}},
          "response_headers.allow[0]: the request id header is the gateway's own (server.request_id_header), got 'X-Request-Id'"),
         ({"response_headers": {"allow": ["x cost"]}}, "response_headers.allow[0]: expected a header name, got 'x cost'"),

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import json
+import zlib
 
+import aiohttp
 import orjson
 import pytest
 
+from gateway import relay
 from gateway.relay import StreamErrors, error_answer
+from gateway.upstream import _read_at_most
 from policies.scrub import REDACTED
 
 pytestmark = pytest.mark.unit
@@ -116,3 +122,25 @@ def test_the_middle_of_an_ordinary_event_is_not_held():
     assert errors.feed(CHUNK + b'data: {"id":"c",') == CHUNK + b'data: {"id":"c",'
     assert errors.feed(b'"choices":[]}') == b'"choices":[]}'
     assert errors.feed(b"\n\n" + CHUNK) == b"\n\n" + CHUNK
+
+
+def test_an_encoded_error_body_is_read_as_litellm_wrote_it():
+    raw = litellm_body("litellm.NotFoundError: NotFoundError: OpenAIException - no such model", 404)
+    assert relay._decoded(gzip.compress(raw), "gzip") == raw
+    assert relay._decoded(zlib.compress(raw), "deflate") == raw
+    assert relay._decoded(raw, "identity") == raw
+    assert relay._decoded(b"\x00garbage", "gzip") == b"" and relay._decoded(raw, "br") == b""  # the gateway's words then
+
+
+async def test_an_error_body_is_read_up_to_its_limit():
+    class Protocol:
+        _reading_paused = False
+
+        def resume_reading(self, **_: object) -> None:
+            pass
+
+    content = aiohttp.StreamReader(Protocol(), 2**16, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
+    for piece in (b"a" * 40, b"b" * 40, b"c" * 40):
+        content.feed_data(piece)
+    content.feed_eof()
+    assert await _read_at_most(content, 100) == b"a" * 40 + b"b" * 40 + b"c" * 20

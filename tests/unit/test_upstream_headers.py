@@ -48,9 +48,10 @@ def test_an_operators_additions_pass_too():
 
 def test_a_stream_keeps_what_stops_proxies_from_buffering_it():
     raw = [(b"Date", b"d"), (b"Cache-Control", b"no-cache"), (b"X-Accel-Buffering", b"no"),
-           (b"Content-Type", b"text/event-stream; charset=utf-8"), (b"Transfer-Encoding", b"chunked")]
+           (b"Content-Type", b"text/event-stream; charset=utf-8"), (b"Transfer-Encoding", b"chunked"),
+           (b"Content-Encoding", b"gzip")]
     assert response_headers(raw) == [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"),
-                                     (b"content-type", b"text/event-stream; charset=utf-8")]
+                                     (b"content-type", b"text/event-stream; charset=utf-8"), (b"content-encoding", b"gzip")]
 
 
 def test_what_connection_names_is_dropped_even_when_allowed():
