@@ -5,7 +5,9 @@
                           it (policies.scrub.RELAYED), else the gateway's own LITELLM_ERROR
                           (LITELLM_TIMEOUT for LiteLLM's 408) carrying the request id
     StreamErrors          the same rule for the `data: {"error": ...}` events LiteLLM writes
-                          when a stream fails after it began (proxy_server.async_data_generator)
+                          when a stream fails after it began (proxy_server.async_data_generator),
+                          and for the Responses API's `event: response.failed`
+                          (common_utils/responses_stream_errors.py)
 
 LiteLLM's own text goes to the request's access line (`upstream_error`, with
 `upstream_status`), where the operator finds it by request id.
@@ -20,13 +22,15 @@ import aiohttp
 import orjson
 
 from gateway.errors import GatewayError, LiteLLMError, UpstreamTimeoutError
-from policies.scrub import event_status, relayed
+from policies.scrub import event_status, relayed, relayed_failure
 
 Send = Callable[[dict], Awaitable[None]]
 
 MAX_ERROR_BODY = 64 * 1024  # LiteLLM's error bodies are a few hundred bytes
 MAX_LOGGED = 16 * 1024  # of LiteLLM's text in the access line
 _MARK = b'data: {"error"'  # how LiteLLM's mid-stream error events begin (json.dumps or orjson)
+_FAILED = b"event: response.failed\n"  # a Responses API stream's failure event
+_DATA = b"\ndata: "
 _HEADERS_REPLACED = frozenset({b"content-type", b"content-length", b"content-encoding"})
 
 
@@ -76,6 +80,14 @@ def _decoded(body: bytes, encoding: str) -> bytes:
     return b""  # unreadable here: the client gets the gateway's words, not LiteLLM's bytes
 
 
+def _may_be_error(tail: bytes) -> bool:
+    """Whether an incomplete event is, or may still become, an error event."""
+    for mark in (_MARK, _FAILED):
+        if tail.startswith(mark) or mark.startswith(tail[: len(mark)]):
+            return True
+    return False
+
+
 class StreamErrors:
     """LiteLLM's mid-stream error events, cleaned as a stream passes through.
 
@@ -97,7 +109,7 @@ class StreamErrors:
     def feed(self, chunk: bytes) -> bytes:
         if not self.held and chunk.endswith(b"\n\n"):
             self.boundary = True
-            return self._clean(chunk) if _MARK in chunk else chunk
+            return self._clean(chunk) if _MARK in chunk or _FAILED in chunk else chunk
         return self._split(chunk)
 
     def end(self) -> bytes:
@@ -115,19 +127,41 @@ class StreamErrors:
         else:  # the middle of an event begun in an earlier chunk, and not an error event
             return chunk
         tail = chunk[start:]
-        if tail and (continuing and start == 0 or tail.startswith(_MARK) or _MARK.startswith(tail[: len(_MARK)])):
+        if tail and (continuing and start == 0 or _may_be_error(tail)):
             self.held, chunk = tail, chunk[:start]
             self.boundary = True
         else:
             self.boundary = chunk.endswith(b"\n\n")
-        return self._clean(chunk) if _MARK in chunk else chunk
+        return self._clean(chunk) if _MARK in chunk or _FAILED in chunk else chunk
 
     def _clean(self, chunk: bytes) -> bytes:
         events = chunk.split(b"\n\n")
         for i, event in enumerate(events):
             if event.startswith(_MARK):
                 events[i] = b"data: " + self._event(event[len(b"data: "):])
+            elif event.startswith(_FAILED):
+                events[i] = self._failed(event)
         return b"\n\n".join(events)
+
+    def _failed(self, event: bytes) -> bytes:
+        """`event: response.failed`: its response.error cleaned, or the gateway's words (code kept)."""
+        head, _, data = event.partition(_DATA)
+        log = self.log
+        log["upstream_error"] = data[:MAX_LOGGED].decode("utf-8", "replace")
+        try:
+            payload = orjson.loads(data)
+            response = payload["response"]
+            error = response.get("error")
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            payload = error = None
+        cleaned = relayed_failure(error)
+        if cleaned is None:
+            code = error.get("code") if isinstance(error, dict) and isinstance(error.get("code"), str) else "server_error"
+            cleaned = {"code": code, "message": replacement(500, log["request_id"]).message}
+        if payload is None:  # cut short: the failure all the same, in the gateway's words
+            payload = {"type": "response.failed", "response": {"status": "failed"}}
+        payload["response"]["error"] = cleaned
+        return head + _DATA + orjson.dumps(payload)
 
     def _event(self, data: bytes) -> bytes:
         try:

@@ -12,6 +12,8 @@ was attempted."). Two decisions here, both on LiteLLM's status:
                             answers with its own error and the request id instead
     event_status(payload)   the status a mid-stream SSE error event stands for (its
                             `code`), so that stream errors follow the same rule
+    relayed_failure(error)  the same rule for the `error` of a Responses API stream's
+                            `response.failed` event, by its code
 
 clean() keeps the words that say what to fix ("Missing required parameter: 'messages'.")
 and removes, in this order: a traceback, LiteLLM's debug lines and fallback/retry
@@ -164,6 +166,21 @@ def _word(value: Any, default: str | None) -> str | None:
     if not isinstance(value, str) or value in ("None", "none", "") or not _WORD.fullmatch(value):
         return default
     return value
+
+
+# `response.failed` error codes (LiteLLM's common_utils/responses_stream_errors.py) that stand for
+# the statuses that are not RELAYED.
+_FAILURES_NOT_RELAYED = frozenset({"server_error", "request_timeout", "authentication_error", "permission_error"})
+
+
+def relayed_failure(error: Any) -> dict[str, Any] | None:
+    """A Responses API stream's failure `{"code", "message"}` with its message cleaned; None when
+    its code says the user cannot act on it (the gateway's words then)."""
+    if not isinstance(error, dict) or not isinstance(error.get("code"), str) or error["code"] in _FAILURES_NOT_RELAYED:
+        return None
+    message = error.get("message")
+    message = clean(message) if isinstance(message, str) else ""
+    return {"code": _word(error["code"], "invalid_request_error"), "message": message or _GENERIC[400]}
 
 
 def event_status(payload: Any) -> int:

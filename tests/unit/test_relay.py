@@ -144,3 +144,45 @@ async def test_an_error_body_is_read_up_to_its_limit():
         content.feed_data(piece)
     content.feed_eof()
     assert await _read_at_most(content, 100) == b"a" * 40 + b"b" * 40 + b"c" * 20
+
+
+def response_failed(code: str, message: str) -> bytes:
+    """A Responses API stream's failure as LiteLLM writes it (common_utils/responses_stream_errors.py)."""
+    payload = {"type": "response.failed", "sequence_number": 3,
+               "response": {"id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-4o-mini",
+                            "status": "failed", "output": [], "error": {"code": code, "message": message}}}
+    return b"event: response.failed\ndata: " + json.dumps(payload).encode() + b"\n\n"
+
+
+DELTA = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"tok"}\n\n'
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("server_error", FAILED),
+        ("rate_limit_exceeded", "Rate limit reached."),
+    ],
+)
+def test_a_responses_stream_failure_follows_the_same_rule(code, message):
+    log = {"request_id": "req-1"}
+    errors = StreamErrors(log)
+    event = response_failed(code, "litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached. "
+                                  "LiteLLM Retried: 2 times" if code != "server_error" else BROKEN)
+    assert errors.feed(DELTA) is DELTA
+    out = errors.feed(event)
+    head, data = out.removesuffix(b"\n\n").split(b"\ndata: ")
+    assert head == b"event: response.failed"
+    expected = json.loads(event.split(b"\ndata: ")[1])
+    expected["response"]["error"] = {"code": code, "message": message}
+    assert orjson.loads(data) == expected
+    assert log["upstream_error"] == event.split(b"\ndata: ")[1].removesuffix(b"\n\n").decode()
+
+
+def test_a_responses_stream_failure_split_across_chunks_is_held_until_whole():
+    errors = StreamErrors({"request_id": "req-1"})
+    event = response_failed("server_error", BROKEN)
+    assert errors.feed(DELTA + event[:10]) == DELTA
+    assert errors.feed(event[10:50]) == b""
+    out = errors.feed(event[50:])
+    assert out.startswith(b"event: response.failed\ndata: ") and FAILED.encode() in out and b"litellm." not in out
