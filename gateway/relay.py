@@ -93,10 +93,12 @@ class StreamErrors:
 
     feed() takes each chunk as it arrives and returns what to send on. Chunks that end on an
     event boundary and hold no error event (a stream's every chunk, usually) come back as they
-    are, for the cost of an endswith() and a substring search. A chunk that ends inside an event
-    that is, or may still become, an error event (`data: {"error"`) keeps that event's start
-    back until its end arrives: an SSE client cannot read half an event anyway, and no other
-    event is held. end() returns what is still held when the stream ends.
+    are, for the cost of an endswith() and two substring searches. A chunk that ends inside an
+    event that is, or may still become, an error event (`data: {"error"`, `event:
+    response.failed`) keeps that event's start back until its end arrives: an SSE client cannot
+    read half an event anyway, and no other event is held. end() returns what is still held when
+    the stream ends. Events are taken to end with a blank line written as LiteLLM writes it
+    (`\n\n`).
     """
 
     __slots__ = ("held", "boundary", "log")
