@@ -40,7 +40,7 @@ from gateway.reconciler import start_account_services
 from gateway.reload import ConfigReloader, set_mode_gauge
 from gateway.routes import RouteTable, model_id_from_models_path
 from gateway.state import GatewayState
-from gateway.upstream import Upstream
+from gateway.upstream import Upstream, allowed_headers
 
 log = logging.getLogger("maas_gateway.app")
 
@@ -114,7 +114,8 @@ class GatewayApp:
         self.config_path = config_path
         self.holder = StateHolder()
         self.routes = RouteTable(config.routes)
-        self.proxy = Proxy(self.holder, config.server.request_id_header)
+        self.proxy = Proxy(self.holder, config.server.request_id_header,
+                           allowed_headers(config.response_headers.allow))
         self.starlette = Starlette(
             routes=[*health_routes(), Route("/metrics", _metrics), *admin_routes()],
             lifespan=self.lifespan,

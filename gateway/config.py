@@ -112,6 +112,11 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class ResponseHeadersConfig:
+    allow: tuple[str, ...] = ()  # LiteLLM response headers passed to clients besides the standard ones
+
+
+@dataclass(frozen=True)
 class AdminConfig:
     token: str | None = None  # environment only: GATEWAY_ADMIN_TOKEN
 
@@ -129,6 +134,7 @@ class Config:
     routes: tuple[RouteConfig, ...] = ()
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    response_headers: ResponseHeadersConfig = field(default_factory=ResponseHeadersConfig)
 
 
 # Fields that only the environment may set: a secret never sits in config.yaml.
@@ -287,9 +293,33 @@ def _validate(config: Config) -> None:
         raise ConfigError("server.workers: must be at least 1")
     if config.database.pool_max < max(config.database.pool_min, 1):
         raise ConfigError("database.pool_max: must be at least database.pool_min and at least 1")
+    for i, name in enumerate(config.response_headers.allow):
+        problem = _header_problem(name)
+        if name.lower() == config.server.request_id_header.lower():
+            problem = "the request id header is the gateway's own (server.request_id_header)"
+        if problem:
+            raise ConfigError(f"response_headers.allow[{i}]: {problem}, got {_describe(name)}")
     for i, route in enumerate(config.routes):
         if not route.path.startswith("/") or "//" in route.path or "/." in route.path:
             raise ConfigError(f"routes[{i}].path: expected an absolute path without '//' or dot segments")
+
+
+# Response headers an operator may not pass from LiteLLM: its rate-limit headers describe its own
+# limits (in service_key mode, the one shared key's), never the user's; `date` and `server` are
+# the gateway's; hop-by-hop headers describe one connection.
+_GATEWAY_HEADERS = frozenset({"date", "server", "connection", "keep-alive", "proxy-authenticate", "proxy-connection",
+                              "te", "trailer", "transfer-encoding", "upgrade", "set-cookie"})
+
+
+def _header_problem(name: str) -> str | None:
+    lowered = name.lower()
+    if not name or not all(33 <= ord(c) < 127 and c not in '()<>@,;:\\"/[]?={}' for c in name):
+        return "expected a header name"
+    if "ratelimit" in lowered:
+        return "LiteLLM's rate-limit headers never reach clients (the gateway writes x-ratelimit-* itself)"
+    if lowered in _GATEWAY_HEADERS:
+        return "this header is the gateway's own or hop-by-hop, never passed from LiteLLM"
+    return None
 
 
 def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:

@@ -11,7 +11,8 @@
     ├── RequestTooLargeError           413     REQUEST_TOO_LARGE
     ├── UpstreamError
     │   ├── UpstreamUnavailableError   503     LITELLM_UNAVAILABLE   (+ Retry-After)
-    │   └── UpstreamTimeoutError       504     LITELLM_TIMEOUT
+    │   ├── UpstreamTimeoutError       504     LITELLM_TIMEOUT
+    │   └── LiteLLMError               5xx     LITELLM_ERROR         (LiteLLM's failure, its text logged)
     ├── StoreUnavailableError          503     KEY_STORE_UNAVAILABLE (+ Retry-After)
     ├── AdminError                     4xx     NOT_FOUND | CONFLICT | UNAUTHORIZED | ...
     └── LiteLLMSyncError               503     USER_NOT_FOUND_LITELLM (+ Retry-After)
@@ -44,6 +45,8 @@ MESSAGES: dict[str, str] = {
     "REQUEST_TOO_LARGE": "The request body is too large.",
     "LITELLM_UNAVAILABLE": "Service temporarily unavailable. Please try again later.",
     "LITELLM_TIMEOUT": "The model service did not answer in time. Please try again later.",
+    "LITELLM_ERROR": "The model service failed to answer this request. Please try again later; if it keeps "
+    "failing, give your administrator the request id.",
     "KEY_STORE_UNAVAILABLE": "API keys cannot be checked right now. Please try again later.",
     "USER_NOT_FOUND_LITELLM": "Account setup in progress. Please try again in a moment.",
 }
@@ -149,6 +152,15 @@ class UpstreamUnavailableError(UpstreamError):
 class UpstreamTimeoutError(UpstreamError):
     status = 504
     code = "LITELLM_TIMEOUT"
+
+
+class LiteLLMError(UpstreamError):
+    """LiteLLM answered with a failure the user cannot act on (a 5xx, a refused service key):
+    the status is LiteLLM's 5xx (502 for the rest); LiteLLM's own text goes to the log only."""
+
+    def __init__(self, status: int, detail: str | None = None) -> None:
+        self.status = status
+        super().__init__("LITELLM_ERROR", detail)
 
 
 class StoreUnavailableError(GatewayError):

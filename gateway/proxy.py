@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 import orjson
 
-from gateway import extract
+from gateway import extract, relay
 from gateway.disconnect import ClientDisconnected, DisconnectWatcher
 from gateway.errors import (
     AuthenticationError,
@@ -42,7 +42,7 @@ from gateway.metrics import (
 )
 from gateway.routes import Route
 from gateway.state import GatewayState
-from gateway.upstream import forward_headers, response_headers
+from gateway.upstream import PASSED_HEADERS, forward_headers, response_headers
 from gateway.usage import TAIL_BYTES, TAIL_LIMIT, record_usage
 from policies.access import decide, usable_models
 from policies.records import Allow, Code, Deny, KeyRecord, RequestFacts
@@ -146,8 +146,10 @@ def splice_user(body: bytes, user_id: str) -> bytes:
 class Proxy:
     """The inference routes and /v1/models; `holder.state` is set by the lifespan."""
 
-    def __init__(self, holder: Any, request_id_header: str = "x-request-id") -> None:
+    def __init__(self, holder: Any, request_id_header: str = "x-request-id",
+                 passed_headers: frozenset[bytes] = PASSED_HEADERS) -> None:
         self.holder = holder
+        self.passed_headers = passed_headers  # LiteLLM's response headers clients get (not reloadable)
         self.new_request_id = request_ids()
         self.id_name = request_id_header  # server.request_id_header (not reloadable)
         self.id_header = request_id_header.encode()
@@ -293,11 +295,15 @@ class Proxy:
                 upstream_elapsed = time.perf_counter() - sent_at
                 TALLY.observe(UPSTREAM_DURATION, route.labels, upstream_elapsed)
                 log["upstream_ms"] = _ms(upstream_elapsed)
-                out_headers = response_headers(response.raw_headers)
+                out_headers = response_headers(response.raw_headers, self.passed_headers)
                 out_headers.append((id_header, request_id.encode()))
+                if response.status >= 300:  # LiteLLM's error: cleaned, or the gateway's own (gateway/relay.py)
+                    watcher.stop()
+                    return await relay.send_error_answer(state.upstream, response, send, out_headers, log)
                 await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
                 content_type = response.headers.get("content-type", "").encode()
                 streaming = content_type.startswith(_SSE)
+                stream_errors = relay.StreamErrors(log) if streaming else None  # LiteLLM's error events, cleaned
                 tail = bytearray()  # the response's end, where `usage` is (gateway/usage.py)
                 first = streaming  # a stream's first chunk is timed (STREAM_TTFB)
                 last = b""  # the chunk that completes the body goes out with the end of the response
@@ -306,6 +312,8 @@ class Proxy:
                 idle = None if content.is_eof() else state.upstream.idle_watch(response)
                 try:
                     async for chunk in content.iter_any():
+                        if stream_errors is not None:
+                            chunk = stream_errors.feed(chunk)
                         tail += chunk
                         if len(tail) > TAIL_LIMIT:
                             del tail[:-TAIL_BYTES]
@@ -318,6 +326,8 @@ class Proxy:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                         if idle is not None:
                             idle.last = idle.clock()
+                    if stream_errors is not None:
+                        last += stream_errors.end()
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     log["stream_error"] = "idle timeout" if idle is not None and idle.expired else type(exc).__name__
                     if streaming:
@@ -359,7 +369,11 @@ class Proxy:
             log["user_id"] = record.user_id
             headers = self._upstream_headers(state, scope, key, request_id)
             status, raw, data = await state.upstream.get_json("/v1/models", headers)
-            if status != 200 or not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            if status != 200:
+                status, raw = relay.error_answer(status, raw, request_id, log)  # cleaned, or the gateway's own
+                await _send_json(send, status, raw, request_id, id_header)
+                return
+            if not isinstance(data, dict) or not isinstance(data.get("data"), list):
                 await _send_json(send, status, raw, request_id, id_header)  # LiteLLM's own answer
                 return
             entries = [e for e in data["data"] if isinstance(e, dict) and isinstance(e.get("id"), str)]

@@ -68,20 +68,55 @@ def forward_headers(headers: Iterable[tuple[bytes, bytes]], *, extra: Iterable[t
     return out
 
 
-def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """LiteLLM's response headers as the client gets them: names in lowercase, no hop-by-hop ones."""
+# LiteLLM's response headers that reach clients (README, "What clients see"): what an OpenAI
+# client reads, and what keeps a stream unbuffered by proxies in front of the gateway. Every
+# other header (x-litellm-*, LiteLLM's x-ratelimit-*, its date and server) stays here; the
+# gateway writes the request id and uvicorn the one `date`.
+PASSED_HEADERS = frozenset(
+    {
+        b"content-type",
+        b"content-length",
+        b"content-encoding",
+        b"cache-control",
+        b"x-accel-buffering",
+        b"retry-after",
+        b"x-should-retry",
+    }
+)
+
+
+def response_headers(raw: Iterable[tuple[bytes, bytes]], allow: frozenset[bytes] = PASSED_HEADERS) -> list[tuple[bytes, bytes]]:
+    """LiteLLM's response headers as the client gets them: those named in `allow`, names in lowercase.
+
+    `allow` never holds a hop-by-hop name (config.py refuses them), but a Connection header
+    can make any name hop-by-hop: those are dropped."""
     out = []
     named: frozenset[bytes] = frozenset()
     for name, value in raw:
         name = name.lower()
-        if name in HOP_BY_HOP:
-            if name == b"connection":
-                named |= _tokens(value)
-            continue
-        out.append((name, value))
+        if name in allow:
+            out.append((name, value))
+        elif name == b"connection":
+            named |= _tokens(value)
     if named:
         out = [(name, value) for name, value in out if name not in named]
     return out
+
+
+def allowed_headers(extra: Iterable[str]) -> frozenset[bytes]:
+    """PASSED_HEADERS plus the operator's `response_headers.allow`."""
+    return PASSED_HEADERS | {name.lower().encode("latin-1") for name in extra}
+
+
+async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes:
+    chunks, size = [], 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _tokens(value: bytes) -> frozenset[bytes]:
@@ -241,12 +276,13 @@ class Upstream:
         assert self.ticker is not None, "Upstream.start() was not awaited"
         return IdleWatch(self.ticker, self.config.stream_idle_timeout_ms / 1000, response)
 
-    async def read_body(self, response: aiohttp.ClientResponse) -> bytes:
-        """All of a small body the gateway reads itself, within litellm.timeout_ms (else 504)."""
+    async def read_body(self, response: aiohttp.ClientResponse, limit: int | None = None) -> bytes:
+        """All of a small body the gateway reads itself (its first `limit` bytes, when given),
+        within litellm.timeout_ms (else 504)."""
         assert self.ticker is not None, "Upstream.start() was not awaited"
         deadline = _Deadline(self.ticker, self._timeout)
         try:
-            body = await response.read()
+            body = await response.read() if limit is None else await _read_at_most(response.content, limit)
         except BaseException as exc:
             if deadline.stop(cancelled=isinstance(exc, asyncio.CancelledError)):
                 raise UpstreamTimeoutError(detail="reading LiteLLM's answer") from None

@@ -73,12 +73,18 @@ async def test_unknown_key_raises_authentication_error(gateway):
     assert caught.value.code == "INVALID_API_KEY"
 
 
-async def test_litellm_errors_pass_through_unchanged(gateway, pool):
-    """A model the gateway allows but LiteLLM does not serve: LiteLLM's own 400 reaches the client."""
+async def test_a_model_litellm_does_not_serve_answers_a_helpful_400_naming_it(gateway, pool):
+    """A model the gateway allows but LiteLLM does not serve: LiteLLM's 400, in OpenAI's shape and
+    cleaned (policies/scrub.py), still names the model and says where to look."""
     seeded = await seed_key(pool, models=["not-served-by-litellm"])
     async with openai.AsyncOpenAI(base_url=gateway + "/v1", api_key=seeded.key, max_retries=0) as sdk:
         with pytest.raises(openai.BadRequestError) as caught:
             await sdk.chat.completions.create(model="not-served-by-litellm", messages=[{"role": "user", "content": "hi"}])
     assert caught.value.status_code == 400
-    assert caught.value.code == "400"  # LiteLLM's own error shape: code is the status as a string
-    assert "not-served-by-litellm" in caught.value.message
+    assert caught.value.body == {
+        "message": "/chat/completions: Invalid model name passed in model=not-served-by-litellm. "
+                   "Call `/v1/models` to view available models for your key.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "400",  # LiteLLM's own code: the status as a string
+    }

@@ -9,11 +9,14 @@ setting `fault` between requests:
     "status"      answers `status` with LiteLLM's error shape
     "drop"        closes the connection without answering
     "stream_cut"  starts an SSE stream, then drops the connection mid-stream
+    "stream_error" starts an SSE stream, then fails as LiteLLM does mid-stream: an error event
+                  (`data: {"error": {...}}`, code `status`, message STREAM_ERROR), then [DONE]
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +31,12 @@ CHAT_RESPONSE = {
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
 }
+
+
+# What LiteLLM writes when a provider fails mid-stream (proxy_server.async_data_generator).
+STREAM_ERROR = ("litellm.APIConnectionError: APIConnectionError: OpenAIException - Connection reset by "
+                "http://10.0.0.7:8000/v1 (key sk-provider-abcdef123456)\n\nLiteLLM: model group 'gpt-4o-mini' failed "
+                "with the error above. No fallback was attempted.")
 
 
 @dataclass
@@ -131,6 +140,12 @@ class FakeUpstream:
             if self.fault == "stream_cut" and i == 1:
                 assert request.transport is not None
                 request.transport.close()
+                return response
+            if self.fault == "stream_error" and i == 1:
+                error = {"message": STREAM_ERROR, "type": "None", "param": "None", "code": str(self.status)}
+                await response.write(f"data: {json.dumps({'error': error})}\n\n".encode())
+                await response.write(b"data: [DONE]\n\n")
+                await response.write_eof()
                 return response
             if self.chunk_gap:
                 await asyncio.sleep(self.chunk_gap)  # the fault being injected: a slow stream

@@ -68,6 +68,8 @@ async def test_serve_answers_and_stops_cleanly_on_sigterm(pool, postgres_url, re
             body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
             async with http.post(url + "/v1/chat/completions", json=body, headers=bearer(seeded.key)) as r:
                 assert r.status == 200
+                # uvicorn's one date; no server header, neither uvicorn's nor the upstream's (aiohttp's)
+                assert (len(r.headers.getall("date")), r.headers.getall("server", [])) == (1, [])
     finally:
         process.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(process.communicate(), 30)

@@ -162,7 +162,8 @@ async def test_one_json_access_line_per_request_with_the_key_only_by_prefix(pool
     assert ok["key_prefix"] == seeded.key[:7] and ok["user_id"] == seeded.user_id and ok["upstream_ms"] > 0
     assert (denied["decision"], denied["model"], denied["status"], denied["code"]) == ("deny", "gpt-4o", 403, "MODEL_ACCESS_DENIED")
     assert (unknown["status"], unknown["code"]) == (401, "INVALID_API_KEY") and "key_prefix" not in unknown
-    assert (failed["decision"], failed["status"], failed["code"]) == ("allow", 503, None)  # LiteLLM's 503, passed through
+    assert (failed["decision"], failed["status"], failed["code"]) == ("allow", 503, None)  # LiteLLM's 503, in the gateway's words
+    assert (failed["upstream_status"], orjson.loads(failed["upstream_error"])["error"]["message"]) == (503, "upstream says 503")
     assert len({line["request_id"] for line in access}) == 4
     [careless] = [line for line in lines if line["logger"] == "maas_gateway.test"]
     assert careless["msg"] == f"a careless message with {seeded.key[:7]}..."

@@ -228,15 +228,16 @@ async def test_only_litellms_own_failures_count(pool, postgres_url, redis_url, f
     )
     async with running_gateway(config) as gw:
         fake_upstream.fault = "status"
-        for code in (429, 400, 404, 429, 401, 429, 422):
+        for code, relayed in ((429, "429"), (400, "400"), (404, "404"), (429, "429"), (401, "LITELLM_ERROR"), (429, "429"),
+                              (422, "422")):
             fake_upstream.status = code
             status, _, body = await post(http, gw.url, seeded.key)
-            assert (status, orjson.loads(body)["error"]["code"]) == (code, str(code))  # LiteLLM's own, unchanged
+            assert (status, orjson.loads(body)["error"]["code"]) == (502 if code == 401 else code, relayed)
         assert gw.state.breaker.state == "closed"
         for code in (502, 504, 503):
             fake_upstream.status = code
             status, _, body = await post(http, gw.url, seeded.key)
-            assert (status, orjson.loads(body)["error"]["code"]) == (code, str(code))  # still passed through
+            assert (status, orjson.loads(body)["error"]["code"]) == (code, "LITELLM_ERROR")  # the gateway's words
         assert gw.state.breaker.state == "open"
         seen = len(fake_upstream.seen)
         status, _, body = await post(http, gw.url, seeded.key)

@@ -91,7 +91,7 @@ def test_input_is_not_mutated_by_env_overrides() -> None:
 
 # -- rejections name the key path -----------------------------------------------------
 
-KNOWN_TOP = "admin, breaker, cache, database, enforcement, health, litellm, logging, redis, routes, server"
+KNOWN_TOP = "admin, breaker, cache, database, enforcement, health, litellm, logging, redis, response_headers, routes, server"
 
 
 @pytest.mark.parametrize(
@@ -133,6 +133,23 @@ KNOWN_TOP = "admin, breaker, cache, database, enforcement, health, litellm, logg
         ({"server": {"workers": 0}}, "server.workers: must be at least 1"),
         ({"database": {"pool_min": 5, "pool_max": 2}}, "database.pool_max: must be at least database.pool_min and at least 1"),
         ({"database": {"pool_min": 0, "pool_max": 0}}, "database.pool_max: must be at least database.pool_min and at least 1"),
+        ({"response_headers": {"allow": ["x-ratelimit-remaining-requests"]}},
+         "response_headers.allow[0]: LiteLLM's rate-limit headers never reach clients (the gateway writes "
+         "x-ratelimit-* itself), got 'x-ratelimit-remaining-requests'"),
+        ({"response_headers": {"allow": ["x-litellm-response-cost", "LLM_Provider-X-RateLimit-Limit-Tokens"]}},
+         "response_headers.allow[1]: LiteLLM's rate-limit headers never reach clients (the gateway writes "
+         "x-ratelimit-* itself), got 'LLM_Provider-X-RateLimit-Limit-Tokens'"),
+        ({"response_headers": {"allow": ["Date"]}},
+         "response_headers.allow[0]: this header is the gateway's own or hop-by-hop, never passed from LiteLLM, got 'Date'"),
+        ({"response_headers": {"allow": ["transfer-encoding"]}},
+         "response_headers.allow[0]: this header is the gateway's own or hop-by-hop, never passed from LiteLLM, "
+         "got 'transfer-encoding'"),
+        ({"response_headers": {"allow": ["Set-Cookie"]}},
+         "response_headers.allow[0]: this header is the gateway's own or hop-by-hop, never passed from LiteLLM, got 'Set-Cookie'"),
+        ({"response_headers": {"allow": ["X-Request-Id"]}},
+         "response_headers.allow[0]: the request id header is the gateway's own (server.request_id_header), got 'X-Request-Id'"),
+        ({"response_headers": {"allow": ["x cost"]}}, "response_headers.allow[0]: expected a header name, got 'x cost'"),
+        ({"response_headers": {"allow": "x-cost"}}, "response_headers.allow: expected a list, got 'x-cost'"),
         ([1, 2], "config: expected a mapping at the top, got [1, 2]"),
         ("text", "config: expected a mapping at the top, got 'text'"),
     ],
@@ -140,6 +157,12 @@ KNOWN_TOP = "admin, breaker, cache, database, enforcement, health, litellm, logg
 )
 def test_rejections(data, message: str) -> None:
     assert error_of(data) == message
+
+
+def test_response_headers_allow_list() -> None:
+    config = parse_config({"response_headers": {"allow": ["x-litellm-response-cost", "OpenAI-Processing-Ms"]}}, {})
+    assert config.response_headers.allow == ("x-litellm-response-cost", "OpenAI-Processing-Ms")
+    assert Config().response_headers.allow == ()
 
 
 def test_breaker_threshold_bounds_accepted() -> None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway.upstream import forward_headers, response_headers
+from gateway.upstream import allowed_headers, forward_headers, response_headers
 
 pytestmark = pytest.mark.unit
 
@@ -17,11 +17,46 @@ def test_request_headers_lose_hop_by_hop_ones_credentials_and_what_connection_na
     assert out == {"accept": "a, b", "x-trace": "t\xe9", "authorization": "Bearer sk-service", "x-request-id": "r1"}
 
 
-def test_response_headers_are_lowercased_without_hop_by_hop_ones():
-    raw = [(b"Content-Type", b"application/json"), (b"Connection", b"close, X-Hop"), (b"X-Hop", b"1"),
-           (b"Transfer-Encoding", b"chunked"), (b"X-LiteLLM-Model", b"m"), (b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2")]
-    assert response_headers(raw) == [(b"content-type", b"application/json"), (b"x-litellm-model", b"m"),
-                                     (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
+# What the real LiteLLM 1.108.7 answered a chat completion with (tests/e2e/litellm-test.yaml).
+LITELLM_HEADERS = [
+    (b"date", b"Mon, 30 Nov 2026 17:07:09 GMT"), (b"content-length", b"317"), (b"content-type", b"application/json"),
+    (b"x-litellm-call-id", b"c0bcd167"), (b"x-litellm-model-id", b"263ff16d"), (b"x-litellm-model-name", b"openai/gpt-4o-mini"),
+    (b"x-litellm-model-api-base", b"https://api.openai.com"), (b"x-litellm-version", b"1.108.7"),
+    (b"x-litellm-response-cost", b"1.35e-05"), (b"x-litellm-key-spend", b"1.35e-05"), (b"x-litellm-timeout", b"6000.0"),
+    (b"x-litellm-model-group", b"gpt-4o-mini"), (b"x-litellm-attempted-retries", b"0"), (b"vary", b"Origin"),
+    (b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"), (b"x-ratelimit-remaining-requests", b"9999"),
+    (b"llm_provider-x-ratelimit-remaining-tokens", b"10"), (b"server", b"uvicorn"), (b"x-request-id", b"litellms"),
+    (b"retry-after", b"2"), (b"x-should-retry", b"false"), (b"set-cookie", b"a=1"),
+]
+
+
+def test_response_headers_pass_by_allow_list():
+    assert response_headers(LITELLM_HEADERS) == [
+        (b"content-length", b"317"), (b"content-type", b"application/json"), (b"retry-after", b"2"),
+        (b"x-should-retry", b"false"),
+    ]
+
+
+def test_an_operators_additions_pass_too():
+    allow = allowed_headers(["X-LiteLLM-Response-Cost"])
+    assert response_headers(LITELLM_HEADERS, allow) == [
+        (b"content-length", b"317"), (b"content-type", b"application/json"), (b"x-litellm-response-cost", b"1.35e-05"),
+        (b"retry-after", b"2"), (b"x-should-retry", b"false"),
+    ]
+
+
+def test_a_stream_keeps_what_stops_proxies_from_buffering_it():
+    raw = [(b"Date", b"d"), (b"Cache-Control", b"no-cache"), (b"X-Accel-Buffering", b"no"),
+           (b"Content-Type", b"text/event-stream; charset=utf-8"), (b"Transfer-Encoding", b"chunked"),
+           (b"Content-Encoding", b"gzip")]
+    assert response_headers(raw) == [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"),
+                                     (b"content-type", b"text/event-stream; charset=utf-8"), (b"content-encoding", b"gzip")]
+
+
+def test_what_connection_names_is_dropped_even_when_allowed():
+    raw = [(b"Connection", b"close, X-Cost"), (b"X-Cost", b"1"), (b"Content-Type", b"application/json")]
+    assert response_headers(raw, allowed_headers(["x-cost"])) == [(b"content-type", b"application/json")]
 
 
 def test_nothing_to_drop():
