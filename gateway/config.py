@@ -47,8 +47,9 @@ class UserDefaultsConfig:
 class LiteLLMConfig:
     url: str = "http://127.0.0.1:4000"
     auth: Literal["passthrough", "service_key"] = "service_key"
-    timeout_ms: int = 5000
+    timeout_ms: int = 5000  # the gateway's own calls (management API, health probe, /v1/models)
     connect_timeout_ms: int = 2000
+    request_timeout_seconds: float = 600.0  # inference: a non-streamed answer, a stream's first chunk
     stream_idle_timeout_ms: int = 60_000
     max_connections: int = 512
     sync_users: bool = True
@@ -142,6 +143,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "LITELLM_API_KEY": ("litellm.api_key", "str"),
     "GATEWAY_ADMIN_TOKEN": ("admin.token", "str"),
     "LITELLM_TIMEOUT": ("litellm.timeout_ms", "int"),
+    "LITELLM_REQUEST_TIMEOUT": ("litellm.request_timeout_seconds", "float"),
     "CIRCUIT_BREAKER_THRESHOLD": ("breaker.error_threshold_percent", "float"),
     "INTEGRATION_HEALTH_CHECK": ("health.integration_check", "bool"),
     "LITELLM_AUTH": ("litellm.auth", "str"),
@@ -283,6 +285,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("breaker.error_threshold_percent: must be within (0, 100]")
     if config.litellm.timeout_ms == 0:
         raise ConfigError("litellm.timeout_ms: must be positive")
+    if not config.litellm.request_timeout_seconds > 0:
+        raise ConfigError("litellm.request_timeout_seconds: must be positive")
     if config.server.workers < 1:
         raise ConfigError("server.workers: must be at least 1")
     if config.database.pool_max < max(config.database.pool_min, 1):

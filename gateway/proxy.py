@@ -288,7 +288,7 @@ class Proxy:
         watcher = DisconnectWatcher(state.upstream.ticker, receive)  # type: ignore[arg-type]
         try:
             sent_at = time.perf_counter()
-            response = await state.upstream.request(scope["method"], target, headers, body)
+            response = await state.upstream.infer(scope["method"], target, headers, body)
             try:
                 upstream_elapsed = time.perf_counter() - sent_at
                 TALLY.observe(UPSTREAM_DURATION, route.labels, upstream_elapsed)

@@ -4,12 +4,16 @@ aiohttp was chosen by measurement (README, "Performance"): httpx's pool scan cos
 10x the CPU per request. Bodies go through untouched in both directions
 (auto_decompress off); hop-by-hop headers are dropped as RFC 9110 section 7.6.1 says.
 
-Timeouts: `litellm.timeout_ms` bounds the wait for LiteLLM's response headers
-(504 LITELLM_TIMEOUT), and the reading of the small bodies the gateway reads itself
-(read_body); `litellm.stream_idle_timeout_ms` bounds the silence inside a body the
-proxy passes on (IdleWatch); `litellm.connect_timeout_ms` the TCP connect. All but the
-connect timeout are Ticker timeouts: aiohttp's own read timeout re-made a loop timer on
-every read from the socket.
+Timeouts. Inference (`infer`): `litellm.request_timeout_seconds` bounds the wait for
+LiteLLM's response headers, which for a non-streamed answer is the whole generation and for
+a stream its first chunk; `litellm.stream_idle_timeout_ms` bounds the silence inside a body
+the proxy passes on (IdleWatch). A slow generation that runs out of time is 504
+LITELLM_TIMEOUT and not a failure of LiteLLM. The gateway's own calls (`request`: the
+/v1/models list, the health probe's trial) wait `litellm.timeout_ms`, and reading the small
+bodies it reads itself (read_body) too: there a timeout is LiteLLM's failure.
+`litellm.connect_timeout_ms` bounds the TCP connect of every call. All but the connect
+timeout are Ticker timeouts: aiohttp's own read timeout re-made a loop timer on every read
+from the socket.
 """
 
 from __future__ import annotations
@@ -202,13 +206,26 @@ class Upstream:
     async def request(
         self, method: str, path_qs: str, headers: dict[str, str], body: bytes | None
     ) -> aiohttp.ClientResponse:
-        """Send one request through the breaker; the response's body is still to be read.
+        """One of the gateway's own calls, through the breaker, within litellm.timeout_ms.
 
-        LiteLLM's 502/503/504 count as failures for the breaker but are returned
-        as they are; the caller must release() the response.
+        LiteLLM's 502/503/504 and a timeout count as failures for the breaker; the statuses
+        are returned as they are. The caller must release() the response.
         """
+        return await self._guarded(method, path_qs, headers, body, self._timeout, True)
+
+    async def infer(
+        self, method: str, path_qs: str, headers: dict[str, str], body: bytes | None
+    ) -> aiohttp.ClientResponse:
+        """An inference request, within litellm.request_timeout_seconds for its response headers.
+
+        Running out of that time is 504 LITELLM_TIMEOUT and no failure of LiteLLM's."""
+        return await self._guarded(method, path_qs, headers, body, self.config.request_timeout_seconds, False)
+
+    async def _guarded(
+        self, method: str, path_qs: str, headers: dict[str, str], body: bytes | None, timeout: float, own: bool
+    ) -> aiohttp.ClientResponse:
         try:
-            return await self.breaker.call(self._send, method, path_qs, headers, body)
+            return await self.breaker.call(self._send, method, path_qs, headers, body, timeout, own)
         except UpstreamFailure as failure:
             if failure.result is not None:
                 return failure.result
@@ -217,16 +234,21 @@ class Upstream:
                 raise UpstreamTimeoutError(retry_after=retry_after) from failure
             raise UpstreamUnavailableError(detail=failure.reason, retry_after=retry_after) from failure
 
-    async def _send(self, method: str, path_qs: str, headers: dict[str, str], body: bytes | None) -> aiohttp.ClientResponse:
+    async def _send(
+        self, method: str, path_qs: str, headers: dict[str, str], body: bytes | None, timeout: float, own: bool
+    ) -> aiohttp.ClientResponse:
+        """`own`: a gateway call, whose timeout is LiteLLM's failure; else a generation, whose timeout is not."""
         assert self._session is not None and self.ticker is not None, "Upstream.start() was not awaited"
-        deadline = _Deadline(self.ticker, self._timeout)
+        deadline = _Deadline(self.ticker, timeout)
         try:
             response = await self._session.request(
                 method, self.base_url + path_qs, headers=headers, data=body, allow_redirects=False
             )
         except BaseException as exc:
             timed_out = deadline.stop(cancelled=isinstance(exc, asyncio.CancelledError))
-            if timed_out or isinstance(exc, TimeoutError):  # ours, or aiohttp's connect/read timeouts
+            if timed_out and not own:
+                raise UpstreamTimeoutError(retry_after=1) from None  # a slow generation
+            if timed_out or isinstance(exc, TimeoutError):  # ours, or aiohttp's connect timeout
                 raise UpstreamFailure("timeout") from exc
             if isinstance(exc, aiohttp.ClientError):
                 raise UpstreamFailure("LiteLLM unreachable") from exc

@@ -185,6 +185,8 @@ def test_secrets_from_the_environment(path: str, env: str) -> None:
     [
         ({"LITELLM_TIMEOUT": "1500"}, lambda c: c.litellm.timeout_ms, 1500),  # milliseconds, as the seed
         ({"LITELLM_TIMEOUT": " 250 "}, lambda c: c.litellm.timeout_ms, 250),
+        ({"LITELLM_REQUEST_TIMEOUT": "1200"}, lambda c: c.litellm.request_timeout_seconds, 1200.0),  # seconds
+        ({}, lambda c: c.litellm.request_timeout_seconds, 600.0),  # as the OpenAI SDK's
         ({"CIRCUIT_BREAKER_THRESHOLD": "75"}, lambda c: c.breaker.error_threshold_percent, 75.0),
         ({"CIRCUIT_BREAKER_THRESHOLD": "12.5"}, lambda c: c.breaker.error_threshold_percent, 12.5),
         ({"INTEGRATION_HEALTH_CHECK": "false"}, lambda c: c.health.integration_check, False),
@@ -240,6 +242,7 @@ def test_env_overrides_the_file(data: dict, environ: dict, getter, expected) -> 
         ({"LITELLM_TIMEOUT": "5s"}, "LITELLM_TIMEOUT: expected an integer, got '5s'"),
         ({"LITELLM_TIMEOUT": "5.0"}, "LITELLM_TIMEOUT: expected an integer, got '5.0'"),
         ({"LITELLM_TIMEOUT": "0"}, "litellm.timeout_ms: must be positive"),
+        ({"LITELLM_REQUEST_TIMEOUT": "0"}, "litellm.request_timeout_seconds: must be positive"),
         ({"LITELLM_TIMEOUT": "-5"}, "litellm.timeout_ms: must not be negative, got -5"),
         ({"CIRCUIT_BREAKER_THRESHOLD": "half"}, "CIRCUIT_BREAKER_THRESHOLD: expected a number, got 'half'"),
         ({"CIRCUIT_BREAKER_THRESHOLD": "0"}, "breaker.error_threshold_percent: must be within (0, 100]"),
