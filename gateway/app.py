@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from gateway import db, metrics
 from gateway.admin import admin_routes
-from gateway.breaker import Breaker
+from gateway.breaker import Breaker, ModelBreakers
 from gateway.cli import CONFIG_ENV
 from gateway.config import Config
 from gateway.errors import GatewayError, RouteNotFoundError
@@ -148,6 +148,7 @@ class GatewayApp:
             store=store,
             upstream=upstream,
             breaker=breaker,
+            model_breakers=ModelBreakers(config.breaker),
             pool=pool,
             redis=redis,
             mode=config.enforcement.mode,

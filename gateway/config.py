@@ -65,6 +65,7 @@ class BreakerConfig:
     min_requests: int = 20
     consecutive_failures: int = 5
     reset_timeout_seconds: float = 30.0
+    min_distinct_keys: int = 3  # a model's breaker opens only on failures from this many keys
 
 
 @dataclass(frozen=True)

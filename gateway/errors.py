@@ -11,6 +11,8 @@
     ├── RequestTooLargeError           413     REQUEST_TOO_LARGE
     ├── UpstreamError
     │   ├── UpstreamUnavailableError   503     LITELLM_UNAVAILABLE   (+ Retry-After)
+    │   ├── ModelUnavailableError      503     MODEL_UNAVAILABLE     (+ Retry-After)
+    │   ├── ShuttingDownError          503     SHUTTING_DOWN         (+ Retry-After)
     │   └── UpstreamTimeoutError       504     LITELLM_TIMEOUT
     ├── StoreUnavailableError          503     KEY_STORE_UNAVAILABLE (+ Retry-After)
     ├── AdminError                     4xx     NOT_FOUND | CONFLICT | UNAUTHORIZED | ...
@@ -44,6 +46,8 @@ MESSAGES: dict[str, str] = {
     "REQUEST_TOO_LARGE": "The request body is too large.",
     "LITELLM_UNAVAILABLE": "Service temporarily unavailable. Please try again later.",
     "LITELLM_TIMEOUT": "The model service did not answer in time. Please try again later.",
+    "MODEL_UNAVAILABLE": "This model is temporarily unavailable. Please try again later.",
+    "SHUTTING_DOWN": "This gateway instance is shutting down. Please try again.",
     "KEY_STORE_UNAVAILABLE": "API keys cannot be checked right now. Please try again later.",
     "USER_NOT_FOUND_LITELLM": "Account setup in progress. Please try again in a moment.",
 }
@@ -149,6 +153,16 @@ class UpstreamUnavailableError(UpstreamError):
 class UpstreamTimeoutError(UpstreamError):
     status = 504
     code = "LITELLM_TIMEOUT"
+
+
+class ModelUnavailableError(UpstreamError):
+    status = 503
+    code = "MODEL_UNAVAILABLE"
+
+
+class ShuttingDownError(UpstreamError):
+    status = 503
+    code = "SHUTTING_DOWN"
 
 
 class StoreUnavailableError(GatewayError):

@@ -57,14 +57,19 @@ def _result(name: str, healthy: bool, started: float, **extra: Any) -> dict[str,
     return {"status": "healthy" if healthy else "unhealthy", "latency": round(elapsed * 1000, 1), **extra}
 
 
-def breakers(state: GatewayState) -> list[Breaker]:
-    """Every breaker of this process: the inference path's and the management client's."""
+def litellm_breakers(state: GatewayState) -> list[Breaker]:
+    """LiteLLM's breakers of this process: the inference path's and the management client's."""
     found = [state.breaker]
     management = state.extras.get("litellm_management")
     extra = getattr(management, "breaker", None)
     if isinstance(extra, Breaker) and extra is not state.breaker:
         found.append(extra)
     return found
+
+
+def breakers(state: GatewayState) -> list[Breaker]:
+    """Every breaker of this process: LiteLLM's and each model's made so far."""
+    return litellm_breakers(state) + state.model_breakers.all()
 
 
 async def _probe_litellm(state: GatewayState, session: aiohttp.ClientSession) -> dict[str, Any]:

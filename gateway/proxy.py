@@ -203,7 +203,8 @@ class Proxy:
             if state.service_auth is not None and parsed is not None and "user" not in parsed and route.name in _USER_FIELD_ROUTES:
                 upstream_body = splice_user(body, record.user_id)
             headers = self._upstream_headers(state, scope, key, request_id)
-            status = await self._forward(state, scope, send, route, headers, upstream_body, label, log, receive, id_header)
+            status = await self._forward(state, scope, send, route, headers, upstream_body, label, log, receive, id_header,
+                                         key_hash)
         except GatewayError as error:
             status, code = error.status, error.code
             await send_error(send, error, request_id, id_header)
@@ -280,6 +281,7 @@ class Proxy:
         log: dict,
         receive: Receive,
         id_header: bytes,
+        caller: str = "",
     ) -> int:
         path_qs = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string")
@@ -288,7 +290,9 @@ class Proxy:
         watcher = DisconnectWatcher(state.upstream.ticker, receive)  # type: ignore[arg-type]
         try:
             sent_at = time.perf_counter()
-            response = await state.upstream.infer(scope["method"], target, headers, body)
+            # model_label is the model when the gateway knows it: then it has a breaker of its own
+            model_breaker = state.model_breakers.get(model_label, state.known_models)
+            response = await state.upstream.infer(scope["method"], target, headers, body, model_breaker, caller)
             try:
                 upstream_elapsed = time.perf_counter() - sent_at
                 TALLY.observe(UPSTREAM_DURATION, route.labels, upstream_elapsed)
