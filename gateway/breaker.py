@@ -71,6 +71,7 @@ class Breaker:
         self._per_key = per_key  # a model's breaker: breaker.min_distinct_keys applies
         self._refusal = refusal
         self.machine = BreakerMachine(rule(config, config.min_distinct_keys if per_key else 1))
+        self.last_failure: tuple[float, str] | None = None  # (wall-clock time, reason), for /health/integration
         self._gauge = BREAKER_STATE.labels(target=target)
         self._gauge.set(0)
 
@@ -118,6 +119,7 @@ class Breaker:
         machine = self.machine
         old = machine.state
         now = self._clock()
+        self.last_failure = (time.time(), reason or "failure")
         machine.failed(now, trial, caller)
         if machine.state is not old:
             if old is CLOSED:

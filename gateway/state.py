@@ -26,6 +26,7 @@ class GatewayState:
     mode: Mode  # may change on config reload
     known_models: frozenset[str] = frozenset()  # bounded label values for metrics
     model_breakers: ModelBreakers = field(default_factory=lambda: ModelBreakers(BreakerConfig()))
+    draining: bool = False  # SIGTERM came: readiness 503, requests still served (gateway/drain.py)
     service_auth: str | None = None  # "Bearer <LITELLM_API_KEY>" in service_key mode
     access_log: AccessLog = field(default_factory=AccessLog)  # flushed at shutdown
     extras: dict[str, Any] = field(default_factory=dict)  # health probe, reconciler, ...
