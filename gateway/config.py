@@ -34,6 +34,8 @@ class ServerConfig:
     max_body_bytes: int = 26_214_400  # 25 MiB: audio uploads fit
     migrate_on_start: bool = True
     request_id_header: str = "x-request-id"
+    drain_delay_seconds: float = 5.0  # after SIGTERM: readiness 503, still accepting connections
+    drain_seconds: float = 120.0  # after SIGTERM: in-flight requests and streams may run this long
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "GATEWAY_HOST": ("server.host", "str"),
     "GATEWAY_PORT": ("server.port", "int"),
     "GATEWAY_WORKERS": ("server.workers", "int"),
+    "GATEWAY_DRAIN_SECONDS": ("server.drain_seconds", "float"),
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -288,6 +291,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("litellm.timeout_ms: must be positive")
     if not config.litellm.request_timeout_seconds > 0:
         raise ConfigError("litellm.request_timeout_seconds: must be positive")
+    if not 0 <= config.server.drain_delay_seconds <= config.server.drain_seconds:
+        raise ConfigError("server.drain_delay_seconds: must be within [0, server.drain_seconds]")
     if config.server.workers < 1:
         raise ConfigError("server.workers: must be at least 1")
     if config.database.pool_max < max(config.database.pool_min, 1):

@@ -21,11 +21,13 @@ import orjson
 from gateway import extract
 from gateway.disconnect import ClientDisconnected, DisconnectWatcher
 from gateway.errors import (
+    MESSAGES,
     AuthenticationError,
     GatewayError,
     MethodNotAllowedError,
     RequestTooLargeError,
     RouteNotFoundError,
+    ShuttingDownError,
     StoreUnavailableError,
     from_denial,
 )
@@ -288,6 +290,7 @@ class Proxy:
         target = path_qs.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
         request_id = log["request_id"]
         watcher = DisconnectWatcher(state.upstream.ticker, receive)  # type: ignore[arg-type]
+        streaming = started = False
         try:
             sent_at = time.perf_counter()
             # model_label is the model when the gateway knows it: then it has a breaker of its own
@@ -300,6 +303,7 @@ class Proxy:
                 out_headers = response_headers(response.raw_headers)
                 out_headers.append((id_header, request_id.encode()))
                 await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
+                started = True
                 content_type = response.headers.get("content-type", "").encode()
                 streaming = content_type.startswith(_SSE)
                 tail = bytearray()  # the response's end, where `usage` is (gateway/usage.py)
@@ -340,6 +344,13 @@ class Proxy:
             if watcher.disconnected:
                 asyncio.current_task().uncancel()  # type: ignore[union-attr]
                 raise ClientDisconnected() from None
+            if state.draining and (not started or streaming):  # the drain's time is over (gateway/drain.py)
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                log["stream_error" if started else "drain"] = "shutting down"
+                if not started:
+                    raise ShuttingDownError(retry_after=1) from None
+                await send({"type": "http.response.body", "body": _stream_error_event(_SHUTDOWN), "more_body": False})
+                return 200
             raise
         finally:
             watcher.stop()
@@ -407,13 +418,11 @@ async def _send_json(send: Send, status: int, body: bytes, request_id: str, id_h
     await send({"type": "http.response.body", "body": body})
 
 
-def _stream_error_event() -> bytes:
-    error = {
-        "error": {
-            "message": "The model service stopped answering mid-stream. Please try again.",
-            "type": "service_unavailable_error",
-            "param": None,
-            "code": "LITELLM_STREAM_INTERRUPTED",
-        }
-    }
+_INTERRUPTED = ("The model service stopped answering mid-stream. Please try again.", "LITELLM_STREAM_INTERRUPTED")
+_SHUTDOWN = (MESSAGES["SHUTTING_DOWN"], "SHUTTING_DOWN")
+
+
+def _stream_error_event(what: tuple[str, str] = _INTERRUPTED) -> bytes:
+    message, code = what
+    error = {"error": {"message": message, "type": "service_unavailable_error", "param": None, "code": code}}
     return b"data: " + orjson.dumps(error) + b"\n\n"
