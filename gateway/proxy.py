@@ -346,9 +346,9 @@ class Proxy:
                 raise ClientDisconnected() from None
             if state.draining and (not started or streaming):  # the drain's time is over (gateway/drain.py)
                 asyncio.current_task().uncancel()  # type: ignore[union-attr]
-                log["stream_error" if started else "drain"] = "shutting down"
                 if not started:
                     raise ShuttingDownError(retry_after=1) from None
+                log["stream_error"] = "shutting down"
                 await send({"type": "http.response.body", "body": _stream_error_event(_SHUTDOWN), "more_body": False})
                 return 200
             raise
