@@ -188,3 +188,67 @@ async def test_what_still_runs_when_the_drain_time_is_over_ends_cleanly(pool, fa
             assert await gateway.wait(timeout=30) in (0, -signal.SIGTERM)
         finally:
             await gateway.stop()
+
+
+async def test_two_instances_one_stopped_mid_stream_cut_no_stream_and_fail_no_request(pool, fake_upstream, env, tmp_path):
+    """20 paced streams over two instances, SIGTERM to one of them mid-stream, and a third client
+    sending all along through a balancer that routes by /health/ready (probed every 0.2 s, as a
+    load balancer or Kubernetes would): every stream ends with [DONE], every request is served."""
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    fake_upstream.stream_chunks, fake_upstream.chunk_gap = 12, 0.5  # each stream takes 6 s
+    gateways = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        gateways.append(Gateway(tmp_path / name, env, {"drain_delay_seconds": 2, "drain_seconds": 60}))
+    stopping, staying = gateways
+    ready = {gw.url: True for gw in gateways}
+    first_chunks = 0
+    done = asyncio.Event()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        for gw in gateways:
+            await gw.start(http)
+        try:
+            async def balancer_probe() -> None:
+                while not done.is_set():
+                    for gw in gateways:
+                        answer = await ready_status(gw.url)
+                        ready[gw.url] = answer is not None and answer[0] == 200
+                    await asyncio.sleep(0.2)  # the probe period, not a synchronisation
+
+            async def third_client() -> list[int]:
+                statuses = []
+                turn = 0
+                while not done.is_set():
+                    candidates = [gw.url for gw in gateways if ready[gw.url]]
+                    turn += 1
+                    statuses.append(await new_connection_status(candidates[turn % len(candidates)], seeded.key))
+                return statuses
+
+            async def stream(url: str) -> bytes:
+                nonlocal first_chunks
+                async with http.post(url + "/v1/chat/completions", json={**CHAT, "stream": True},
+                                     headers=bearer(seeded.key)) as r:
+                    assert r.status == 200
+                    head = await r.content.readany()
+                    first_chunks += 1
+                    return head + await r.content.read()
+
+            probe = asyncio.create_task(balancer_probe())
+            client = asyncio.create_task(third_client())
+            streams = [asyncio.create_task(stream(gateways[i % 2].url)) for i in range(20)]
+            await eventually(lambda: first_chunks == 20, timeout=20)
+            stopping.terminate()
+            bodies = await asyncio.wait_for(asyncio.gather(*streams), 60)
+            assert await stopping.wait(timeout=30) in (0, -signal.SIGTERM)
+            done.set()
+            statuses = await client
+            await probe
+        finally:
+            done.set()
+            for gw in gateways:
+                await gw.stop()
+    for body in bodies:
+        assert events(body)[-1] == b"[DONE]"
+        assert not any(b'"error"' in e for e in events(body))
+    assert len(statuses) >= 10 and set(statuses) == {200}, statuses
+    assert "draining; readiness is 503" in stopping.log.read_text()
