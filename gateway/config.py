@@ -289,6 +289,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("breaker.error_threshold_percent: must be within (0, 100]")
     if config.litellm.timeout_ms == 0:
         raise ConfigError("litellm.timeout_ms: must be positive")
+    if config.breaker.min_distinct_keys < 1:
+        raise ConfigError("breaker.min_distinct_keys: must be at least 1")
     if not config.litellm.request_timeout_seconds > 0:
         raise ConfigError("litellm.request_timeout_seconds: must be positive")
     if not 0 <= config.server.drain_delay_seconds <= config.server.drain_seconds:

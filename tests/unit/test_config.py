@@ -98,6 +98,7 @@ KNOWN_TOP = "admin, breaker, cache, database, enforcement, health, litellm, logg
     ("data", "message"),
     [
         ({"nope": 1}, f"nope: unknown key (known: {KNOWN_TOP})"),
+        ({"breaker": {"min_distinct_keys": 0}}, "breaker.min_distinct_keys: must be at least 1"),
         ({"server": {"prot": 1}}, "server.prot: unknown key (known: drain_delay_seconds, drain_seconds, host, max_body_bytes, migrate_on_start, port, request_id_header, workers)"),
         ({"litellm": {"user_defaults": {"budget": 1}}}, "litellm.user_defaults.budget: unknown key (known: max_budget, rpm_limit, tpm_limit)"),
         ({"routes": [{"path": "/x", "extra": 1}]}, "routes[0].extra: unknown key (known: methods, model, path)"),
