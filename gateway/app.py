@@ -26,9 +26,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import db, metrics
+from gateway import db, drain, metrics
 from gateway.admin import admin_routes
-from gateway.breaker import Breaker
+from gateway.breaker import Breaker, ModelBreakers
 from gateway.cli import CONFIG_ENV
 from gateway.config import Config
 from gateway.errors import GatewayError, RouteNotFoundError
@@ -149,6 +149,7 @@ class GatewayApp:
             store=store,
             upstream=upstream,
             breaker=breaker,
+            model_breakers=ModelBreakers(config.breaker),
             pool=pool,
             redis=redis,
             mode=config.enforcement.mode,
@@ -174,9 +175,11 @@ class GatewayApp:
             reloader = ConfigReloader(state, config_path)
             reloader.start()
             state.extras["reloader"] = reloader
+        restore_signals = drain.install(state, asyncio.get_running_loop())
         try:
             yield
         finally:
+            restore_signals()
             if reloader is not None:
                 await reloader.stop()
             for task in background:

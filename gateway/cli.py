@@ -59,7 +59,9 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         proxy_headers=False,  # X-Forwarded-* are passed through to LiteLLM, never interpreted here
         server_header=False,
-        timeout_graceful_shutdown=10,
+        # SIGTERM drains (gateway/drain.py): uvicorn's shutdown starts drain_delay_seconds after
+        # the signal, and gives in-flight requests the rest of drain_seconds
+        timeout_graceful_shutdown=max(0.1, config.server.drain_seconds - config.server.drain_delay_seconds),
     )
     return 0
 

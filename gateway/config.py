@@ -34,6 +34,8 @@ class ServerConfig:
     max_body_bytes: int = 26_214_400  # 25 MiB: audio uploads fit
     migrate_on_start: bool = True
     request_id_header: str = "x-request-id"
+    drain_delay_seconds: float = 5.0  # after SIGTERM: readiness 503, still accepting connections
+    drain_seconds: float = 120.0  # after SIGTERM: in-flight requests and streams may run this long
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,9 @@ class UserDefaultsConfig:
 class LiteLLMConfig:
     url: str = "http://127.0.0.1:4000"
     auth: Literal["passthrough", "service_key"] = "service_key"
-    timeout_ms: int = 5000
+    timeout_ms: int = 5000  # the gateway's own calls (management API, health probe, /v1/models)
     connect_timeout_ms: int = 2000
+    request_timeout_seconds: float = 600.0  # inference: a non-streamed answer, a stream's first chunk
     stream_idle_timeout_ms: int = 60_000
     max_connections: int = 512
     sync_users: bool = True
@@ -64,6 +67,7 @@ class BreakerConfig:
     min_requests: int = 20
     consecutive_failures: int = 5
     reset_timeout_seconds: float = 30.0
+    min_distinct_keys: int = 3  # a model's breaker opens only on failures from this many keys
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "LITELLM_API_KEY": ("litellm.api_key", "str"),
     "GATEWAY_ADMIN_TOKEN": ("admin.token", "str"),
     "LITELLM_TIMEOUT": ("litellm.timeout_ms", "int"),
+    "LITELLM_REQUEST_TIMEOUT": ("litellm.request_timeout_seconds", "float"),
     "CIRCUIT_BREAKER_THRESHOLD": ("breaker.error_threshold_percent", "float"),
     "INTEGRATION_HEALTH_CHECK": ("health.integration_check", "bool"),
     "LITELLM_AUTH": ("litellm.auth", "str"),
@@ -156,6 +161,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "GATEWAY_HOST": ("server.host", "str"),
     "GATEWAY_PORT": ("server.port", "int"),
     "GATEWAY_WORKERS": ("server.workers", "int"),
+    "GATEWAY_DRAIN_SECONDS": ("server.drain_seconds", "float"),
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -289,6 +295,12 @@ def _validate(config: Config) -> None:
         raise ConfigError("breaker.error_threshold_percent: must be within (0, 100]")
     if config.litellm.timeout_ms == 0:
         raise ConfigError("litellm.timeout_ms: must be positive")
+    if config.breaker.min_distinct_keys < 1:
+        raise ConfigError("breaker.min_distinct_keys: must be at least 1")
+    if not config.litellm.request_timeout_seconds > 0:
+        raise ConfigError("litellm.request_timeout_seconds: must be positive")
+    if not 0 <= config.server.drain_delay_seconds <= config.server.drain_seconds:
+        raise ConfigError("server.drain_delay_seconds: must be within [0, server.drain_seconds]")
     if config.server.workers < 1:
         raise ConfigError("server.workers: must be at least 1")
     if config.database.pool_max < max(config.database.pool_min, 1):

@@ -11,6 +11,8 @@
     ├── RequestTooLargeError           413     REQUEST_TOO_LARGE
     ├── UpstreamError
     │   ├── UpstreamUnavailableError   503     LITELLM_UNAVAILABLE   (+ Retry-After)
+    │   ├── ModelUnavailableError      503     MODEL_UNAVAILABLE     (+ Retry-After)
+    │   ├── ShuttingDownError          503     SHUTTING_DOWN         (+ Retry-After)
     │   ├── UpstreamTimeoutError       504     LITELLM_TIMEOUT
     │   └── LiteLLMError               5xx     LITELLM_ERROR         (LiteLLM's failure, its text logged)
     ├── StoreUnavailableError          503     KEY_STORE_UNAVAILABLE (+ Retry-After)
@@ -47,6 +49,8 @@ MESSAGES: dict[str, str] = {
     "LITELLM_TIMEOUT": "The model service did not answer in time. Please try again later.",
     "LITELLM_ERROR": "The model service failed to answer this request. Please try again later; if it keeps "
     "failing, give your administrator the request id.",
+    "MODEL_UNAVAILABLE": "This model is temporarily unavailable. Please try again later.",
+    "SHUTTING_DOWN": "This gateway instance is shutting down. Please try again.",
     "KEY_STORE_UNAVAILABLE": "API keys cannot be checked right now. Please try again later.",
     "USER_NOT_FOUND_LITELLM": "Account setup in progress. Please try again in a moment.",
 }
@@ -161,6 +165,16 @@ class LiteLLMError(UpstreamError):
     def __init__(self, status: int, detail: str | None = None) -> None:
         self.status = status
         super().__init__("LITELLM_ERROR", detail)
+
+
+class ModelUnavailableError(UpstreamError):
+    status = 503
+    code = "MODEL_UNAVAILABLE"
+
+
+class ShuttingDownError(UpstreamError):
+    status = 503
+    code = "SHUTTING_DOWN"
 
 
 class StoreUnavailableError(GatewayError):

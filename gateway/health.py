@@ -1,10 +1,14 @@
 """Health endpoints, answered from state a background probe keeps fresh.
 
     /health/live          the process answers (no dependency is looked at)
-    /health/ready         it can serve: config loaded, and Postgres reachable or keys cached
-                          (200 ready | 503 not_ready); for a load balancer or Kubernetes
-    /health/integration   LiteLLM (status, latency, last_sync, circuit_breaker), Postgres, Redis,
-                          every breaker's state; 200, with "status": healthy | degraded
+    /health/ready         it can serve: config loaded, not draining, and Postgres reachable or
+                          keys cached (200 ready | 503 not_ready | 503 draining); for a load
+                          balancer or Kubernetes
+    /health/integration   LiteLLM (status, latency, last_sync, circuit_breaker, last_failure),
+                          Postgres, Redis, every breaker's state; 200, with "status": healthy |
+                          degraded. LiteLLM's status and the breakers are as of now: an open
+                          breaker, or a request that found LiteLLM failing after the last
+                          probe, makes it "unhealthy" at once, not at the next probe.
 
 Scraping them costs a dictionary read. The probe runs every `health.interval_seconds`:
 Postgres and Redis always (readiness needs them), LiteLLM only with
@@ -57,14 +61,19 @@ def _result(name: str, healthy: bool, started: float, **extra: Any) -> dict[str,
     return {"status": "healthy" if healthy else "unhealthy", "latency": round(elapsed * 1000, 1), **extra}
 
 
-def breakers(state: GatewayState) -> list[Breaker]:
-    """Every breaker of this process: the inference path's and the management client's."""
+def litellm_breakers(state: GatewayState) -> list[Breaker]:
+    """LiteLLM's breakers of this process: the inference path's and the management client's."""
     found = [state.breaker]
     management = state.extras.get("litellm_management")
     extra = getattr(management, "breaker", None)
     if isinstance(extra, Breaker) and extra is not state.breaker:
         found.append(extra)
     return found
+
+
+def breakers(state: GatewayState) -> list[Breaker]:
+    """Every breaker of this process: LiteLLM's and each model's made so far."""
+    return litellm_breakers(state) + state.model_breakers.all()
 
 
 async def _probe_litellm(state: GatewayState, session: aiohttp.ClientSession) -> dict[str, Any]:
@@ -127,7 +136,8 @@ async def probe(state: GatewayState, session: aiohttp.ClientSession | None) -> d
     if session is not None:
         checks.append(_probe_litellm(state, session))
     results = await asyncio.gather(*checks)
-    report = {"postgres": results[0], "redis": results[1], "checked_at": _iso(time.time())}
+    now = time.time()
+    report = {"postgres": results[0], "redis": results[1], "checked_at": _iso(now), "checked_ts": now}
     if session is not None:
         report["litellm"] = results[2]
     return report
@@ -170,9 +180,9 @@ async def ready(request: Request) -> JSONResponse:
     report = state.extras.get("health") or {}
     postgres_ok = state.pool is not None and report.get("postgres", {}).get("status") == "healthy"
     cached = state.store.size
-    ok = postgres_ok or cached > 0
+    ok = (postgres_ok or cached > 0) and not state.draining
     body = {
-        "status": "ready" if ok else "not_ready",
+        "status": "draining" if state.draining else "ready" if ok else "not_ready",
         "config_loaded": True,
         "postgres": postgres_ok,
         "cached_keys": cached,
@@ -189,11 +199,16 @@ async def integration(request: Request) -> JSONResponse:
     if "litellm" not in report:
         return JSONResponse({"status": "disabled", "detail": "INTEGRATION_HEALTH_CHECK is false"})
     all_breakers = {b.target: b.state for b in breakers(state)}
+    breaker = state.breaker
+    failure = breaker.last_failure
     litellm = dict(
         report["litellm"],
         last_sync=_iso(state.extras.get("last_user_sync")),
-        circuit_breaker=state.breaker.state,  # now, not as of the last probe
+        circuit_breaker=breaker.state,  # now, not as of the last probe
+        last_failure=None if failure is None else {"at": _iso(failure[0]), "reason": failure[1]},
     )
+    if breaker.state != "closed" or (failure is not None and failure[0] >= report.get("checked_ts", 0.0)):
+        litellm["status"] = "unhealthy"  # what requests found since the probe's last look
     body = {
         "status": "healthy",
         "litellm": litellm,

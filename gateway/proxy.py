@@ -21,11 +21,13 @@ import orjson
 from gateway import extract, relay
 from gateway.disconnect import ClientDisconnected, DisconnectWatcher
 from gateway.errors import (
+    MESSAGES,
     AuthenticationError,
     GatewayError,
     MethodNotAllowedError,
     RequestTooLargeError,
     RouteNotFoundError,
+    ShuttingDownError,
     StoreUnavailableError,
     from_denial,
 )
@@ -205,7 +207,8 @@ class Proxy:
             if state.service_auth is not None and parsed is not None and "user" not in parsed and route.name in _USER_FIELD_ROUTES:
                 upstream_body = splice_user(body, record.user_id)
             headers = self._upstream_headers(state, scope, key, request_id)
-            status = await self._forward(state, scope, send, route, headers, upstream_body, label, log, receive, id_header)
+            status = await self._forward(state, scope, send, route, headers, upstream_body, label, log, receive, id_header,
+                                         key_hash)
         except GatewayError as error:
             status, code = error.status, error.code
             await send_error(send, error, request_id, id_header)
@@ -282,15 +285,19 @@ class Proxy:
         log: dict,
         receive: Receive,
         id_header: bytes,
+        caller: str = "",
     ) -> int:
         path_qs = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string")
         target = path_qs.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
         request_id = log["request_id"]
         watcher = DisconnectWatcher(state.upstream.ticker, receive)  # type: ignore[arg-type]
+        streaming = started = False
         try:
             sent_at = time.perf_counter()
-            response = await state.upstream.request(scope["method"], target, headers, body)
+            # model_label is the model when the gateway knows it: then it has a breaker of its own
+            model_breaker = state.model_breakers.get(model_label, state.known_models)
+            response = await state.upstream.infer(scope["method"], target, headers, body, model_breaker, caller)
             try:
                 upstream_elapsed = time.perf_counter() - sent_at
                 TALLY.observe(UPSTREAM_DURATION, route.labels, upstream_elapsed)
@@ -301,6 +308,7 @@ class Proxy:
                     watcher.stop()
                     return await relay.send_error_answer(state.upstream, response, send, out_headers, log)
                 await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
+                started = True
                 content_type = response.headers.get("content-type", "").encode()
                 streaming = content_type.startswith(_SSE)
                 stream_errors = relay.StreamErrors(log) if streaming else None  # LiteLLM's error events, cleaned
@@ -346,6 +354,13 @@ class Proxy:
             if watcher.disconnected:
                 asyncio.current_task().uncancel()  # type: ignore[union-attr]
                 raise ClientDisconnected() from None
+            if state.draining and (not started or streaming):  # the drain's time is over (gateway/drain.py)
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                if not started:
+                    raise ShuttingDownError(retry_after=1) from None
+                log["stream_error"] = "shutting down"
+                await send({"type": "http.response.body", "body": _stream_error_event(_SHUTDOWN), "more_body": False})
+                return 200
             raise
         finally:
             watcher.stop()
@@ -417,13 +432,11 @@ async def _send_json(send: Send, status: int, body: bytes, request_id: str, id_h
     await send({"type": "http.response.body", "body": body})
 
 
-def _stream_error_event() -> bytes:
-    error = {
-        "error": {
-            "message": "The model service stopped answering mid-stream. Please try again.",
-            "type": "service_unavailable_error",
-            "param": None,
-            "code": "LITELLM_STREAM_INTERRUPTED",
-        }
-    }
+_INTERRUPTED = ("The model service stopped answering mid-stream. Please try again.", "LITELLM_STREAM_INTERRUPTED")
+_SHUTDOWN = (MESSAGES["SHUTTING_DOWN"], "SHUTTING_DOWN")
+
+
+def _stream_error_event(what: tuple[str, str] = _INTERRUPTED) -> bytes:
+    message, code = what
+    error = {"error": {"message": message, "type": "service_unavailable_error", "param": None, "code": code}}
     return b"data: " + orjson.dumps(error) + b"\n\n"

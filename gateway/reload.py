@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from gateway.config import Config, ConfigError, load_config
-from gateway.health import breakers
+from gateway.health import litellm_breakers
 from gateway.metrics import CONFIG_RELOADS, ENFORCEMENT_MODE
 from gateway.state import GatewayState
 from policies.records import Mode
@@ -167,8 +167,9 @@ class ConfigReloader:
         state.config = merged
         state.mode = merged.enforcement.mode
         set_mode_gauge(state.mode)
-        for breaker in breakers(state):
+        for breaker in litellm_breakers(state):
             breaker.configure(merged.breaker)
+        state.model_breakers.configure(merged.breaker)
         state.upstream.set_timeout(merged.litellm.timeout_ms)
         management = state.extras.get("litellm_management")
         if management is not None:

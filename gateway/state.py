@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.accesslog import AccessLog
-from gateway.breaker import Breaker
-from gateway.config import Config
+from gateway.breaker import Breaker, ModelBreakers
+from gateway.config import BreakerConfig, Config
 from gateway.keys import KeyStore
 from gateway.routes import RouteTable
 from gateway.upstream import Upstream
@@ -25,6 +25,8 @@ class GatewayState:
     redis: Any | None
     mode: Mode  # may change on config reload
     known_models: frozenset[str] = frozenset()  # bounded label values for metrics
+    model_breakers: ModelBreakers = field(default_factory=lambda: ModelBreakers(BreakerConfig()))
+    draining: bool = False  # SIGTERM came: readiness 503, requests still served (gateway/drain.py)
     service_auth: str | None = None  # "Bearer <LITELLM_API_KEY>" in service_key mode
     access_log: AccessLog = field(default_factory=AccessLog)  # flushed at shutdown
     extras: dict[str, Any] = field(default_factory=dict)  # health probe, reconciler, ...

@@ -4,12 +4,16 @@ aiohttp was chosen by measurement (README, "Performance"): httpx's pool scan cos
 10x the CPU per request. Bodies go through untouched in both directions
 (auto_decompress off); hop-by-hop headers are dropped as RFC 9110 section 7.6.1 says.
 
-Timeouts: `litellm.timeout_ms` bounds the wait for LiteLLM's response headers
-(504 LITELLM_TIMEOUT), and the reading of the small bodies the gateway reads itself
-(read_body); `litellm.stream_idle_timeout_ms` bounds the silence inside a body the
-proxy passes on (IdleWatch); `litellm.connect_timeout_ms` the TCP connect. All but the
-connect timeout are Ticker timeouts: aiohttp's own read timeout re-made a loop timer on
-every read from the socket.
+Timeouts. Inference (`infer`): `litellm.request_timeout_seconds` bounds the wait for
+LiteLLM's response headers, which for a non-streamed answer is the whole generation and for
+a stream its first chunk; `litellm.stream_idle_timeout_ms` bounds the silence inside a body
+the proxy passes on (IdleWatch). A slow generation that runs out of time is 504
+LITELLM_TIMEOUT and not a failure of LiteLLM. The gateway's own calls (`request`: the
+/v1/models list, the health probe's trial) wait `litellm.timeout_ms`, and reading the small
+bodies it reads itself (read_body) too: there a timeout is LiteLLM's failure.
+`litellm.connect_timeout_ms` bounds the TCP connect of every call. All but the connect
+timeout are Ticker timeouts: aiohttp's own read timeout re-made a loop timer on every read
+from the socket.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import orjson
 
 from gateway.breaker import Breaker, UpstreamFailure
 from gateway.config import LiteLLMConfig
-from gateway.errors import UpstreamTimeoutError, UpstreamUnavailableError
+from gateway.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
 from gateway.ticker import Ticker, Timed
 
 # Connection-level headers never forwarded, in either direction.
@@ -45,6 +49,8 @@ CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key", b"api-key", b"x-
 _NOT_FORWARDED = REQUEST_DROP | CREDENTIAL_HEADERS
 # Statuses from LiteLLM that count as its own failure (a provider's 429 or a 4xx never do).
 FAILURE_STATUSES = frozenset({502, 503, 504})
+# Set by LiteLLM on the answers it makes, errors included: a 5xx with it is a provider's failure relayed.
+_LITELLM_CALL_ID = "x-litellm-call-id"
 
 
 def forward_headers(headers: Iterable[tuple[bytes, bytes]], *, extra: Iterable[tuple[str, str]] = ()) -> dict[str, str]:
@@ -237,38 +243,100 @@ class Upstream:
     async def request(
         self, method: str, path_qs: str, headers: dict[str, str], body: bytes | None
     ) -> aiohttp.ClientResponse:
-        """Send one request through the breaker; the response's body is still to be read.
+        """One of the gateway's own calls, through the LiteLLM breaker, within litellm.timeout_ms.
 
-        LiteLLM's 502/503/504 count as failures for the breaker but are returned
-        as they are; the caller must release() the response.
+        LiteLLM's 502/503/504 and a timeout count as failures for the breaker; the statuses
+        are returned as they are. The caller must release() the response.
         """
         try:
-            return await self.breaker.call(self._send, method, path_qs, headers, body)
+            return await self.breaker.call(self._own, method, path_qs, headers, body)
         except UpstreamFailure as failure:
             if failure.result is not None:
                 return failure.result
-            retry_after = self.breaker.retry_after()  # 1, or the open period when this failure opened it
-            if failure.reason == "timeout":
-                raise UpstreamTimeoutError(retry_after=retry_after) from failure
-            raise UpstreamUnavailableError(detail=failure.reason, retry_after=retry_after) from failure
+            raise self._failure_error(failure) from failure
 
-    async def _send(self, method: str, path_qs: str, headers: dict[str, str], body: bytes | None) -> aiohttp.ClientResponse:
+    async def infer(
+        self,
+        method: str,
+        path_qs: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        model: Breaker | None = None,
+        caller: str = "",
+    ) -> aiohttp.ClientResponse:
+        """An inference request through the model's breaker (if any) and LiteLLM's.
+
+        Its response headers are awaited up to litellm.request_timeout_seconds; running out
+        is 504 LITELLM_TIMEOUT and no failure of LiteLLM's. LiteLLM's breaker counts only
+        LiteLLM being unreachable or its own 502/503/504 (one without LiteLLM's call id: a
+        proxy in front of it, or LiteLLM failing before it handled the request); the
+        model's breaker counts the model's 5xx answers, per `caller` (the key).
+        """
+        model_trial = model.admit() if model is not None else False
+        try:
+            trial = self.breaker.admit()
+        except BaseException:
+            if model is not None:
+                model.released(model_trial)
+            raise
+        try:
+            response = await self._send(method, path_qs, headers, body, self.config.request_timeout_seconds, False)
+        except UpstreamFailure as failure:  # says nothing about the model
+            if model is not None:
+                model.released(model_trial)
+            self.breaker.failed(trial, reason=failure.reason)
+            raise self._failure_error(failure) from failure
+        except BaseException:  # a slow generation, a cancellation: no verdict
+            if model is not None:
+                model.released(model_trial)
+            self.breaker.released(trial)
+            raise
+        status = response.status
+        if status in FAILURE_STATUSES and _LITELLM_CALL_ID not in response.headers:
+            if model is not None:
+                model.released(model_trial)
+            self.breaker.failed(trial, reason=f"LiteLLM answered {status}")
+            return response
+        self.breaker.succeeded(trial)
+        if model is not None:
+            if status >= 500:
+                model.failed(model_trial, caller, reason=f"LiteLLM answered {status}")
+            else:
+                model.succeeded(model_trial)
+        return response
+
+    def _failure_error(self, failure: UpstreamFailure) -> UpstreamError:
+        retry_after = self.breaker.retry_after()  # 1, or the open period when this failure opened it
+        if failure.reason == "timeout":
+            return UpstreamTimeoutError(retry_after=retry_after)
+        return UpstreamUnavailableError(detail=failure.reason, retry_after=retry_after)
+
+    async def _own(self, method: str, path_qs: str, headers: dict[str, str], body: bytes | None) -> aiohttp.ClientResponse:
+        response = await self._send(method, path_qs, headers, body, self._timeout, True)
+        if response.status in FAILURE_STATUSES:
+            raise UpstreamFailure(f"LiteLLM answered {response.status}", response)
+        return response
+
+    async def _send(
+        self, method: str, path_qs: str, headers: dict[str, str], body: bytes | None, timeout: float, own: bool
+    ) -> aiohttp.ClientResponse:
+        """`own`: a gateway call, whose timeout is LiteLLM's failure; else a generation, whose timeout is not."""
         assert self._session is not None and self.ticker is not None, "Upstream.start() was not awaited"
-        deadline = _Deadline(self.ticker, self._timeout)
+        deadline = _Deadline(self.ticker, timeout)
         try:
             response = await self._session.request(
                 method, self.base_url + path_qs, headers=headers, data=body, allow_redirects=False
             )
         except BaseException as exc:
             timed_out = deadline.stop(cancelled=isinstance(exc, asyncio.CancelledError))
-            if timed_out or isinstance(exc, TimeoutError):  # ours, or aiohttp's connect/read timeouts
+            if timed_out and not own:
+                raise UpstreamTimeoutError(retry_after=1) from None  # a slow generation
+            if timed_out or isinstance(exc, TimeoutError):  # ours, or aiohttp's connect timeout
                 raise UpstreamFailure("timeout") from exc
             if isinstance(exc, aiohttp.ClientError):
                 raise UpstreamFailure("LiteLLM unreachable") from exc
             raise
         deadline.stop(cancelled=False)
-        if response.status in FAILURE_STATUSES:
-            raise UpstreamFailure(f"LiteLLM answered {response.status}", response)
         return response
 
     def idle_watch(self, response: aiohttp.ClientResponse) -> IdleWatch:

@@ -1,7 +1,7 @@
 """The breaker's error-rate rule: trip when failures reach a share of recent calls.
 
 A rolling window of one-second buckets; time is a parameter, so the rule is
-tested without a clock. aiobreaker itself only counts consecutive failures.
+tested without a clock (policies/breaker.py uses it).
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ setting `fault` between requests:
     "stream_cut"  starts an SSE stream, then drops the connection mid-stream
     "stream_error" starts an SSE stream, then fails as LiteLLM does mid-stream: an error event
                   (`data: {"error": {...}}`, code `status`, message STREAM_ERROR), then [DONE]
+
+and, whatever `fault` is, a model named in `failing_models` answers 500 as LiteLLM relays a
+provider's failure (LiteLLM's error shape and its x-litellm-call-id header).
 """
 
 from __future__ import annotations
@@ -62,10 +65,12 @@ class FakeUpstream:
     _runner: Any = None
     released: asyncio.Event = field(default_factory=asyncio.Event)  # set to let "slow" answers finish early
     cancelled: int = 0  # requests whose client went away before the answer was complete
+    failing_models: set[str] = field(default_factory=set)
 
     def reset(self) -> None:
         self.fault, self.delay, self.status, self.chunk_gap = None, 0.0, 503, 0.0
         self.stream_chunks, self.answer_padding = 5, 0
+        self.failing_models.clear()
         self.seen.clear()
         self.cancelled = 0
 
@@ -99,6 +104,9 @@ class FakeUpstream:
             raise
 
     async def _answer(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        if self.failing_models and body and orjson.loads(body).get("model") in self.failing_models:
+            error = {"error": {"message": "litellm.InternalServerError: provider down", "type": None, "param": None, "code": "500"}}
+            return web.json_response(error, status=500, headers={"x-litellm-call-id": "call-failed"})
         if self.fault == "slow":
             try:
                 await asyncio.wait_for(self.released.wait(), self.delay)

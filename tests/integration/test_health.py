@@ -48,8 +48,8 @@ async def test_integration_has_the_seeds_shape_plus_postgres_and_redis(pool, pos
     assert set(report) == {"status", "litellm", "postgres", "redis", "circuit_breakers", "checked_at"}
     assert report["status"] == "healthy"
     litellm = report["litellm"]
-    assert set(litellm) == {"status", "latency", "last_sync", "circuit_breaker"}
-    assert (litellm["status"], litellm["circuit_breaker"]) == ("healthy", "closed")
+    assert set(litellm) == {"status", "latency", "last_sync", "circuit_breaker", "last_failure"}
+    assert (litellm["status"], litellm["circuit_breaker"], litellm["last_failure"]) == ("healthy", "closed", None)
     assert isinstance(litellm["latency"], float) and litellm["latency"] >= 0
     assert calendar.timegm(time.strptime(litellm["last_sync"], "%Y-%m-%dT%H:%M:%SZ")) >= synced_at
     for name in ("postgres", "redis"):
@@ -85,3 +85,34 @@ async def test_integration_health_check_false_turns_the_probe_off(pool, postgres
             200, {"status": "disabled", "detail": "INTEGRATION_HEALTH_CHECK is false"}
         )
         assert (await get(http, gw.url + "/health/ready"))[0] == 200
+
+
+async def test_integration_tells_a_failed_request_and_an_open_breaker_at_once(pool, postgres_url, redis_url, http):
+    """The probe runs once a minute here: what /health/integration says comes from the requests."""
+    from tests.fakes.upstream import FakeUpstream
+    from tests.support import bearer, seed_key
+
+    fake = FakeUpstream()
+    await fake.start()
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    config = make_config(postgres_url, redis_url, fake.url, health={"interval_seconds": 60},
+                         breaker={"consecutive_failures": 2, "min_requests": 1000, "reset_timeout_seconds": 60})
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        async with running_gateway(config) as gw:
+            status, report = await get(http, gw.url + "/health/integration")
+            assert (report["status"], report["litellm"]["status"]) == ("healthy", "healthy")
+            await fake.stop()  # LiteLLM goes away; the probe will not look for a minute
+            async with http.post(gw.url + "/v1/chat/completions", json=chat, headers=bearer(seeded.key)) as r:
+                assert r.status == 503
+            status, report = await get(http, gw.url + "/health/integration")
+            assert (status, report["status"]) == (200, "degraded")
+            assert (report["litellm"]["status"], report["litellm"]["circuit_breaker"]) == ("unhealthy", "closed")
+            assert report["litellm"]["last_failure"]["reason"] == "LiteLLM unreachable"
+            async with http.post(gw.url + "/v1/chat/completions", json=chat, headers=bearer(seeded.key)) as r:
+                assert r.status == 503  # the second failure in a row opens the breaker
+            status, report = await get(http, gw.url + "/health/integration")
+            assert (report["litellm"]["status"], report["litellm"]["circuit_breaker"]) == ("unhealthy", "open")
+            assert report["circuit_breakers"]["litellm"] == "open"
+    finally:
+        await fake.stop()

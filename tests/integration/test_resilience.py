@@ -197,25 +197,39 @@ async def test_open_breaker_fails_in_well_under_5_ms(pool, postgres_url, redis_u
         assert (status, orjson.loads(answer)) == (503, UNAVAILABLE) and int(headers["Retry-After"]) >= 55
 
 
-async def test_slow_litellm_is_504_at_the_configured_timeout(pool, postgres_url, redis_url, fake_upstream, http):
+async def test_a_generation_longer_than_the_request_timeout_is_504_and_no_breaker_failure(
+    pool, postgres_url, redis_url, fake_upstream, http
+):
+    """litellm.request_timeout_seconds bounds inference; litellm.timeout_ms (shorter here) does not."""
     seeded = await seed_key(pool, models=["gpt-4o-mini"])
-    config = make_config(postgres_url, redis_url, fake_upstream.url, litellm={"sync_users": False, "timeout_ms": 300})
+    config = make_config(
+        postgres_url, redis_url, fake_upstream.url,
+        litellm={"sync_users": False, "timeout_ms": 100, "request_timeout_seconds": 0.6},
+        breaker={"consecutive_failures": 2, "min_requests": 1, "reset_timeout_seconds": 60},
+        health={"integration_check": False},
+    )
     async with running_gateway(config) as gw:
         assert (await post(http, gw.url, seeded.key))[0] == 200  # warm: the timing below is LiteLLM's
-        fake_upstream.fault, fake_upstream.delay = "slow", 5.0
-        started = time.perf_counter()
-        status, headers, body = await post(http, gw.url, seeded.key)
-        elapsed = time.perf_counter() - started
-    assert status == 504
-    assert orjson.loads(body) == {
-        "error": {
-            "message": "The model service did not answer in time. Please try again later.",
-            "type": "timeout_error",
-            "param": None,
-            "code": "LITELLM_TIMEOUT",
-        }
-    }
-    assert 0.3 <= elapsed < 0.3 + 0.4, elapsed
+        fake_upstream.fault, fake_upstream.delay = "slow", 0.3  # three times litellm.timeout_ms
+        assert (await post(http, gw.url, seeded.key))[0] == 200
+        fake_upstream.delay = 5.0
+        for _ in range(3):  # more than consecutive_failures
+            started = time.perf_counter()
+            status, headers, body = await post(http, gw.url, seeded.key)
+            elapsed = time.perf_counter() - started
+            assert status == 504
+            assert orjson.loads(body) == {
+                "error": {
+                    "message": "The model service did not answer in time. Please try again later.",
+                    "type": "timeout_error",
+                    "param": None,
+                    "code": "LITELLM_TIMEOUT",
+                }
+            }
+            assert 0.6 <= elapsed < 0.6 + 1.0, elapsed
+        assert gw.state.breaker.state == "closed"  # a slow generation is not LiteLLM failing
+        fake_upstream.fault = None
+        assert (await post(http, gw.url, seeded.key))[0] == 200
 
 
 async def test_only_litellms_own_failures_count(pool, postgres_url, redis_url, fake_upstream, http):

@@ -1,4 +1,4 @@
-"""gateway/breaker.py: aiobreaker plus the error-rate rule and the single half-open trial.
+"""gateway/breaker.py: the state machine on a clock, guarded calls, the single half-open trial.
 
 No network: the guarded calls are coroutines that succeed, fail (UpstreamFailure) or
 wait on an event; time is a hand-moved clock.

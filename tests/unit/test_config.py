@@ -98,7 +98,8 @@ KNOWN_TOP = "admin, breaker, cache, database, enforcement, health, litellm, logg
     ("data", "message"),
     [
         ({"nope": 1}, f"nope: unknown key (known: {KNOWN_TOP})"),
-        ({"server": {"prot": 1}}, "server.prot: unknown key (known: host, max_body_bytes, migrate_on_start, port, request_id_header, workers)"),
+        ({"breaker": {"min_distinct_keys": 0}}, "breaker.min_distinct_keys: must be at least 1"),
+        ({"server": {"prot": 1}}, "server.prot: unknown key (known: drain_delay_seconds, drain_seconds, host, max_body_bytes, migrate_on_start, port, request_id_header, workers)"),
         ({"litellm": {"user_defaults": {"budget": 1}}}, "litellm.user_defaults.budget: unknown key (known: max_budget, rpm_limit, tpm_limit)"),
         ({"routes": [{"path": "/x", "extra": 1}]}, "routes[0].extra: unknown key (known: methods, model, path)"),
         ({"litellm": {"timeout_ms": "fast"}}, "litellm.timeout_ms: expected an integer, got 'fast'"),
@@ -208,6 +209,10 @@ def test_secrets_from_the_environment(path: str, env: str) -> None:
     [
         ({"LITELLM_TIMEOUT": "1500"}, lambda c: c.litellm.timeout_ms, 1500),  # milliseconds, as the seed
         ({"LITELLM_TIMEOUT": " 250 "}, lambda c: c.litellm.timeout_ms, 250),
+        ({"LITELLM_REQUEST_TIMEOUT": "1200"}, lambda c: c.litellm.request_timeout_seconds, 1200.0),  # seconds
+        ({"GATEWAY_DRAIN_SECONDS": "300"}, lambda c: c.server.drain_seconds, 300.0),
+        ({}, lambda c: (c.server.drain_seconds, c.server.drain_delay_seconds), (120.0, 5.0)),
+        ({}, lambda c: c.litellm.request_timeout_seconds, 600.0),  # as the OpenAI SDK's
         ({"CIRCUIT_BREAKER_THRESHOLD": "75"}, lambda c: c.breaker.error_threshold_percent, 75.0),
         ({"CIRCUIT_BREAKER_THRESHOLD": "12.5"}, lambda c: c.breaker.error_threshold_percent, 12.5),
         ({"INTEGRATION_HEALTH_CHECK": "false"}, lambda c: c.health.integration_check, False),
@@ -263,6 +268,8 @@ def test_env_overrides_the_file(data: dict, environ: dict, getter, expected) -> 
         ({"LITELLM_TIMEOUT": "5s"}, "LITELLM_TIMEOUT: expected an integer, got '5s'"),
         ({"LITELLM_TIMEOUT": "5.0"}, "LITELLM_TIMEOUT: expected an integer, got '5.0'"),
         ({"LITELLM_TIMEOUT": "0"}, "litellm.timeout_ms: must be positive"),
+        ({"LITELLM_REQUEST_TIMEOUT": "0"}, "litellm.request_timeout_seconds: must be positive"),
+        ({"GATEWAY_DRAIN_SECONDS": "2"}, "server.drain_delay_seconds: must be within [0, server.drain_seconds]"),
         ({"LITELLM_TIMEOUT": "-5"}, "litellm.timeout_ms: must not be negative, got -5"),
         ({"CIRCUIT_BREAKER_THRESHOLD": "half"}, "CIRCUIT_BREAKER_THRESHOLD: expected a number, got 'half'"),
         ({"CIRCUIT_BREAKER_THRESHOLD": "0"}, "breaker.error_threshold_percent: must be within (0, 100]"),
