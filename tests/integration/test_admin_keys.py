@@ -189,9 +189,11 @@ async def test_passthrough_keys_are_litellm_virtual_keys_stored_only_as_hash_and
     assert status == 201
     [generate] = [c for c in double.calls if c.path == "/key/generate"]
     assert generate.body == {
+        "key": key["key"], "key_alias": f"maas-gateway/{key['id']}",  # minted by the gateway, named by its id
         "user_id": user_id, "models": [model], "max_budget": 100.0, "tpm_limit": 1000, "rpm_limit": 60,
         "metadata": {"maas_gateway_key_id": key["id"], "name": "pt"},
     }
+    assert key["sync_status"] == "synced"
     token = hash_key(key["key"])
     assert double.keys[token]["user_id"] == user_id  # the key LiteLLM made is the one handed out
     row = await pool.fetchrow("SELECT key_hash, key_prefix FROM api_keys WHERE id = $1", key["id"])
