@@ -4,7 +4,8 @@ Runs on the test's event loop (aiohttp web server on a free loopback port).
 Every request is recorded (method, path, headers, body). Behaviour is switched by
 setting `fault` between requests:
 
-    None          fast canned answers (chat JSON, SSE stream, embeddings, models)
+    None          fast canned answers (chat JSON, SSE stream with a usage chunk only when
+                  `stream_options.include_usage` asks, as LiteLLM, embeddings, models)
     "slow"        waits `delay` seconds before answering
     "status"      answers `status` with LiteLLM's error shape
     "drop"        closes the connection without answering
@@ -110,7 +111,8 @@ class FakeUpstream:
             return web.json_response({"id": path[len("/models/"):], "object": "model", "created": 0, "owned_by": "fake"})
         parsed = orjson.loads(body) if body and request.content_type == "application/json" else {}
         if parsed.get("stream"):
-            return await self._stream(request, parsed.get("model", ""))
+            wants_usage = bool((parsed.get("stream_options") or {}).get("include_usage"))
+            return await self._stream(request, parsed.get("model", ""), wants_usage)
         if path == "/embeddings":
             answer = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
                       "model": parsed.get("model"), "usage": {"prompt_tokens": 3, "total_tokens": 3}}
@@ -121,7 +123,8 @@ class FakeUpstream:
         return web.Response(body=orjson.dumps(answer), content_type="application/json",
                             headers={"x-upstream": "fake", "x-litellm-call-id": "call-1"})
 
-    async def _stream(self, request: web.Request, model: str) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, model: str, wants_usage: bool) -> web.StreamResponse:
+        """Chunks, then (as LiteLLM does, only when `stream_options.include_usage` asks) a usage chunk."""
         response = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
         await response.prepare(request)
         for i in range(self.stream_chunks):
@@ -134,9 +137,11 @@ class FakeUpstream:
                 return response
             if self.chunk_gap:
                 await asyncio.sleep(self.chunk_gap)  # the fault being injected: a slow stream
-        usage = {"id": "c", "object": "chat.completion.chunk", "model": model, "choices": [],
-                 "usage": {"prompt_tokens": 4, "completion_tokens": self.stream_chunks, "total_tokens": 4 + self.stream_chunks}}
-        await response.write(b"data: " + orjson.dumps(usage) + b"\n\n")
+        if wants_usage:
+            usage = {"id": "c", "object": "chat.completion.chunk", "model": model, "choices": [],
+                     "usage": {"prompt_tokens": 4, "completion_tokens": self.stream_chunks,
+                               "total_tokens": 4 + self.stream_chunks}}
+            await response.write(b"data: " + orjson.dumps(usage) + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response

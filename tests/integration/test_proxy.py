@@ -262,7 +262,8 @@ async def test_stream_arrives_chunk_by_chunk(gateway, pool, http, fake_upstream)
         async for chunk in r.content.iter_any():
             arrivals.append((time.perf_counter() - started, chunk))
     body = b"".join(c for _, c in arrivals)
-    assert body.count(b"data: ") == 6 and body.endswith(b"data: [DONE]\n\n")
+    assert body.count(b"data: ") == 5 and body.endswith(b"data: [DONE]\n\n")  # no usage chunk: not asked for
+    assert b'"usage"' not in body
     first_token_at = next(t for t, c in arrivals if b"tok0" in c)
     last_at = arrivals[-1][0]
     # The upstream spends >= 0.9 s between first and last chunk: a buffering proxy would deliver all at once.
