@@ -10,6 +10,10 @@ setting `fault` between requests:
     "status"      answers `status` with LiteLLM's error shape
     "drop"        closes the connection without answering
     "stream_cut"  starts an SSE stream, then drops the connection mid-stream
+
+Credentials are checked first, as LiteLLM does: the key (`Authorization: Bearer`, else
+`api-key`, else `x-api-key`) must be the master key or one of `virtual_keys` (passthrough
+mode: LiteLLM's virtual keys), else 401 with LiteLLM's auth_error body.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.support import MASTER_KEY
 
 CHAT_RESPONSE = {
     "id": "chatcmpl-fake",
@@ -54,12 +60,15 @@ class FakeUpstream:
     _runner: Any = None
     released: asyncio.Event = field(default_factory=asyncio.Event)  # set to let "slow" answers finish early
     cancelled: int = 0  # requests whose client went away before the answer was complete
+    master_key: str = MASTER_KEY
+    virtual_keys: set[str] = field(default_factory=set)
 
     def reset(self) -> None:
         self.fault, self.delay, self.status, self.chunk_gap = None, 0.0, 503, 0.0
         self.stream_chunks, self.answer_padding = 5, 0
         self.seen.clear()
         self.cancelled = 0
+        self.virtual_keys.clear()
 
     def paths(self) -> list[str]:
         return [s.path for s in self.seen]
@@ -90,7 +99,17 @@ class FakeUpstream:
             self.cancelled += 1
             raise
 
+    def _authenticated(self, request: web.Request) -> bool:
+        authorization = request.headers.get("Authorization", "")
+        presented = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
+        presented = presented or request.headers.get("api-key") or request.headers.get("x-api-key") or ""
+        return presented == self.master_key or presented in self.virtual_keys
+
     async def _answer(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        if not self._authenticated(request):
+            error = {"message": "Authentication Error, Invalid proxy server token passed. Received API Key = sk-...",
+                     "type": "auth_error", "param": "None", "code": "401"}
+            return web.json_response({"error": error}, status=401)
         if self.fault == "slow":
             try:
                 await asyncio.wait_for(self.released.wait(), self.delay)

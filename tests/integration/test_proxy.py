@@ -326,6 +326,7 @@ async def test_revocation_reaches_a_second_instance_within_one_second(pool, redi
 async def test_passthrough_forwards_exactly_the_key_the_gateway_checked(pool, redis_url, postgres_url, fake_upstream, http):
     config = make_config(postgres_url, redis_url, fake_upstream.url, litellm={"auth": "passthrough", "sync_users": False})
     seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    fake_upstream.virtual_keys.add(seeded.key)  # a LiteLLM virtual key: "LiteLLM" checks it too
     headers = {"api-key": seeded.key, "x-litellm-api-key": "sk-someone-elses", "x-api-key": "sk-third"}
     async with running_gateway(config) as gw:
         async with http.post(gw.url + "/v1/chat/completions", json=chat("gpt-4o-mini"), headers=headers) as r:
@@ -354,3 +355,16 @@ async def test_hop_by_hop_headers_are_not_forwarded(gateway, pool, fake_upstream
     [seen] = fake_upstream.seen
     assert [h for h in ("X-Hop-Secret", "TE", "Proxy-Authorization") if h in seen.headers] == []
     assert seen.headers["X-End-To-End"] == "kept"
+
+
+async def test_passthrough_a_key_litellm_does_not_hold_is_refused_by_litellm(pool, redis_url, postgres_url, fake_upstream, http):
+    """The gateway's check is not the only one: LiteLLM checks the virtual key it is given."""
+    config = make_config(postgres_url, redis_url, fake_upstream.url, litellm={"auth": "passthrough", "sync_users": False})
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])  # in the gateway's database only
+    async with running_gateway(config) as gw:
+        async with http.post(gw.url + "/v1/chat/completions", json=chat("gpt-4o-mini"), headers=bearer(seeded.key)) as r:
+            status, body = r.status, await r.json()
+    assert len(fake_upstream.seen) == 1
+    assert (status, body) == (401, {"error": {  # LiteLLM's own refusal, passed on as it came
+        "message": "Authentication Error, Invalid proxy server token passed. Received API Key = sk-...",
+        "type": "auth_error", "param": "None", "code": "401"}})
