@@ -178,3 +178,24 @@ async def test_management_flows_use_their_own_small_pool(pool, postgres_url, red
         accounts = gw.state.extras["accounts"]
         assert accounts.outbox._pool is not gw.state.pool  # a slow flow cannot take the key lookups' connections
         assert (accounts.outbox._pool.get_max_size(), gw.state.pool.get_max_size()) == (3, 10)
+
+
+async def test_a_deactivation_made_while_litellm_is_down_reaches_it_when_it_is_back(
+    pool, postgres_url, redis_url, double, admin
+):
+    async with admin_gateway(postgres_url, redis_url, double.url, litellm=PASSTHROUGH) as gw:
+        _, user = await call(admin, "POST", gw.url + "/admin/v1/users", json={"email": unique_email("deact")})
+        model = f"deact-{user['id'][:8]}"
+        await call(admin, "POST", gw.url + "/admin/v1/models", json={"id": model})
+        _, answer = await call(admin, "POST", gw.url + "/admin/v1/subscriptions",
+                               json={"user_id": user["id"], "model_id": model, "generate_api_key": True})
+        token = hash_key(answer["api_key"]["key"])
+        assert double.keys[token]["blocked"] is None
+        await double.set_down(True)
+        status, changed = await call(admin, "PATCH", gw.url + f"/admin/v1/users/{user['id']}", json={"is_active": False})
+        assert (status, changed["is_active"]) == (200, False)  # committed whatever LiteLLM does
+        assert await pool.fetchval("SELECT sync_status FROM api_keys WHERE key_hash = $1", token) == "error"
+        await double.set_down(False)
+        await eventually(lambda: double.keys[token]["blocked"] is True, timeout=15)
+        await eventually(lambda: agreed(pool, double, user["id"], [token]), timeout=15)
+        assert (await both_sides(pool, double, user["id"]))["sync"] == ["synced"]
