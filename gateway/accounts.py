@@ -5,10 +5,14 @@
     models         add, list
     subscriptions  create (optionally with a key, in one transaction), change status
     keys           create (every model needs an active subscription), list, revoke
-    sync_pending   one reconciler pass: users LiteLLM may lack, key pushes that failed
+    sync_pending   one reconciler pass: users LiteLLM may lack, due outbox intents, orphans
 
-Order of a change that takes access away: LiteLLM first where it holds state (passthrough
-keys, gateway/keymirror.py), then the database, then the cache invalidation broadcast.
+No LiteLLM call runs inside a database transaction. A change commits its rows together
+with the intents LiteLLM must follow (passthrough keys: gateway/outbox.py), then the cache
+invalidation is broadcast (access is taken away at once), then the intents are applied;
+what fails is retried by the reconciler. A new passthrough key is committed with a
+generate_key intent, then made in LiteLLM; if that fails, the flow deletes what it
+committed (and LiteLLM's copy, should it exist) and answers the error.
 A key or subscription is only made for a user LiteLLM has (gateway/usersync.py).
 Errors are AdminError / LiteLLMSyncError / UpstreamError, rendered alike by handlers and
 the CLI. The full key appears once, in create_key's answer; only its SHA-256 is stored.
@@ -29,12 +33,13 @@ import asyncpg
 
 from gateway import db
 from gateway.config import Config
-from gateway.errors import AdminError, GatewayError
+from gateway.errors import AdminError, GatewayError, UpstreamUnavailableError
 from gateway.invalidation import Invalidator
-from gateway.keymirror import KeyMirror
+from gateway.keymirror import KeyMirror, key_alias
 from gateway.keys import hash_key, key_prefix
 from gateway.litellm import LiteLLMManagement
 from gateway.metrics import KEY_CREATIONS
+from gateway.outbox import Outbox
 from gateway.usersync import UserSync
 from gateway.validation import (
     EMAIL,
@@ -98,6 +103,7 @@ class Accounts:
         self._invalidator = invalidator
         self.users = UserSync(pool, config, management)
         self.mirror = KeyMirror(management if config.litellm.auth == "passthrough" else None, config, pool)
+        self.outbox = Outbox(pool, self.mirror, config)
 
     # -- users --------------------------------------------------------------
 
@@ -144,9 +150,10 @@ class Accounts:
             )
             if row is None:
                 raise _not_found("user", user_id)
-            await self.mirror.push(conn, user_id)
+            intents = await self.outbox.record_user_keys(conn, user_id)
         log.info("user updated", extra={"fields": {"user_id": user_id, "is_active": is_active}})
         await self._publish({"kind": "user", "id": user_id})
+        await self.outbox.apply(intents)
         return user_view(row)
 
     # -- models -------------------------------------------------------------
@@ -187,7 +194,8 @@ class Accounts:
             if await self._pool.fetchval("SELECT 1 FROM models WHERE id = $1", model_id) is None:
                 raise _not_found("model", model_id, param="model_id")
             await self.users.require(user)
-            async with self._minting() as minted, self._transaction() as conn:
+            intents: list[int] = []
+            async with self._transaction() as conn:
                 row = await conn.fetchrow(
                     """INSERT INTO subscriptions (id, user_id, model_id, status) VALUES ($1, $2, $3, $4)
                        ON CONFLICT (user_id, model_id) DO NOTHING RETURNING *""",
@@ -200,7 +208,12 @@ class Accounts:
                     return self._existing_subscription(existing, status)
                 answer: dict[str, Any] = {"subscription": subscription_view(row), "created": True}
                 if generate_api_key:
-                    answer["api_key"] = await self._issue_key(conn, minted, user, [model_id], api_key_name, None)
+                    answer["api_key"], intents = await self._issue_key(conn, user, [model_id], api_key_name, None)
+            if intents:  # committed: now LiteLLM; a failure takes the subscription back too
+                answer["api_key"] = await self._generate(
+                    answer["api_key"], intents, user, [model_id], api_key_name, None,
+                    undo=("DELETE FROM subscriptions WHERE id = $1", (row["id"],)),
+                )
         log.info("subscription created", extra={"fields": {"subscription_id": row["id"], "user_id": user_id, "model": model_id}})
         await self._publish({"kind": "user", "id": user_id})
         if "api_key" in answer:
@@ -230,9 +243,10 @@ class Accounts:
             )
             if row is None:
                 raise _not_found("subscription", subscription_id)
-            await self.mirror.push(conn, row["user_id"])
+            intents = await self.outbox.record_user_keys(conn, row["user_id"])
         log.info("subscription status changed", extra={"fields": {"subscription_id": subscription_id, "status": status}})
         await self._publish({"kind": "user", "id": row["user_id"]})
+        await self.outbox.apply(intents)
         return subscription_view(row)
 
     # -- keys ---------------------------------------------------------------
@@ -248,9 +262,11 @@ class Accounts:
             self._require_active(user)
             await self._check_subscribed(self._pool, user_id, models, lock=False)  # 4xx before any LiteLLM call
             await self.users.require(user)
-            async with self._minting() as minted, self._transaction() as conn:
+            async with self._transaction() as conn:
                 await self._check_subscribed(conn, user_id, models, lock=True)
-                created = await self._issue_key(conn, minted, user, models, name, expiry)
+                created, intents = await self._issue_key(conn, user, models, name, expiry)
+            if intents:
+                created = await self._generate(created, intents, user, models, name, expiry)
         await self._key_created(created)
         return created
 
@@ -271,32 +287,38 @@ class Accounts:
             found = await conn.fetchrow("SELECT key_hash, revoked_at FROM api_keys WHERE id = $1 FOR UPDATE", key_id)
             if found is None:
                 raise _not_found("API key", key_id)
+            intents: list[int] = []
             if found["revoked_at"] is None:
-                sync_status = await self.mirror.delete(found["key_hash"])
                 await conn.execute(
-                    """UPDATE api_keys SET is_active = FALSE, revoked_at = now(), updated_at = now(),
-                       sync_status = coalesce($2, sync_status) WHERE id = $1""",
-                    key_id, sync_status,
+                    "UPDATE api_keys SET is_active = FALSE, revoked_at = now(), updated_at = now() WHERE id = $1", key_id
                 )
-            row = await conn.fetchrow(f"SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.id = $1", key_id)
-        log.info("API key revoked", extra={"fields": {"key_id": key_id, "key_prefix": row["key_prefix"]}})
+                intents = await self.outbox.record(conn, "delete_key", found["key_hash"], key_id)
         await self._publish({"kind": "key", "id": key_id, "key_hash": found["key_hash"]})
+        await self.outbox.apply(intents)
+        row = await self._pool.fetchrow(f"SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.id = $1", key_id)
+        log.info("API key revoked", extra={"fields": {"key_id": key_id, "key_prefix": row["key_prefix"]}})
         return key_view(row)
 
     # -- the reconciler's pass ----------------------------------------------
 
     @_mapped
     async def sync_pending(self, *, due_only: bool = False) -> dict:
-        """Ensure users LiteLLM may lack (all of them, or only those whose backoff is over) and
-        push keys whose last push failed."""
+        """Ensure users LiteLLM may lack (all of them, or only those whose backoff is over), apply
+        the due outbox intents, and delete LiteLLM keys with our alias that no row holds."""
         users = await self.users.run_pass(force=not due_only)
-        keys = await self.mirror.retry()
+        keys = await self.outbox.run_pass()
+        try:
+            orphans = await self.outbox.sweep()
+        except GatewayError as exc:  # LiteLLM cannot list its keys now: the next pass tries again
+            log.warning("orphan sweep failed: %s", exc.message)
+            orphans = 0
         return {
             "enabled": self.users.enabled,
             "synced": users["synced"],
             "failed": users["failed"],
             "keys_synced": keys["synced"],
             "keys_failed": keys["failed"],
+            "orphans_deleted": orphans,
         }
 
     # -- helpers ------------------------------------------------------------
@@ -305,16 +327,6 @@ class Accounts:
     async def _transaction(self) -> AsyncIterator[Any]:
         async with self._pool.acquire() as conn, conn.transaction():
             yield conn
-
-    @contextlib.asynccontextmanager
-    async def _minting(self) -> AsyncIterator[list[str]]:
-        """Keys LiteLLM made inside a transaction; deleted there again if the transaction fails."""
-        minted: list[str] = []
-        try:
-            yield minted
-        except BaseException:
-            await self.mirror.discard(minted)
-            raise
 
     async def _user_row(self, user_id: str, param: str | None = None) -> Any:
         row = await self._pool.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
@@ -335,24 +347,38 @@ class Accounts:
         require_subscribed(models, rows, time.time())
 
     async def _issue_key(
-        self, conn: Any, minted: list[str], user: Any, models: list[str], name: str | None, expires_at: datetime | None
-    ) -> dict:
-        key_id = str(uuid.uuid4())
-        if self.mirror.enabled:
-            key = await self.mirror.generate(user, key_id, models, name, expires_at)
-            minted.append(hash_key(key))
-        else:
-            key = "sk-" + secrets.token_urlsafe(32)
+        self, conn: Any, user: Any, models: list[str], name: str | None, expires_at: datetime | None
+    ) -> tuple[dict, list[int]]:
+        """Insert the key (minted here, in every mode) and, in passthrough mode, its generate_key intent."""
+        key_id, key = str(uuid.uuid4()), "sk-" + secrets.token_urlsafe(32)
         await conn.execute(
-            """INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, expires_at, sync_status)
-               VALUES ($1, $2, $3, $4, $5, $6, 'synced')""",
+            """INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, expires_at, sync_status, litellm_key_alias)
+               VALUES ($1, $2, $3, $4, $5, $6, 'synced', $7)""",
             key_id, user["id"], name, hash_key(key), key_prefix(key), expires_at,
+            key_alias(key_id) if self.mirror.enabled else None,
         )
         await conn.executemany(
             "INSERT INTO api_key_models (api_key_id, model_id) VALUES ($1, $2)", [(key_id, m) for m in models]
         )
+        intents = await self.outbox.record(conn, "generate_key", hash_key(key), key_id)
         row = await conn.fetchrow(f"SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.id = $1", key_id)
-        return {**key_view(row), "key": key}
+        return {**key_view(row), "key": key}, intents
+
+    async def _generate(
+        self, created: dict, intents: list[int], user: Any, models: list[str], name: str | None,
+        expires_at: datetime | None, undo: tuple[str, tuple] | None = None,
+    ) -> dict:
+        """After the commit: make the key in LiteLLM, or take back what was committed and raise."""
+        [intent] = intents
+        try:
+            await self.mirror.generate(user, created["key"], created["id"], models, name, expires_at)
+        except GatewayError:
+            await self.outbox.abandon(intent, extra_sql=undo[0] if undo else None, extra_args=undo[1] if undo else ())
+            raise
+        if not await self.outbox.generated(intent):  # the reconciler gave it up meanwhile: it is deleted
+            raise UpstreamUnavailableError(detail="LiteLLM answered after the key was given up", retry_after=1)
+        row = await self._pool.fetchrow(f"SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.id = $1", created["id"])
+        return {**key_view(row), "key": created["key"]}
 
     async def _key_created(self, created: dict) -> None:
         KEY_CREATIONS.labels(result="success").inc()

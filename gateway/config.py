@@ -81,6 +81,7 @@ class CacheConfig:
     max_entries: int = 200_000
     negative_ttl_seconds: float = 5.0
     redis_ttl_seconds: float = 300.0
+    max_stale_seconds: float = 300.0  # Postgres down: the oldest cached record still served
 
 
 @dataclass(frozen=True)

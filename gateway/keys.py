@@ -18,7 +18,9 @@ L1 entries and the Redis entries it concerns and bumps a generation counter, so 
 load that was in flight across the change never stores its stale answer in L1.
 
 Failure: Redis errors skip L2 for a few seconds; a Postgres error serves the last
-known record of a key (stale-if-error) or raises StoreUnavailableError (503).
+known record of a key (stale-if-error) while it is at most `cache.max_stale_seconds`
+old (counted from when L1 last got it from Redis or Postgres), or raises
+StoreUnavailableError (503).
 """
 
 from __future__ import annotations
@@ -134,7 +136,7 @@ class KeyStore:
         self._redis = redis
         self._config = config
         self._clock = clock
-        self._l1: dict[str, tuple[KeyRecord, float]] = {}
+        self._l1: dict[str, tuple[KeyRecord, float, float]] = {}  # record, fresh until, loaded at
         self._negative: dict[str, float] = {}
         self._shared_models: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._shared_subscriptions: dict[tuple, Mapping[str, SubscriptionRecord]] = {}
@@ -192,7 +194,7 @@ class KeyStore:
             record = await db.load_key(self._pool, key_hash)
         except StoreUnavailableError:
             stale = self._l1.get(key_hash)
-            if stale is not None:
+            if stale is not None and self._clock() - stale[2] <= self._config.max_stale_seconds:
                 _STALE.inc()
                 return stale[0]
             raise
@@ -216,7 +218,7 @@ class KeyStore:
         self._negative.pop(key_hash, None)
         if key_hash not in self._l1 and len(self._l1) >= self._config.max_entries:
             self._l1.pop(next(iter(self._l1)))  # oldest first
-        self._l1[key_hash] = (self._compact(record), now + self._config.ttl_seconds)
+        self._l1[key_hash] = (self._compact(record), now + self._config.ttl_seconds, now)
         return True
 
     def _compact(self, record: KeyRecord) -> KeyRecord:
@@ -300,7 +302,7 @@ class KeyStore:
             if self._l1.pop(key_hash, None) is not None:
                 dropped.append(key_hash)
         if key_id is not None or user_id is not None:
-            for h, (record, _) in list(self._l1.items()):
+            for h, (record, _, _) in list(self._l1.items()):
                 if record.key_id == key_id or record.user_id == user_id:
                     del self._l1[h]
                     dropped.append(h)
@@ -310,7 +312,7 @@ class KeyStore:
         """Every L1 record must be reloaded before its next use, but is kept for stale-if-error:
         a lost invalidation listener (Postgres going down) must not take the warm keys with it."""
         self._generation += 1
-        self._l1 = {h: (record, 0.0) for h, (record, _) in self._l1.items()}
+        self._l1 = {h: (record, 0.0, loaded) for h, (record, _, loaded) in self._l1.items()}
         self._negative.clear()
 
     async def invalidate(self, event: dict) -> None:

@@ -7,6 +7,7 @@
     generate_key(...)     POST /key/generate         -> the new virtual key (passthrough mode)
     update_key(hash, ..)  POST /key/update           `key` may be the SHA-256 hex: LiteLLM's token id
     delete_keys(hashes)   POST /key/delete           404 "No keys found" is success
+    list_key_hashes(pfx)  GET  /key/list             every page; tokens of the keys whose alias starts with pfx
 
 Every call authenticates with the master key (LITELLM_API_KEY) and goes through its
 own breaker ("litellm-management"), so a failing management API never opens the
@@ -115,6 +116,22 @@ class LiteLLMManagement:
         status, _ = await self._call("POST", "/key/delete", json={"keys": key_hashes})
         if status not in (200, 404):  # 404: none of them exists any more, which is what we want
             raise _refused("POST", "/key/delete", status)
+
+    async def list_key_hashes(self, alias_prefix: str) -> list[str]:
+        hashes: list[str] = []
+        page = 1
+        while True:
+            params = {"key_alias": alias_prefix, "substring_matching": "true", "return_full_object": "true",
+                      "page": str(page), "size": "100"}
+            status, body = await self._call("GET", "/key/list", params=params)
+            if status != 200 or not isinstance(body, dict):
+                raise _refused("GET", "/key/list", status)
+            for key in body.get("keys") or []:
+                if isinstance(key, dict) and str(key.get("key_alias") or "").startswith(alias_prefix) and key.get("token"):
+                    hashes.append(key["token"])
+            if page >= int(body.get("total_pages") or 0):
+                return hashes
+            page += 1
 
     # -- transport ----------------------------------------------------------
 

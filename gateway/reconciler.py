@@ -1,5 +1,6 @@
 """The background sync that heals: every `litellm.sync_interval_seconds` one pass of
-Accounts.sync_pending(due_only=True) (users LiteLLM may lack, key pushes that failed).
+Accounts.sync_pending(due_only=True): users LiteLLM may lack, the outbox's due intents
+(gateway/outbox.py), and LiteLLM keys that carry the gateway's alias but no live row.
 
 Runs only when `litellm.sync_users` is true and a database is configured. A pass that
 fails (database or LiteLLM down) is logged and the next one tries again; per-user
@@ -8,19 +9,25 @@ backoff lives on the rows (gateway/usersync.py), so the loop itself stays simple
 start_account_services(state) is what the lifespan calls: it builds the management
 client, Accounts and the reconciler, puts them in state.extras ("accounts",
 "litellm_management", "reconciler") and returns the coroutine that stops them.
+Accounts and the reconciler use their own small pool (ADMIN_POOL_MAX connections, opened
+on demand), never the hot path's: a slow management flow cannot starve key lookups.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any, Awaitable, Callable
 
+from gateway import db
 from gateway.accounts import Accounts
 from gateway.errors import GatewayError
 from gateway.litellm import LiteLLMManagement
 
 log = logging.getLogger("maas_gateway.reconciler")
+
+ADMIN_POOL_MAX = 3
 
 
 class Reconciler:
@@ -47,7 +54,8 @@ class Reconciler:
             return None
         finally:
             self.passes += 1
-        if self.last_result["synced"] or self.last_result["failed"] or self.last_result["keys_synced"]:
+        result = self.last_result
+        if result["synced"] or result["failed"] or result["keys_synced"] or result["keys_failed"] or result["orphans_deleted"]:
             log.info("sync pass", extra={"fields": {k: v for k, v in self.last_result.items() if k != "enabled"}})
         return self.last_result
 
@@ -68,9 +76,12 @@ async def start_account_services(state: Any) -> Callable[[], Awaitable[None]]:
         management = LiteLLMManagement(config)
         await management.start()
         state.extras["litellm_management"] = management
-    reconciler = None
+    reconciler = admin_pool = None
     if state.pool is not None:
-        accounts = Accounts(state.pool, config, management, state.extras.get("invalidator"))
+        admin_pool = await db.create_pool(
+            config.database.url, dataclasses.replace(config.database, pool_min=0, pool_max=ADMIN_POOL_MAX)
+        )
+        accounts = Accounts(admin_pool, config, management, state.extras.get("invalidator"))
         state.extras["accounts"] = accounts
         if management is not None:
             reconciler = Reconciler(accounts, config.litellm.sync_interval_seconds)
@@ -82,5 +93,7 @@ async def start_account_services(state: Any) -> Callable[[], Awaitable[None]]:
             await reconciler.stop()
         if management is not None:
             await management.close()
+        if admin_pool is not None:
+            await admin_pool.close()
 
     return stop

@@ -7,16 +7,23 @@ Runs on the test's event loop (aiohttp on a free loopback port). It follows Lite
     GET  /user/info?user_id=       200 {user_id, user_info, keys, teams}; missing: 404, or
                                    200 with user_info null and teams [] (missing_shape="empty_teams")
     POST /user/new                 200 NewUserResponse; 409 "User with id X already exists"
-    POST /key/generate             200 {key, token_id, ...}; the key is stored by its SHA-256
+    POST /key/generate             200 {key, token_id, ...}; the key is stored by its SHA-256;
+                                   `key` sets it (must start with sk-), as LiteLLM allows
     POST /key/update               200; 404 "Key not found." (key: raw key or its SHA-256)
     POST /key/delete               200 {deleted_keys}; 404 "No keys found"
+    GET  /key/list                 200 {keys, total_count, current_page, total_pages}; key_alias
+                                   (exact, or case-insensitive substring with substring_matching),
+                                   page/size (size at most 100), return_full_object
     POST /v1/chat/completions      a canned answer, for the master key or a live virtual key
 
 Every route but the health check wants the master key (`Authorization: Bearer` or
 `x-litellm-api-key`), else 401 with LiteLLM's auth_error body. Switches, set between
 requests: `down` (await set_down(True): refuses connections and drops kept-alive ones),
 `slow` (seconds before each management answer), `fail_500`, `missing_shape`
-("404" | "empty_teams"), `already_exists` (/user/new says so, and the user then exists).
+("404" | "empty_teams"), `already_exists` (/user/new says so, and the user then exists),
+`lose_answers` (a management call takes effect, then the connection drops before the answer:
+LiteLLM stopped mid-call), `stall_after` (seconds a management call waits after taking
+effect, before answering).
 """
 
 from __future__ import annotations
@@ -58,6 +65,8 @@ class FakeLiteLLM:
     missing_shape: str = "404"
     already_exists: bool = False
     down: bool = False
+    lose_answers: bool = False
+    stall_after: float = 0.0
     users: dict[str, dict] = field(default_factory=dict)
     keys: dict[str, dict] = field(default_factory=dict)  # by token: the key's SHA-256 hex
     calls: list[Call] = field(default_factory=list)
@@ -68,6 +77,7 @@ class FakeLiteLLM:
 
     def reset(self) -> None:
         self.slow, self.fail_500, self.missing_shape, self.already_exists = 0.0, False, "404", False
+        self.lose_answers, self.stall_after = False, 0.0
         self.users.clear()
         self.keys.clear()
         self.calls.clear()
@@ -143,10 +153,18 @@ class FakeLiteLLM:
             ("POST", "/key/generate"): self._key_generate,
             ("POST", "/key/update"): self._key_update,
             ("POST", "/key/delete"): self._key_delete,
+            ("GET", "/key/list"): self._key_list,
         }.get((request.method, request.path))
         if route is None:
             return web.json_response({"detail": "Not Found"}, status=404)
-        return route(request, body)
+        response = route(request, body)
+        if self.lose_answers:
+            assert request.transport is not None
+            request.transport.close()
+            raise ConnectionResetError
+        if self.stall_after:
+            await asyncio.sleep(self.stall_after)  # the double's own latency, not test synchronisation
+        return response
 
     def _is_master(self, request: web.Request) -> bool:
         presented = request.headers.get("x-litellm-api-key") or request.headers.get("Authorization", "")
@@ -189,19 +207,47 @@ class FakeLiteLLM:
 
     # -- keys ---------------------------------------------------------------
 
-    def _mint(self, fields: dict) -> dict:
-        key = "sk-" + secrets.token_urlsafe(16)
+    def _mint(self, fields: dict, key: str | None = None) -> dict:
+        key = key or "sk-" + secrets.token_urlsafe(16)
         token = _hash(key)
         self.keys[token] = {"token": token, "blocked": None, "key_alias": None, "metadata": {}, **fields}
         return {**self.keys[token], "key": key, "token": key, "token_id": token, "key_name": f"sk-...{key[-4:]}"}
 
     def _key_generate(self, request: web.Request, body: Any) -> web.Response:
-        problem = _validate(body, {"user_id": str, "models": list, "max_budget": (int, float), "tpm_limit": int,
+        problem = _validate(body, {"key": str, "user_id": str, "models": list, "max_budget": (int, float), "tpm_limit": int,
                                    "rpm_limit": int, "metadata": dict, "duration": str, "key_alias": str})
         if problem is not None:
             return problem
-        fields = {k: body.get(k) for k in ("user_id", "models", "max_budget", "tpm_limit", "rpm_limit", "duration")}
-        return web.json_response(self._mint({**fields, "metadata": body.get("metadata") or {}}))
+        key = body.get("key")
+        if key is not None and not key.startswith("sk-"):
+            return litellm_error(400, "Invalid key format. LiteLLM Virtual Key must start with 'sk-'. Received=" + key[:3],
+                                 "bad_request_error", "key")
+        if key is not None and _hash(key) in self.keys:
+            return litellm_error(400, "Unique constraint violated on token", "bad_request_error")
+        alias = body.get("key_alias")
+        if alias is not None and any(k.get("key_alias") == alias for k in self.keys.values()):
+            return litellm_error(400, f"Key with alias '{alias}' already exists.", "bad_request_error", "key_alias")
+        fields = {k: body.get(k) for k in ("user_id", "models", "max_budget", "tpm_limit", "rpm_limit", "duration", "key_alias")}
+        return web.json_response(self._mint({**fields, "metadata": body.get("metadata") or {}}, key))
+
+    def _key_list(self, request: web.Request, body: Any) -> web.Response:
+        query = request.query
+        page, size = int(query.get("page", "1")), int(query.get("size", "10"))
+        if page < 1 or not 1 <= size <= 100:
+            return web.json_response({"detail": [{"type": "less_than_equal", "loc": ["query", "size"],
+                                                  "msg": "Input should be less than or equal to 100"}]}, status=422)
+        alias = query.get("key_alias")
+        substring = query.get("substring_matching", "false").lower() == "true"
+        found = [
+            k for k in self.keys.values()
+            if alias is None or (alias.lower() in (k.get("key_alias") or "").lower() if substring else k.get("key_alias") == alias)
+        ]
+        chosen = found[(page - 1) * size:page * size]
+        full = query.get("return_full_object", "false").lower() == "true"
+        return web.json_response({
+            "keys": [dict(k) for k in chosen] if full else [k["token"] for k in chosen],
+            "total_count": len(found), "current_page": page, "total_pages": -(-len(found) // size),
+        })
 
     def _key_update(self, request: web.Request, body: Any) -> web.Response:
         problem = _validate(body, {"key": str, "models": list, "blocked": bool, "metadata": dict})

@@ -4,7 +4,8 @@ Runs on the test's event loop (aiohttp web server on a free loopback port).
 Every request is recorded (method, path, headers, body). Behaviour is switched by
 setting `fault` between requests:
 
-    None          fast canned answers (chat JSON, SSE stream, embeddings, models)
+    None          fast canned answers (chat JSON, SSE stream with a usage chunk only when
+                  `stream_options.include_usage` asks, as LiteLLM, embeddings, models)
     "slow"        waits `delay` seconds before answering
     "status"      answers `status` with LiteLLM's error shape
     "drop"        closes the connection without answering
@@ -14,6 +15,10 @@ setting `fault` between requests:
 
 and, whatever `fault` is, a model named in `failing_models` answers 500 as LiteLLM relays a
 provider's failure (LiteLLM's error shape and its x-litellm-call-id header).
+
+Credentials are checked first, as LiteLLM does: the key (`Authorization: Bearer`, else
+`api-key`, else `x-api-key`) must be the master key or one of `virtual_keys` (passthrough
+mode: LiteLLM's virtual keys), else 401 with LiteLLM's auth_error body.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.support import MASTER_KEY
 
 CHAT_RESPONSE = {
     "id": "chatcmpl-fake",
@@ -66,6 +73,8 @@ class FakeUpstream:
     released: asyncio.Event = field(default_factory=asyncio.Event)  # set to let "slow" answers finish early
     cancelled: int = 0  # requests whose client went away before the answer was complete
     failing_models: set[str] = field(default_factory=set)
+    master_key: str = MASTER_KEY
+    virtual_keys: set[str] = field(default_factory=set)
 
     def reset(self) -> None:
         self.fault, self.delay, self.status, self.chunk_gap = None, 0.0, 503, 0.0
@@ -73,6 +82,7 @@ class FakeUpstream:
         self.failing_models.clear()
         self.seen.clear()
         self.cancelled = 0
+        self.virtual_keys.clear()
 
     def paths(self) -> list[str]:
         return [s.path for s in self.seen]
@@ -103,7 +113,17 @@ class FakeUpstream:
             self.cancelled += 1
             raise
 
+    def _authenticated(self, request: web.Request) -> bool:
+        authorization = request.headers.get("Authorization", "")
+        presented = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
+        presented = presented or request.headers.get("api-key") or request.headers.get("x-api-key") or ""
+        return presented == self.master_key or presented in self.virtual_keys
+
     async def _answer(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        if not self._authenticated(request):
+            error = {"message": "Authentication Error, Invalid proxy server token passed. Received API Key = sk-...",
+                     "type": "auth_error", "param": "None", "code": "401"}
+            return web.json_response({"error": error}, status=401)
         if self.failing_models and body and orjson.loads(body).get("model") in self.failing_models:
             error = {"error": {"message": "litellm.InternalServerError: provider down", "type": None, "param": None, "code": "500"}}
             return web.json_response(error, status=500, headers={"x-litellm-call-id": "call-failed"})
@@ -127,7 +147,8 @@ class FakeUpstream:
             return web.json_response({"id": path[len("/models/"):], "object": "model", "created": 0, "owned_by": "fake"})
         parsed = orjson.loads(body) if body and request.content_type == "application/json" else {}
         if parsed.get("stream"):
-            return await self._stream(request, parsed.get("model", ""))
+            wants_usage = bool((parsed.get("stream_options") or {}).get("include_usage"))
+            return await self._stream(request, parsed.get("model", ""), wants_usage)
         if path == "/embeddings":
             answer = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
                       "model": parsed.get("model"), "usage": {"prompt_tokens": 3, "total_tokens": 3}}
@@ -138,7 +159,8 @@ class FakeUpstream:
         return web.Response(body=orjson.dumps(answer), content_type="application/json",
                             headers={"x-upstream": "fake", "x-litellm-call-id": "call-1"})
 
-    async def _stream(self, request: web.Request, model: str) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, model: str, wants_usage: bool) -> web.StreamResponse:
+        """Chunks, then (as LiteLLM does, only when `stream_options.include_usage` asks) a usage chunk."""
         response = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
         await response.prepare(request)
         for i in range(self.stream_chunks):
@@ -157,9 +179,11 @@ class FakeUpstream:
                 return response
             if self.chunk_gap:
                 await asyncio.sleep(self.chunk_gap)  # the fault being injected: a slow stream
-        usage = {"id": "c", "object": "chat.completion.chunk", "model": model, "choices": [],
-                 "usage": {"prompt_tokens": 4, "completion_tokens": self.stream_chunks, "total_tokens": 4 + self.stream_chunks}}
-        await response.write(b"data: " + orjson.dumps(usage) + b"\n\n")
+        if wants_usage:
+            usage = {"id": "c", "object": "chat.completion.chunk", "model": model, "choices": [],
+                     "usage": {"prompt_tokens": 4, "completion_tokens": self.stream_chunks,
+                               "total_tokens": 4 + self.stream_chunks}}
+            await response.write(b"data: " + orjson.dumps(usage) + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response

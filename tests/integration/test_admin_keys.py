@@ -148,7 +148,9 @@ async def test_a_pattern_needs_one_matching_active_subscription(gateway, admin):
     await call(admin, "POST", gateway.url + "/admin/v1/models", json={"id": f"{family}/small"})
     status, answer = await call(admin, "POST", gateway.url + "/admin/v1/keys",
                                 json={"user_id": user_id, "models": [f"{family}/*"]})
-    assert (status, answer["error"]["code"]) == (409, "SUBSCRIPTION_REQUIRED")
+    assert (status, answer) == (409, {"error": {
+        "message": f"No active subscription for: {family}/*. Subscribe the user to these models first.",
+        "type": "conflict_error", "param": "models", "code": "SUBSCRIPTION_REQUIRED"}})
     await subscribe(admin, gateway.url, user_id, f"{family}/small")
     status, key = await call(admin, "POST", gateway.url + "/admin/v1/keys",
                              json={"user_id": user_id, "models": [f"{family}/*"], "expires_at": "2999-01-01T00:00:00Z"})
@@ -163,7 +165,17 @@ async def test_taking_access_away_is_enforced_by_the_proxy_at_once(gateway, admi
     async with aiohttp.ClientSession() as client:
         async def status_of() -> tuple[int, str | None]:
             async with client.post(gateway.url + "/v1/chat/completions", json=chat(model), headers=bearer(key)) as r:
-                return r.status, (await r.json()).get("error", {}).get("code")
+                error = (await r.json()).get("error")
+                if error is None:
+                    return r.status, None
+                assert error == refusals[error["code"]]  # the whole body, not just its code
+                return r.status, error["code"]
+
+        refusals = {
+            "SUBSCRIPTION_INACTIVE": denied("SUBSCRIPTION_INACTIVE", "Your subscription to this model is not active. "
+                                            f"Please check your subscription. (model: {model})")["error"],
+            "USER_INACTIVE": denied("USER_INACTIVE", "Your account is deactivated. Contact your administrator.", None)["error"],
+        }
 
         assert await status_of() == (200, None)
         sub_id = answer["subscription"]["id"]
@@ -176,7 +188,9 @@ async def test_taking_access_away_is_enforced_by_the_proxy_at_once(gateway, admi
         assert (status, user["is_active"]) == (200, False)
         assert await status_of() == (403, "USER_INACTIVE")
         status, answer = await call(admin, "POST", gateway.url + "/admin/v1/keys", json={"user_id": user_id, "models": [model]})
-        assert (status, answer["error"]["code"]) == (409, "USER_INACTIVE")
+        assert (status, answer) == (409, {"error": {
+            "message": f"User {user_id!r} is deactivated; activate it first.",
+            "type": "conflict_error", "param": "user_id", "code": "USER_INACTIVE"}})
         await call(admin, "PATCH", gateway.url + f"/admin/v1/users/{user_id}", json={"is_active": True})
         assert await status_of() == (200, None)
 
@@ -189,9 +203,11 @@ async def test_passthrough_keys_are_litellm_virtual_keys_stored_only_as_hash_and
     assert status == 201
     [generate] = [c for c in double.calls if c.path == "/key/generate"]
     assert generate.body == {
+        "key": key["key"], "key_alias": f"maas-gateway/{key['id']}",  # minted by the gateway, named by its id
         "user_id": user_id, "models": [model], "max_budget": 100.0, "tpm_limit": 1000, "rpm_limit": 60,
         "metadata": {"maas_gateway_key_id": key["id"], "name": "pt"},
     }
+    assert key["sync_status"] == "synced"
     token = hash_key(key["key"])
     assert double.keys[token]["user_id"] == user_id  # the key LiteLLM made is the one handed out
     row = await pool.fetchrow("SELECT key_hash, key_prefix FROM api_keys WHERE id = $1", key["id"])
@@ -235,7 +251,9 @@ async def test_passthrough_revocation_with_litellm_down_still_revokes_and_heals_
     assert (status, revoked["status"], revoked["sync_status"]) == (200, "revoked", "error")
     async with aiohttp.ClientSession() as client:
         async with client.post(passthrough.url + "/v1/chat/completions", json=chat(model), headers=bearer(key["key"])) as r:
-            assert r.status == 401  # the gateway denies at once, LiteLLM or not
+            assert (r.status, await r.json()) == (401, denied(  # the gateway denies at once, LiteLLM or not
+                "API_KEY_REVOKED", "This API key has been revoked. Create a new key to continue.", None,
+                "authentication_error"))
     await double.set_down(False)
     token = hash_key(key["key"])
     await eventually(lambda: token not in double.keys, timeout=10)  # the reconciler deleted it

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 from gateway.config import CacheConfig
+from gateway.errors import StoreUnavailableError
 from gateway.keys import REDIS_PREFIX, KeyStore, decode_record, hash_key
 from gateway.metrics import KEY_CACHE_LOOKUPS, fold
 import redis.asyncio as aioredis
@@ -108,3 +110,48 @@ async def test_an_invalidation_before_the_redis_write_cancels_it(pool, redis):
     store.forget(key_hash=key_hash)  # e.g. the key was revoked meanwhile
     await store.settle()
     assert await redis.get(REDIS_PREFIX + key_hash) is None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_with_postgres_gone_a_cached_record_is_served_for_max_stale_seconds_then_503(pool, postgres_url):
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    key_hash, clock = hash_key(seeded.key), Clock()
+    own = await asyncpg.create_pool(postgres_url, min_size=1, max_size=1)
+    store = KeyStore(own, None, CacheConfig(ttl_seconds=30, max_stale_seconds=300), clock=clock)
+    record = await store.lookup(key_hash)
+    assert record is not None and record.key_id == seeded.key_id
+    await own.close()  # from now on every query fails: the database cannot answer
+
+    clock.now += 31  # past the L1 TTL: Postgres is asked, fails, the last record is served
+    assert store.cached(key_hash) is False
+    assert await store.lookup(key_hash) == record
+    clock.now += 300 - 31  # exactly max_stale_seconds after the load: still served
+    assert await store.lookup(key_hash) == record
+    clock.now += 0.5  # older than that: refused
+    with pytest.raises(StoreUnavailableError) as refused:
+        await store.lookup(key_hash)
+    assert (refused.value.status, refused.value.code) == (503, "KEY_STORE_UNAVAILABLE")
+
+
+async def test_a_reload_from_postgres_restarts_the_staleness_bound(pool, postgres_url):
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    key_hash, clock = hash_key(seeded.key), Clock()
+    own = await asyncpg.create_pool(postgres_url, min_size=1, max_size=1)
+    store = KeyStore(own, None, CacheConfig(ttl_seconds=30, max_stale_seconds=60), clock=clock)
+    await store.lookup(key_hash)
+    clock.now += 50
+    await store.lookup(key_hash)  # past the TTL, Postgres answers: loaded again at 1050
+    await own.close()
+    store.forget_all()  # as when the invalidation listener is lost: kept for stale-if-error
+    clock.now += 55  # 105 s after the first load, 55 s after the second
+    assert (await store.lookup(key_hash)).key_id == seeded.key_id
+    clock.now += 10
+    with pytest.raises(StoreUnavailableError):
+        await store.lookup(key_hash)

@@ -33,6 +33,9 @@ pytestmark = pytest.mark.integration
 CHAT = "/v1/chat/completions"
 
 
+USAGE = {"include_usage": True}  # LiteLLM sends a stream's usage chunk only when asked
+
+
 def chat(model: str, **extra) -> dict:
     return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
 
@@ -77,7 +80,7 @@ async def test_metrics_after_traffic(pool, postgres_url, redis_url, fake_upstrea
         before = {name: value(metric, **labels) for name, (metric, labels) in watched.items()}
         key = bearer(seeded.key)
         assert (await post(http, gw.url, chat("gpt-4o-mini"), key))[0] == 200  # usage 5 + 7
-        status, body, _ = await post(http, gw.url, chat("gpt-4o-mini", stream=True), key)  # usage 4 + 5
+        status, body, _ = await post(http, gw.url, chat("gpt-4o-mini", stream=True, stream_options=USAGE), key)  # 4 + 5
         assert status == 200 and body.endswith(b"data: [DONE]\n\n")
         assert (await post(http, gw.url, chat(unknown_model), key))[0] == 403
         assert (await post(http, gw.url, chat("gpt-4o-mini"), {"Authorization": "Bearer sk-nobody-" + uuid.uuid4().hex}))[0] == 401
@@ -117,7 +120,7 @@ async def test_tokens_of_a_stream_longer_than_the_tail_the_gateway_keeps(pool, p
     completion = ("maas_gateway_tokens_total", {"model": "gpt-4o-mini", "type": "completion"})
     async with running_gateway(make_config(postgres_url, redis_url, fake_upstream.url)) as gw:
         before = [value(name, **labels) for name, labels in (prompt, completion)]
-        status, body, _ = await post(http, gw.url, chat("gpt-4o-mini", stream=True), bearer(seeded.key))
+        status, body, _ = await post(http, gw.url, chat("gpt-4o-mini", stream=True, stream_options=USAGE), bearer(seeded.key))
         assert status == 200 and len(body) > 50_000 and body.endswith(b"data: [DONE]\n\n")
     after = [value(name, **labels) for name, labels in (prompt, completion)]
     assert (after[0] - before[0], after[1] - before[1]) == (4, 600)

@@ -36,6 +36,11 @@ async def http():
         yield session
 
 
+def refused(code: str, message: str, type_: str = "permission_denied_error", param: str | None = "model") -> dict:
+    """A whole error body, as a client reads it."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
 def chat(model: str, **extra) -> dict:
     return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
 
@@ -107,8 +112,9 @@ async def test_denied_model_is_403_and_never_forwarded(gateway, pool, http, fake
 async def test_inactive_subscription_is_403_subscription_inactive(gateway, pool, http):
     seeded = await seed_key(pool, models=["gpt-4o"], subscriptions={"gpt-4o": "suspended"})
     async with http.post(gateway.url + "/v1/chat/completions", json=chat("gpt-4o"), headers=bearer(seeded.key)) as r:
-        assert r.status == 403
-        assert (await r.json())["error"]["code"] == "SUBSCRIPTION_INACTIVE"
+        assert (r.status, await r.json()) == (403, refused(
+            "SUBSCRIPTION_INACTIVE",
+            "Your subscription to this model is not active. Please check your subscription. (model: gpt-4o)"))
 
 
 async def test_wildcard_grants_only_subscribed_models(gateway, pool, http):
@@ -116,7 +122,9 @@ async def test_wildcard_grants_only_subscribed_models(gateway, pool, http):
     async with http.post(gateway.url + "/v1/chat/completions", json=chat("openai/gpt-4o"), headers=bearer(seeded.key)) as r:
         assert r.status == 200
     async with http.post(gateway.url + "/v1/chat/completions", json=chat("openai/o3"), headers=bearer(seeded.key)) as r:
-        assert r.status == 403
+        assert (r.status, await r.json()) == (403, refused(
+            "MODEL_ACCESS_DENIED",
+            "Your API key does not have access to this model. Please check your subscription. (model: openai/o3)"))
 
 
 async def test_a_denied_fallback_denies_the_request(gateway, pool, http, fake_upstream):
@@ -128,20 +136,22 @@ async def test_a_denied_fallback_denies_the_request(gateway, pool, http, fake_up
     assert fake_upstream.seen == []
 
 
+MISSING = "No API key provided. Send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
+INVALID = "Invalid API key. Check the key, or create a new one."
+
+
 @pytest.mark.parametrize(
-    ("headers", "code"),
+    ("headers", "code", "message"),
     [
-        ({}, "MISSING_API_KEY"),
-        ({"Authorization": "Bearer sk-not-a-key"}, "INVALID_API_KEY"),
-        ({"x-api-key": "sk-not-a-key-either"}, "INVALID_API_KEY"),
-        ({"Authorization": "Basic dXNlcjpwYXNz"}, "MISSING_API_KEY"),
+        ({}, "MISSING_API_KEY", MISSING),
+        ({"Authorization": "Bearer sk-not-a-key"}, "INVALID_API_KEY", INVALID),
+        ({"x-api-key": "sk-not-a-key-either"}, "INVALID_API_KEY", INVALID),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, "MISSING_API_KEY", MISSING),
     ],
 )
-async def test_missing_or_unknown_key_is_401(gateway, http, fake_upstream, headers, code):
+async def test_missing_or_unknown_key_is_401(gateway, http, fake_upstream, headers, code, message):
     async with http.post(gateway.url + "/v1/chat/completions", json=chat("gpt-4o"), headers=headers) as r:
-        assert r.status == 401
-        error = (await r.json())["error"]
-        assert (error["code"], error["type"]) == (code, "authentication_error")
+        assert (r.status, await r.json()) == (401, refused(code, message, "authentication_error", param=None))
     assert fake_upstream.seen == []
 
 
@@ -152,18 +162,20 @@ async def test_x_api_key_header_authenticates(gateway, pool, http):
 
 
 @pytest.mark.parametrize(
-    ("setup", "code", "status"),
+    ("setup", "status", "expected"),
     [
-        ({"key_active": False}, "API_KEY_REVOKED", 401),
-        ({"expires_in": -60}, "API_KEY_EXPIRED", 401),
-        ({"user_active": False}, "USER_INACTIVE", 403),
+        ({"key_active": False}, 401, refused("API_KEY_REVOKED", "This API key has been revoked. Create a new key to continue.",
+                                             "authentication_error", param=None)),
+        ({"expires_in": -60}, 401, refused("API_KEY_EXPIRED", "This API key has expired. Create a new key to continue.",
+                                           "authentication_error", param=None)),
+        ({"user_active": False}, 403, refused("USER_INACTIVE", "Your account is deactivated. Contact your administrator.",
+                                              param=None)),
     ],
 )
-async def test_unusable_keys(gateway, pool, http, setup, code, status):
+async def test_unusable_keys(gateway, pool, http, setup, status, expected):
     seeded = await seed_key(pool, models=["gpt-4o-mini"], **setup)
     async with http.post(gateway.url + "/v1/chat/completions", json=chat("gpt-4o-mini"), headers=bearer(seeded.key)) as r:
-        assert r.status == status
-        assert (await r.json())["error"]["code"] == code
+        assert (r.status, await r.json()) == (status, expected)
 
 
 @pytest.mark.parametrize(
@@ -204,7 +216,7 @@ async def test_path_model_is_checked(gateway, pool, http, fake_upstream):
     seeded = await seed_key(pool, models=["gpt-4o-mini"])
     url = gateway.url + "/openai/deployments/gpt-4o/chat/completions"
     async with http.post(url, json={"messages": []}, headers={"api-key": seeded.key}) as r:
-        assert r.status == 403
+        assert (r.status, await r.json()) == (403, DENIED)
     url = gateway.url + "/openai/deployments/gpt-4o-mini/chat/completions"
     async with http.post(url, json={"messages": []}, headers={"api-key": seeded.key}) as r:
         assert r.status == 200
@@ -219,6 +231,8 @@ async def test_multipart_model_is_checked(gateway, pool, http, fake_upstream):
         form.add_field("file", b"RIFF....WAVE", filename="a.wav", content_type="audio/wav")
         async with http.post(gateway.url + "/v1/audio/transcriptions", data=form, headers=bearer(seeded.key)) as r:
             assert r.status == status
+            if status == 403:
+                assert await r.json() == DENIED
     [seen] = fake_upstream.seen
     assert b"RIFF....WAVE" in seen.body
 
@@ -262,7 +276,8 @@ async def test_stream_arrives_chunk_by_chunk(gateway, pool, http, fake_upstream)
         async for chunk in r.content.iter_any():
             arrivals.append((time.perf_counter() - started, chunk))
     body = b"".join(c for _, c in arrivals)
-    assert body.count(b"data: ") == 6 and body.endswith(b"data: [DONE]\n\n")
+    assert body.count(b"data: ") == 5 and body.endswith(b"data: [DONE]\n\n")  # no usage chunk: not asked for
+    assert b'"usage"' not in body
     first_token_at = next(t for t, c in arrivals if b"tok0" in c)
     last_at = arrivals[-1][0]
     # The upstream spends >= 0.9 s between first and last chunk: a buffering proxy would deliver all at once.
@@ -312,6 +327,7 @@ async def test_revocation_reaches_a_second_instance_within_one_second(pool, redi
 async def test_passthrough_forwards_exactly_the_key_the_gateway_checked(pool, redis_url, postgres_url, fake_upstream, http):
     config = make_config(postgres_url, redis_url, fake_upstream.url, litellm={"auth": "passthrough", "sync_users": False})
     seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    fake_upstream.virtual_keys.add(seeded.key)  # a LiteLLM virtual key: "LiteLLM" checks it too
     headers = {"api-key": seeded.key, "x-litellm-api-key": "sk-someone-elses", "x-api-key": "sk-third"}
     async with running_gateway(config) as gw:
         async with http.post(gw.url + "/v1/chat/completions", json=chat("gpt-4o-mini"), headers=headers) as r:
@@ -340,3 +356,16 @@ async def test_hop_by_hop_headers_are_not_forwarded(gateway, pool, fake_upstream
     [seen] = fake_upstream.seen
     assert [h for h in ("X-Hop-Secret", "TE", "Proxy-Authorization") if h in seen.headers] == []
     assert seen.headers["X-End-To-End"] == "kept"
+
+
+async def test_passthrough_a_key_litellm_does_not_hold_is_refused_by_litellm(pool, redis_url, postgres_url, fake_upstream, http):
+    """The gateway's check is not the only one: LiteLLM checks the virtual key it is given."""
+    config = make_config(postgres_url, redis_url, fake_upstream.url, litellm={"auth": "passthrough", "sync_users": False})
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])  # in the gateway's database only
+    async with running_gateway(config) as gw:
+        async with http.post(gw.url + "/v1/chat/completions", json=chat("gpt-4o-mini"), headers=bearer(seeded.key)) as r:
+            status, body = r.status, await r.json()
+    assert len(fake_upstream.seen) == 1
+    assert (status, body) == (401, {"error": {  # LiteLLM's own refusal, passed on as it came
+        "message": "Authentication Error, Invalid proxy server token passed. Received API Key = sk-...",
+        "type": "auth_error", "param": "None", "code": "401"}})

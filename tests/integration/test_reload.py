@@ -93,10 +93,23 @@ async def status_of(http: aiohttp.ClientSession, url: str, key: str, model: str)
         return r.status
 
 
+async def refusal_of(http: aiohttp.ClientSession, url: str, key: str, model: str) -> tuple[int, dict]:
+    async with http.post(url + "/v1/chat/completions", json=chat(model), headers=bearer(key)) as r:
+        return r.status, await r.json()
+
+
+DENIED_GPT_4O = (403, {"error": {
+    "message": "Your API key does not have access to this model. Please check your subscription. (model: gpt-4o)",
+    "type": "permission_denied_error", "param": "model", "code": "MODEL_ACCESS_DENIED"}})
+REVOKED = (401, {"error": {
+    "message": "This API key has been revoked. Create a new key to continue.",
+    "type": "authentication_error", "param": None, "code": "API_KEY_REVOKED"}})
+
+
 async def test_a_changed_file_switches_enforcement_to_shadow_and_back(pool, postgres_url, redis_url, fake_upstream, http, config_file):
     seeded = await seed_key(pool, models=["gpt-4o-mini"])
     async with running_gateway(make_config(postgres_url, redis_url, fake_upstream.url)) as gw:
-        assert await status_of(http, gw.url, seeded.key, "gpt-4o") == 403
+        assert await refusal_of(http, gw.url, seeded.key, "gpt-4o") == DENIED_GPT_4O
         with captured_logs() as logs:
             write(config_file, file_config("shadow"))
             await eventually(lambda: gw.state.mode is Mode.SHADOW, timeout=5)
@@ -113,7 +126,7 @@ async def test_a_changed_file_switches_enforcement_to_shadow_and_back(pool, post
 
         write(config_file, file_config("enforce"))
         await eventually(lambda: gw.state.mode is Mode.ENFORCE, timeout=5)
-        assert await status_of(http, gw.url, seeded.key, "gpt-4o") == 403
+        assert await refusal_of(http, gw.url, seeded.key, "gpt-4o") == DENIED_GPT_4O
 
 
 async def test_breaker_settings_and_litellm_timeout_reload(pool, postgres_url, redis_url, fake_upstream, http, config_file):
@@ -191,4 +204,4 @@ async def test_shadow_mode_lets_a_denied_request_through_and_counts_it(pool, pos
         assert orjson.loads(fake_upstream.seen[0].body)["model"] == "gpt-4o"
         # revoked keys are refused in every mode
         revoked = await seed_key(pool, models=["gpt-4o-mini"], key_active=False)
-        assert await status_of(http, gw.url, revoked.key, "gpt-4o-mini") == 401
+        assert await refusal_of(http, gw.url, revoked.key, "gpt-4o-mini") == REVOKED
