@@ -359,13 +359,16 @@ async def test_hop_by_hop_headers_are_not_forwarded(gateway, pool, fake_upstream
 
 
 async def test_passthrough_a_key_litellm_does_not_hold_is_refused_by_litellm(pool, redis_url, postgres_url, fake_upstream, http):
-    """The gateway's check is not the only one: LiteLLM checks the virtual key it is given."""
+    """The gateway's check is not the only one: LiteLLM checks the virtual key it is given. Its 401
+    after the gateway's own check passed is drift between the two systems, the platform's fault:
+    the client gets the gateway's 502 LITELLM_ERROR with the request id (README, "What clients see")."""
     config = make_config(postgres_url, redis_url, fake_upstream.url, litellm={"auth": "passthrough", "sync_users": False})
     seeded = await seed_key(pool, models=["gpt-4o-mini"])  # in the gateway's database only
     async with running_gateway(config) as gw:
         async with http.post(gw.url + "/v1/chat/completions", json=chat("gpt-4o-mini"), headers=bearer(seeded.key)) as r:
-            status, body = r.status, await r.json()
+            status, body, request_id = r.status, await r.json(), r.headers["x-request-id"]
     assert len(fake_upstream.seen) == 1
-    assert (status, body) == (401, {"error": {  # LiteLLM's own refusal, passed on as it came
-        "message": "Authentication Error, Invalid proxy server token passed. Received API Key = sk-...",
-        "type": "auth_error", "param": "None", "code": "401"}})
+    assert (status, body) == (502, {"error": {
+        "message": "The model service failed to answer this request. Please try again later; if it keeps "
+                   f"failing, give your administrator the request id. (request id: {request_id})",
+        "type": "api_error", "param": None, "code": "LITELLM_ERROR"}})
