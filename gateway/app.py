@@ -31,11 +31,12 @@ from gateway.admin import admin_routes
 from gateway.breaker import Breaker
 from gateway.cli import CONFIG_ENV
 from gateway.config import Config
-from gateway.errors import GatewayError, RouteNotFoundError
+from gateway.errors import GatewayError, InternalError, RouteNotFoundError
+from gateway.failures import answer_unexpected
 from gateway.health import health_routes, start_health
 from gateway.invalidation import Invalidator
 from gateway.keys import KeyStore
-from gateway.proxy import Proxy, send_error
+from gateway.proxy import Proxy, _request_id, send_error
 from gateway.reconciler import start_account_services
 from gateway.reload import ConfigReloader, set_mode_gauge
 from gateway.routes import RouteTable, model_id_from_models_path
@@ -45,6 +46,7 @@ from gateway.upstream import Upstream
 log = logging.getLogger("maas_gateway.app")
 
 KNOWN_MODELS_REFRESH_SECONDS = 30.0
+REQUEST_ID_SCOPE = "maas.request_id"  # set by Starlette's last-resort handler, read by the net in __call__
 # The collector's first threshold (CPython's default: 700 container allocations). The hot
 # path allocates a few hundred containers per request, nearly all freed by reference
 # counting; every collection walks the objects of the requests in flight. At 10,000 it
@@ -118,7 +120,7 @@ class GatewayApp:
         self.starlette = Starlette(
             routes=[*health_routes(), Route("/metrics", _metrics), *admin_routes()],
             lifespan=self.lifespan,
-            exception_handlers={HTTPException: _http_exception, GatewayError: _gateway_error},
+            exception_handlers={HTTPException: _http_exception, GatewayError: _gateway_error, Exception: self._internal_error},
         )
         self.starlette.state.holder = self.holder
 
@@ -197,6 +199,25 @@ class GatewayApp:
         if scope["type"] != "http":
             await self.starlette(scope, receive, send)
             return
+        try:
+            await self._dispatch(scope, receive, send)
+        except Exception as exc:  # the proxy answers its own; this is everything else's net
+            id_header = self.config.server.request_id_header.encode()
+            request_id = scope.get(REQUEST_ID_SCOPE) or _request_id(scope, id_header, self.proxy.new_request_id)
+            await answer_unexpected(send, exc, request_id, id_header, scope.get("path", ""))
+
+    async def _internal_error(self, request: Request, exc: Exception) -> Response:
+        """Starlette's handler of last resort (its ServerErrorMiddleware re-raises after answering:
+        the net in __call__ logs, with the request id put in the scope here)."""
+        id_header = self.config.server.request_id_header.encode()
+        request_id = _request_id(request.scope, id_header, self.proxy.new_request_id)
+        request.scope[REQUEST_ID_SCOPE] = request_id
+        error = InternalError(detail=f"request id: {request_id}")
+        response = _error_response(error)
+        response.headers[id_header.decode()] = request_id
+        return response
+
+    async def _dispatch(self, scope: dict, receive: Any, send: Any) -> None:
         raw_path = scope.get("raw_path") or scope["path"].encode()
         route, path_model = self.routes.match(raw_path)
         if route is not None:

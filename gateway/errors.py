@@ -13,6 +13,7 @@
     │   ├── UpstreamUnavailableError   503     LITELLM_UNAVAILABLE   (+ Retry-After)
     │   └── UpstreamTimeoutError       504     LITELLM_TIMEOUT
     ├── StoreUnavailableError          503     KEY_STORE_UNAVAILABLE (+ Retry-After)
+    ├── InternalError                  500     INTERNAL_ERROR (the message has the request id)
     ├── AdminError                     4xx     NOT_FOUND | CONFLICT | UNAUTHORIZED | ...
     └── LiteLLMSyncError               503     USER_NOT_FOUND_LITELLM (+ Retry-After)
 
@@ -46,6 +47,7 @@ MESSAGES: dict[str, str] = {
     "LITELLM_TIMEOUT": "The model service did not answer in time. Please try again later.",
     "KEY_STORE_UNAVAILABLE": "API keys cannot be checked right now. Please try again later.",
     "USER_NOT_FOUND_LITELLM": "Account setup in progress. Please try again in a moment.",
+    "INTERNAL_ERROR": "The gateway failed to answer this request. Please try again; if it persists, report the request id.",
 }
 
 _TYPES = {
@@ -159,6 +161,10 @@ class StoreUnavailableError(GatewayError):
 class LiteLLMSyncError(GatewayError):
     status = 503
     code = "USER_NOT_FOUND_LITELLM"
+
+
+class InternalError(GatewayError):
+    """Anything unexpected: the message carries the request id (gateway/failures.py)."""
 
 
 class AdminError(GatewayError):

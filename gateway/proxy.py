@@ -29,6 +29,7 @@ from gateway.errors import (
     StoreUnavailableError,
     from_denial,
 )
+from gateway.failures import answer_unexpected
 from gateway.keys import extract_key, hash_key
 from gateway.metrics import (
     AUTH_DECISIONS,
@@ -209,6 +210,9 @@ class Proxy:
             await send_error(send, error, request_id, id_header)
         except ClientDisconnected:
             status, code = 499, "CLIENT_CLOSED_REQUEST"
+        except Exception as exc:
+            status, code = 500, "INTERNAL_ERROR"
+            await answer_unexpected(send, exc, request_id, id_header, route.name)
         finally:
             _account(state, route.labels, label, model, status, code, started, log)
 
@@ -375,6 +379,9 @@ class Proxy:
         except GatewayError as error:
             status, code = error.status, error.code
             await send_error(send, error, request_id, id_header)
+        except Exception as exc:
+            status, code = 500, "INTERNAL_ERROR"
+            await answer_unexpected(send, exc, request_id, id_header, labels[0])
         finally:
             _account(state, labels, label, model_id, status, code, started, log)
 
