@@ -32,6 +32,7 @@ class ServerConfig:
     port: int = 8080
     workers: int = 1
     max_body_bytes: int = 26_214_400  # 25 MiB: audio uploads fit
+    max_json_elements: int = 500_000  # gateway/bodylimits.py: bounds a JSON parse's memory
     migrate_on_start: bool = True
     request_id_header: str = "x-request-id"
 

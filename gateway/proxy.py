@@ -19,6 +19,7 @@ import aiohttp
 import orjson
 
 from gateway import extract
+from gateway.bodylimits import refuse_dense_json
 from gateway.disconnect import ClientDisconnected, DisconnectWatcher
 from gateway.errors import (
     AuthenticationError,
@@ -196,6 +197,7 @@ class Proxy:
             refuse_declared_excess(scope, limit)
             message = await receive()
             body = await read_rest(message, receive, limit) if message.get("more_body") else message.get("body", b"")
+            refuse_dense_json(body, state.config.server.max_json_elements)  # before any parse: bounds its memory
             facts, parsed = self._facts(scope, route, body, path_model)
             model = facts.models[0] if facts.models else None
             label = self._model_label(state, model)
