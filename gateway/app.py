@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from gateway import db, metrics
 from gateway.admin import admin_routes
+from gateway.authguard import AuthGuard
 from gateway.breaker import Breaker
 from gateway.cli import CONFIG_ENV
 from gateway.config import Config
@@ -42,6 +43,7 @@ from gateway.reload import ConfigReloader, set_mode_gauge
 from gateway.routes import RouteTable, model_id_from_models_path
 from gateway.state import GatewayState
 from gateway.upstream import Upstream
+from policies.forwarded import parse_networks
 
 log = logging.getLogger("maas_gateway.app")
 
@@ -135,7 +137,7 @@ class GatewayApp:
         else:
             log.warning("DATABASE_URL is not set: no key can be found, every request is refused")
         redis = aioredis.from_url(config.redis.url, socket_timeout=0.5, socket_connect_timeout=0.5) if config.redis.url else None
-        store = KeyStore(pool, redis, config.cache)
+        store = KeyStore(pool, redis, config.cache, acquire_timeout=config.database.acquire_timeout_ms / 1000)
         breaker = Breaker("litellm", config.breaker)
         upstream = Upstream(config.litellm, breaker)
         await upstream.start()
@@ -154,6 +156,7 @@ class GatewayApp:
             redis=redis,
             mode=config.enforcement.mode,
             service_auth=service_auth,
+            auth_guard=AuthGuard(config.security, parse_networks(config.server.trusted_proxies), redis),
         )
         state.known_models = await _known_models(state)
         invalidator = Invalidator(store, config.database.url, redis)

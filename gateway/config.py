@@ -19,6 +19,7 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
+from policies.forwarded import parse_networks
 from policies.records import Mode
 
 
@@ -35,6 +36,12 @@ class ServerConfig:
     max_json_elements: int = 500_000  # gateway/bodylimits.py: bounds a JSON parse's memory
     migrate_on_start: bool = True
     request_id_header: str = "x-request-id"
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For names the client (policies/forwarded.py)
+    admin_port: int | None = None  # admin API, /metrics, /health/integration only there (gateway/listeners.py)
+    header_read_timeout_seconds: float = 10.0  # gateway/listeners.py: slow clients are cut off
+    body_read_timeout_seconds: float = 60.0
+    keep_alive_timeout_seconds: float = 5.0  # uvicorn's timeout_keep_alive
+    max_concurrency: int = 1000  # requests in flight per worker; beyond, 503 SERVER_BUSY
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,7 @@ class DatabaseConfig:
     pool_min: int = 1
     pool_max: int = 10
     statement_timeout_ms: int = 2000
+    acquire_timeout_ms: int = 1000  # longest wait for a pool connection; then 503 KEY_STORE_UNAVAILABLE
     url: str | None = None  # environment only: DATABASE_URL
 
 
@@ -118,6 +126,12 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    failed_auth_limit: int = 30  # failed authentications per client address and window (policies/auth_failures.py)
+    failed_auth_window_seconds: float = 60.0  # at most 60: it is the longest Retry-After
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     litellm: LiteLLMConfig = field(default_factory=LiteLLMConfig)
@@ -130,6 +144,7 @@ class Config:
     routes: tuple[RouteConfig, ...] = ()
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 # Fields that only the environment may set: a secret never sits in config.yaml.
@@ -288,9 +303,32 @@ def _validate(config: Config) -> None:
         raise ConfigError("server.workers: must be at least 1")
     if config.database.pool_max < max(config.database.pool_min, 1):
         raise ConfigError("database.pool_max: must be at least database.pool_min and at least 1")
+    _validate_security(config)
     for i, route in enumerate(config.routes):
         if not route.path.startswith("/") or "//" in route.path or "/." in route.path:
             raise ConfigError(f"routes[{i}].path: expected an absolute path without '//' or dot segments")
+
+
+def _validate_security(config: Config) -> None:
+    server, security = config.server, config.security
+    for i, cidr in enumerate(server.trusted_proxies):
+        try:
+            parse_networks([cidr])
+        except ValueError:
+            raise ConfigError(f"server.trusted_proxies[{i}]: expected an address or CIDR, got {_describe(cidr)}") from None
+    if server.admin_port is not None and server.admin_port in (0, server.port):
+        raise ConfigError("server.admin_port: must differ from server.port (and not be 0)")
+    if server.max_concurrency < 1:
+        raise ConfigError("server.max_concurrency: must be at least 1")
+    for name in ("header_read_timeout_seconds", "body_read_timeout_seconds", "keep_alive_timeout_seconds"):
+        if getattr(server, name) <= 0:
+            raise ConfigError(f"server.{name}: must be positive")
+    if security.failed_auth_limit < 1:
+        raise ConfigError("security.failed_auth_limit: must be at least 1")
+    if not 0 < security.failed_auth_window_seconds <= 60:
+        raise ConfigError("security.failed_auth_window_seconds: must be within (0, 60] (it is the longest Retry-After)")
+    if config.database.acquire_timeout_ms == 0:
+        raise ConfigError("database.acquire_timeout_ms: must be positive")
 
 
 def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:

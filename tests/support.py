@@ -29,7 +29,10 @@ def make_config(database_url: str, redis_url: str | None, litellm_url: str, **se
     environ = {"DATABASE_URL": database_url, "LITELLM_URL": litellm_url, "LITELLM_API_KEY": MASTER_KEY}
     if redis_url:
         environ["REDIS_URL"] = redis_url
-    data: dict[str, Any] = {"health": {"interval_seconds": 0.5}, "litellm": {"sync_users": False}}
+    # Every test's requests come from 127.0.0.1 and share one Redis: the failed-authentication
+    # limit is out of the way unless a test sets its own (tests/integration/test_bounded_cost.py).
+    data: dict[str, Any] = {"health": {"interval_seconds": 0.5}, "litellm": {"sync_users": False},
+                            "security": {"failed_auth_limit": 1_000_000}}
     for name, values in sections.items():
         data.setdefault(name, {}).update(values) if isinstance(values, dict) else data.__setitem__(name, values)
     return parse_config(data, environ)
@@ -53,7 +56,8 @@ async def running_gateway(config: Config) -> AsyncIterator[RunningGateway]:
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False,
-                       loop="none", http="httptools", timeout_graceful_shutdown=2)
+                       loop="none", http="httptools", timeout_graceful_shutdown=2,
+                       proxy_headers=False)  # as `serve` runs it: X-Forwarded-For is the gateway's to judge
     )
     task = asyncio.create_task(server._serve())  # _serve: no signal handlers taken from pytest
     async with asyncio.timeout(30):
