@@ -1,9 +1,12 @@
 """create_app(config): the ASGI application.
 
-    GatewayApp.__call__
+    GatewayApp.__call__                    over server.max_concurrency in flight -> 503 SERVER_BUSY
+      on server.admin_port                 /admin/v1/*, /metrics, /health/* only (else 404)
       inference route (routes.RouteTable)  -> proxy.Proxy.handle   raw ASGI, the hot path
       /v1/models, /v1/models/{id}          -> proxy.Proxy.models
-      /health/*, /metrics, /admin/v1/*     -> Starlette (lifespan, admin API, health)
+      /health/*, /metrics, /admin/v1/*     -> Starlette (lifespan, admin API, health); with an
+                                              admin port, /health/live|ready only
+      anything raising                     -> 500 INTERNAL_ERROR with the request id (gateway/failures.py)
       anything else                        -> 404 ROUTE_NOT_FOUND, never forwarded
 
 The dispatch in front of Starlette keeps its router off the hot path; Starlette
@@ -32,7 +35,7 @@ from gateway.authguard import AuthGuard
 from gateway.breaker import Breaker
 from gateway.cli import CONFIG_ENV
 from gateway.config import Config
-from gateway.errors import GatewayError, InternalError, RouteNotFoundError
+from gateway.errors import GatewayError, InternalError, RouteNotFoundError, ServerBusyError
 from gateway.failures import answer_unexpected
 from gateway.health import health_routes, start_health
 from gateway.invalidation import Invalidator
@@ -48,6 +51,8 @@ from policies.forwarded import parse_networks
 log = logging.getLogger("maas_gateway.app")
 
 KNOWN_MODELS_REFRESH_SECONDS = 30.0
+_OPERATOR_PATHS = (b"/health/", b"/admin/v1/", b"/metrics")
+_PUBLIC_HEALTH = (b"/health/live", b"/health/ready")
 REQUEST_ID_SCOPE = "maas.request_id"  # set by Starlette's last-resort handler, read by the net in __call__
 # The collector's first threshold (CPython's default: 700 container allocations). The hot
 # path allocates a few hundred containers per request, nearly all freed by reference
@@ -119,6 +124,11 @@ class GatewayApp:
         self.holder = StateHolder()
         self.routes = RouteTable(config.routes)
         self.proxy = Proxy(self.holder, config.server.request_id_header)
+        # server.admin_port: the operator's paths there only; the public port keeps liveness and readiness
+        self.admin_port = config.server.admin_port
+        self.public_paths = _OPERATOR_PATHS if self.admin_port is None else _PUBLIC_HEALTH
+        self.max_concurrency = config.server.max_concurrency  # requests in flight, health endpoints apart
+        self.in_flight = 0
         self.starlette = Starlette(
             routes=[*health_routes(), Route("/metrics", _metrics), *admin_routes()],
             lifespan=self.lifespan,
@@ -202,12 +212,19 @@ class GatewayApp:
         if scope["type"] != "http":
             await self.starlette(scope, receive, send)
             return
+        if self.in_flight >= self.max_concurrency and not scope["path"].startswith("/health/"):
+            request_id = _request_id(scope, self.proxy.id_header, self.proxy.new_request_id)
+            await send_error(send, ServerBusyError(retry_after=1), request_id, self.proxy.id_header)
+            return
+        self.in_flight += 1
         try:
             await self._dispatch(scope, receive, send)
         except Exception as exc:  # the proxy answers its own; this is everything else's net
-            id_header = self.config.server.request_id_header.encode()
+            id_header = self.proxy.id_header
             request_id = scope.get(REQUEST_ID_SCOPE) or _request_id(scope, id_header, self.proxy.new_request_id)
             await answer_unexpected(send, exc, request_id, id_header, scope.get("path", ""))
+        finally:
+            self.in_flight -= 1
 
     async def _internal_error(self, request: Request, exc: Exception) -> Response:
         """Starlette's handler of last resort (its ServerErrorMiddleware re-raises after answering:
@@ -222,6 +239,12 @@ class GatewayApp:
 
     async def _dispatch(self, scope: dict, receive: Any, send: Any) -> None:
         raw_path = scope.get("raw_path") or scope["path"].encode()
+        if self.admin_port is not None and (scope.get("server") or ("", None))[1] == self.admin_port:
+            if raw_path.startswith(_OPERATOR_PATHS):  # the admin listener: nothing else
+                await self.starlette(scope, receive, send)
+            else:
+                await send_error(send, RouteNotFoundError(), "-", self.proxy.id_header)
+            return
         route, path_model = self.routes.match(raw_path)
         if route is not None:
             await self.proxy.handle(scope, receive, send, route, path_model)
@@ -230,11 +253,10 @@ class GatewayApp:
         if model_id is not False:
             await self.proxy.models(scope, receive, send, model_id)  # type: ignore[arg-type]
             return
-        if raw_path.startswith((b"/health/", b"/admin/v1/", b"/metrics")):
+        if raw_path.startswith(self.public_paths):
             await self.starlette(scope, receive, send)
             return
-        id_header = self.config.server.request_id_header.encode()
-        await send_error(send, RouteNotFoundError(), "-", id_header)
+        await send_error(send, RouteNotFoundError(), "-", self.proxy.id_header)
 
 
 def create_app(config: Config, config_path: str | None = None) -> GatewayApp:

@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 import uvicorn
 
+from gateway import listeners
 from gateway.app import GatewayApp, create_app
 from gateway.config import Config, parse_config
 from gateway.devservices import free_port
@@ -56,10 +57,14 @@ async def running_gateway(config: Config) -> AsyncIterator[RunningGateway]:
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False,
-                       loop="none", http="httptools", timeout_graceful_shutdown=2,
-                       proxy_headers=False)  # as `serve` runs it: X-Forwarded-For is the gateway's to judge
+                       loop="none", http=listeners.protocol(config.server), timeout_graceful_shutdown=2,
+                       timeout_keep_alive=config.server.keep_alive_timeout_seconds,  # as `serve` runs it
+                       proxy_headers=False)  # X-Forwarded-For is the gateway's to judge, as in `serve`
     )
-    task = asyncio.create_task(server._serve())  # _serve: no signal handlers taken from pytest
+    sockets = [listeners.bind("127.0.0.1", port)]
+    if config.server.admin_port is not None:
+        sockets.append(listeners.bind("127.0.0.1", config.server.admin_port))
+    task = asyncio.create_task(server._serve(sockets))  # _serve: no signal handlers taken from pytest
     async with asyncio.timeout(30):
         while not server.started:
             if task.done():
