@@ -39,7 +39,7 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For names the client (policies/forwarded.py)
     admin_port: int | None = None  # admin API, /metrics, /health/integration only there (gateway/listeners.py)
     header_read_timeout_seconds: float = 10.0  # gateway/listeners.py: slow clients are cut off
-    body_read_timeout_seconds: float = 60.0
+    body_read_timeout_seconds: float = 120.0  # 25 MiB at 220 KB/s
     keep_alive_timeout_seconds: float = 5.0  # uvicorn's timeout_keep_alive
     max_concurrency: int = 1000  # requests in flight per worker; beyond, 503 SERVER_BUSY
 
