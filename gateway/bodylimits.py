@@ -1,7 +1,7 @@
 """A JSON body's cost, bounded before it is parsed (OWASP API4: unrestricted resource use).
 
 A 25 MiB body of tiny values (`[{},{},...]`, `[1.5,1.5,...]`) parses into millions of
-Python objects: measured, 350-780 MiB of RSS for one request, 15-30x its size. Nesting
+Python objects: measured, 350-800 MiB of RSS for one request, 15-30x its size. Nesting
 is no risk (orjson refuses depth over 1024); the count of values is. Every JSON value
 beyond the first is announced by a `{`, a `[` or a `,`, so their count bounds the values
 the parse makes. Counting them with bytes.count runs at memory speed (a few ms for

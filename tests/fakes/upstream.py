@@ -59,6 +59,7 @@ class FakeUpstream:
         self.stream_chunks, self.answer_padding = 5, 0
         self.seen.clear()
         self.cancelled = 0
+        self.released.clear()
 
     def paths(self) -> list[str]:
         return [s.path for s in self.seen]

@@ -77,8 +77,10 @@ async def http():
 
 
 def _retry_after(headers: dict, window_end_within: float) -> int:
+    """Retry-After is the seconds to the window's end, measured here just after the answer."""
     value = int(headers["Retry-After"])
-    assert 1 <= value <= min(60, int(window_end_within) + 1)
+    assert 1 <= value <= 60
+    assert window_end_within - 1 <= value <= window_end_within + 5  # rounded up, and answered a moment ago
     return value
 
 
