@@ -89,7 +89,7 @@ MAX_KEY_CHARS = 512  # LiteLLM's generated keys have 25 characters; custom ones 
 
 
 def well_formed(key: str) -> bool:
-    """Could this be a key of either mode? Checked before any lookup, so garbage costs no I/O.
+    """Could this be a key of either mode? Checked before a lookup (on an L1 miss), so garbage costs no I/O.
 
     Every key the gateway issues and every LiteLLM virtual key (LiteMaaS's keys are those)
     starts with "sk-": LiteLLM generates "sk-" + 22 url-safe characters and refuses custom

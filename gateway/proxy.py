@@ -124,17 +124,20 @@ async def read_rest(first: dict, receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _authenticate(state: GatewayState, scope: Scope, key_hash: str, found: KeyRecord | None | bool) -> KeyRecord:
+async def _authenticate(
+    state: GatewayState, scope: Scope, key: str, key_hash: str, found: KeyRecord | None | bool
+) -> KeyRecord:
     """A key the in-process cache does not hold (`found` False) or knows to be unknown (None),
     past the failed-authentication limiter (gateway/authguard.py): a refused address gets 429
-    before any lookup, and every unknown or malformed key counts against its address."""
+    before any lookup, a key of no possible shape is not looked up (gateway/keys.py
+    `well_formed`), and every unknown or malformed key counts against its address."""
     guard = state.auth_guard
     address = guard.address(scope)
     refusal = guard.refusal(address)
     if refusal is not None:
         _DENY_LIMITED.inc()
         raise refusal
-    record = await _look_up(state, key_hash) if found is False else None
+    record = await _look_up(state, key_hash) if found is False and well_formed(key) else None
     if record is None:
         limited = await guard.failed(address)
         if limited is not None:
@@ -192,8 +195,6 @@ class Proxy:
         if key is None:
             _DENY_MISSING.inc()
             raise AuthenticationError(Code.MISSING_API_KEY.value)
-        if not well_formed(key):
-            return key, "", None  # known to be no key, without a hash or a lookup
         key_hash = hash_key(key)
         return key, key_hash, state.store.cached(key_hash)
 
@@ -208,7 +209,7 @@ class Proxy:
             if scope["method"] not in route.methods:
                 raise MethodNotAllowedError(detail=f"use {', '.join(sorted(route.methods))}")
             key, key_hash, found = self._credentials(state, scope)
-            record = found if found else await _authenticate(state, scope, key_hash, found)
+            record = found if found else await _authenticate(state, scope, key, key_hash, found)
             log["key_prefix"] = record.key_prefix
             log["user_id"] = record.user_id
             limit = state.config.server.max_body_bytes
@@ -378,7 +379,7 @@ class Proxy:
             if scope["method"] != "GET":
                 raise MethodNotAllowedError(detail="use GET")
             key, key_hash, found = self._credentials(state, scope)
-            record = found if found else await _authenticate(state, scope, key_hash, found)
+            record = found if found else await _authenticate(state, scope, key, key_hash, found)
             log["key_prefix"] = record.key_prefix
             log["user_id"] = record.user_id
             headers = self._upstream_headers(state, scope, key, request_id)
