@@ -10,9 +10,12 @@ import time
 import uuid
 
 import aiohttp
-import orjson
 import pytest
+import redis.asyncio as aioredis
 
+from gateway.authguard import AuthGuard
+from gateway.config import SecurityConfig
+from gateway.devservices import free_port
 from gateway.metrics import KEY_CACHE_LOOKUPS
 from tests.support import bearer, make_config, running_gateway, seed_key
 
@@ -177,3 +180,21 @@ async def test_a_hostile_json_body_is_refused_before_it_is_parsed(pool, redis_ur
                 }
             })
     assert fake_upstream.seen == []
+
+
+async def test_with_redis_unreachable_failures_are_counted_in_process_and_refusals_end_with_the_window():
+    redis = aioredis.from_url(f"redis://127.0.0.1:{free_port()}", socket_connect_timeout=0.5, socket_timeout=0.5)
+    now = [1000.0]
+    guard = AuthGuard(SecurityConfig(failed_auth_limit=2, failed_auth_window_seconds=60), (), redis, clock=lambda: now[0])
+    try:
+        assert [await guard.failed("198.51.100.7") for _ in range(2)] == [None, None]
+        limited = await guard.failed("198.51.100.7")
+        assert (limited.status, limited.code, limited.retry_after) == (429, "RATE_LIMITED", 20)  # the window ends at 1020
+        assert await guard.failed("198.51.100.8") is None  # another address has its own count
+        now[0] = 1019.5
+        assert guard.refusal("198.51.100.7").retry_after == 1
+        now[0] = 1020.0
+        assert guard.refusal("198.51.100.7") is None
+        assert await guard.failed("198.51.100.7") is None  # a new window, a new count
+    finally:
+        await redis.aclose()
