@@ -1,9 +1,12 @@
 """create_app(config): the ASGI application.
 
-    GatewayApp.__call__
+    GatewayApp.__call__                    over server.max_concurrency in flight -> 503 SERVER_BUSY
+      on server.admin_port                 /admin/v1/*, /metrics, /health/* only (else 404)
       inference route (routes.RouteTable)  -> proxy.Proxy.handle   raw ASGI, the hot path
       /v1/models, /v1/models/{id}          -> proxy.Proxy.models
-      /health/*, /metrics, /admin/v1/*     -> Starlette (lifespan, admin API, health)
+      /health/*, /metrics, /admin/v1/*     -> Starlette (lifespan, admin API, health); with an
+                                              admin port, /health/live|ready only
+      anything raising                     -> 500 INTERNAL_ERROR with the request id (gateway/failures.py)
       anything else                        -> 404 ROUTE_NOT_FOUND, never forwarded
 
 The dispatch in front of Starlette keeps its router off the hot path; Starlette
@@ -28,23 +31,29 @@ from starlette.routing import Route
 
 from gateway import db, drain, metrics
 from gateway.admin import admin_routes
+from gateway.authguard import AuthGuard
 from gateway.breaker import Breaker, ModelBreakers
 from gateway.cli import CONFIG_ENV
 from gateway.config import Config
-from gateway.errors import GatewayError, RouteNotFoundError
+from gateway.errors import GatewayError, InternalError, RouteNotFoundError, ServerBusyError
+from gateway.failures import answer_unexpected
 from gateway.health import health_routes, start_health
 from gateway.invalidation import Invalidator
 from gateway.keys import KeyStore
-from gateway.proxy import Proxy, send_error
+from gateway.proxy import Proxy, _request_id, send_error
 from gateway.reconciler import start_account_services
 from gateway.reload import ConfigReloader, set_mode_gauge
 from gateway.routes import RouteTable, model_id_from_models_path
 from gateway.state import GatewayState
 from gateway.upstream import Upstream, allowed_headers
+from policies.forwarded import parse_networks
 
 log = logging.getLogger("maas_gateway.app")
 
 KNOWN_MODELS_REFRESH_SECONDS = 30.0
+_OPERATOR_PATHS = (b"/health/", b"/admin/v1/", b"/metrics")
+_PUBLIC_HEALTH = (b"/health/live", b"/health/ready")
+REQUEST_ID_SCOPE = "maas.request_id"  # set by Starlette's last-resort handler, read by the net in __call__
 # The collector's first threshold (CPython's default: 700 container allocations). The hot
 # path allocates a few hundred containers per request, nearly all freed by reference
 # counting; every collection walks the objects of the requests in flight. At 10,000 it
@@ -116,10 +125,15 @@ class GatewayApp:
         self.routes = RouteTable(config.routes)
         self.proxy = Proxy(self.holder, config.server.request_id_header,
                            allowed_headers(config.response_headers.allow))
+        # server.admin_port: the operator's paths there only; the public port keeps liveness and readiness
+        self.admin_port = config.server.admin_port
+        self.public_paths = _OPERATOR_PATHS if self.admin_port is None else _PUBLIC_HEALTH
+        self.max_concurrency = config.server.max_concurrency  # requests in flight, health endpoints apart
+        self.in_flight = 0
         self.starlette = Starlette(
             routes=[*health_routes(), Route("/metrics", _metrics), *admin_routes()],
             lifespan=self.lifespan,
-            exception_handlers={HTTPException: _http_exception, GatewayError: _gateway_error},
+            exception_handlers={HTTPException: _http_exception, GatewayError: _gateway_error, Exception: self._internal_error},
         )
         self.starlette.state.holder = self.holder
 
@@ -134,7 +148,7 @@ class GatewayApp:
         else:
             log.warning("DATABASE_URL is not set: no key can be found, every request is refused")
         redis = aioredis.from_url(config.redis.url, socket_timeout=0.5, socket_connect_timeout=0.5) if config.redis.url else None
-        store = KeyStore(pool, redis, config.cache)
+        store = KeyStore(pool, redis, config.cache, acquire_timeout=config.database.acquire_timeout_ms / 1000)
         breaker = Breaker("litellm", config.breaker)
         upstream = Upstream(config.litellm, breaker)
         await upstream.start()
@@ -154,6 +168,7 @@ class GatewayApp:
             redis=redis,
             mode=config.enforcement.mode,
             service_auth=service_auth,
+            auth_guard=AuthGuard(config.security, parse_networks(config.server.trusted_proxies), redis),
         )
         state.known_models = await _known_models(state)
         invalidator = Invalidator(store, config.database.url, redis)
@@ -201,7 +216,39 @@ class GatewayApp:
         if scope["type"] != "http":
             await self.starlette(scope, receive, send)
             return
+        if self.in_flight >= self.max_concurrency and not scope["path"].startswith("/health/"):
+            request_id = _request_id(scope, self.proxy.id_header, self.proxy.new_request_id)
+            await send_error(send, ServerBusyError(retry_after=1), request_id, self.proxy.id_header)
+            return
+        self.in_flight += 1
+        try:
+            await self._dispatch(scope, receive, send)
+        except Exception as exc:  # the proxy answers its own; this is everything else's net
+            id_header = self.proxy.id_header
+            request_id = scope.get(REQUEST_ID_SCOPE) or _request_id(scope, id_header, self.proxy.new_request_id)
+            await answer_unexpected(send, exc, request_id, id_header, scope.get("path", ""))
+        finally:
+            self.in_flight -= 1
+
+    async def _internal_error(self, request: Request, exc: Exception) -> Response:
+        """Starlette's handler of last resort (its ServerErrorMiddleware re-raises after answering:
+        the net in __call__ logs, with the request id put in the scope here)."""
+        id_header = self.config.server.request_id_header.encode()
+        request_id = _request_id(request.scope, id_header, self.proxy.new_request_id)
+        request.scope[REQUEST_ID_SCOPE] = request_id
+        error = InternalError(detail=f"request id: {request_id}")
+        response = _error_response(error)
+        response.headers[id_header.decode()] = request_id
+        return response
+
+    async def _dispatch(self, scope: dict, receive: Any, send: Any) -> None:
         raw_path = scope.get("raw_path") or scope["path"].encode()
+        if self.admin_port is not None and (scope.get("server") or ("", None))[1] == self.admin_port:
+            if raw_path.startswith(_OPERATOR_PATHS):  # the admin listener: nothing else
+                await self.starlette(scope, receive, send)
+            else:
+                await send_error(send, RouteNotFoundError(), "-", self.proxy.id_header)
+            return
         route, path_model = self.routes.match(raw_path)
         if route is not None:
             await self.proxy.handle(scope, receive, send, route, path_model)
@@ -210,11 +257,10 @@ class GatewayApp:
         if model_id is not False:
             await self.proxy.models(scope, receive, send, model_id)  # type: ignore[arg-type]
             return
-        if raw_path.startswith((b"/health/", b"/admin/v1/", b"/metrics")):
+        if raw_path.startswith(self.public_paths):
             await self.starlette(scope, receive, send)
             return
-        id_header = self.config.server.request_id_header.encode()
-        await send_error(send, RouteNotFoundError(), "-", id_header)
+        await send_error(send, RouteNotFoundError(), "-", self.proxy.id_header)
 
 
 def create_app(config: Config, config_path: str | None = None) -> GatewayApp:

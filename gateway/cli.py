@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from gateway.admin.cli import register as register_admin_commands
 from gateway.config import ConfigError, load_config
 
 CONFIG_ENV = "MAAS_GATEWAY_CONFIG"
+STARTUP_FAILURE = 3  # uvicorn's exit code when the server could not start
 
 
 def app_factory():
@@ -33,6 +35,9 @@ def app_factory():
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from gateway import listeners
 
     environ = dict(os.environ)
     for flag, name in (("host", "GATEWAY_HOST"), ("port", "GATEWAY_PORT"), ("workers", "GATEWAY_WORKERS")):
@@ -46,24 +51,36 @@ def _serve(args: argparse.Namespace) -> int:
     workers = config.server.workers
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="maas-gateway-metrics-")
-    uvicorn.run(
+    server = config.server
+    uvicorn_config = uvicorn.Config(
         "gateway.cli:app_factory",
         factory=True,
-        host=config.server.host,
-        port=config.server.port,
+        host=server.host,
+        port=server.port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http=listeners.protocol(server),  # httptools, with header and body read deadlines
         lifespan="on",
         access_log=False,  # the proxy writes its own access line
         log_config=None,
-        proxy_headers=False,  # X-Forwarded-* are passed through to LiteLLM, never interpreted here
+        proxy_headers=False,  # X-Forwarded-For is judged by the gateway (server.trusted_proxies), never by uvicorn
         server_header=False,
+        timeout_keep_alive=server.keep_alive_timeout_seconds,  # type: ignore[arg-type]
         # SIGTERM drains (gateway/drain.py): uvicorn's shutdown starts drain_delay_seconds after
         # the signal, and gives in-flight requests the rest of drain_seconds
         timeout_graceful_shutdown=max(0.1, config.server.drain_seconds - config.server.drain_delay_seconds),
     )
-    return 0
+    sockets = [listeners.bind(server.host, server.port)]
+    if server.admin_port is not None:
+        sockets.append(listeners.bind(server.host, server.admin_port))
+    # uvicorn.run() binds one socket; with server.admin_port there are two: its own steps, with both.
+    if workers > 1:
+        Multiprocess(uvicorn_config, sockets=sockets).run()
+        return 0
+    uvicorn_server = uvicorn.Server(uvicorn_config)
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn_server.run(sockets=sockets)
+    return 0 if uvicorn_server.started else STARTUP_FAILURE
 
 
 def _migrate(args: argparse.Namespace) -> int:

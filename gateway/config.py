@@ -19,6 +19,7 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
+from policies.forwarded import parse_networks
 from policies.records import Mode
 
 
@@ -32,10 +33,17 @@ class ServerConfig:
     port: int = 8080
     workers: int = 1
     max_body_bytes: int = 26_214_400  # 25 MiB: audio uploads fit
+    max_json_elements: int = 500_000  # gateway/bodylimits.py: bounds a JSON parse's memory
     migrate_on_start: bool = True
     request_id_header: str = "x-request-id"
     drain_delay_seconds: float = 5.0  # after SIGTERM: readiness 503, still accepting connections
     drain_seconds: float = 120.0  # after SIGTERM: in-flight requests and streams may run this long
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For names the client (policies/forwarded.py)
+    admin_port: int | None = None  # admin API, /metrics, /health/integration only there (gateway/listeners.py)
+    header_read_timeout_seconds: float = 10.0  # gateway/listeners.py: slow clients are cut off
+    body_read_timeout_seconds: float = 120.0  # 25 MiB at 220 KB/s
+    keep_alive_timeout_seconds: float = 5.0  # uvicorn's timeout_keep_alive
+    max_concurrency: int = 1000  # requests in flight per worker; beyond, 503 SERVER_BUSY
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,7 @@ class DatabaseConfig:
     pool_min: int = 1
     pool_max: int = 10
     statement_timeout_ms: int = 2000
+    acquire_timeout_ms: int = 1000  # longest wait for a pool connection; then 503 KEY_STORE_UNAVAILABLE
     url: str | None = None  # environment only: DATABASE_URL
 
 
@@ -127,6 +136,12 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    failed_auth_limit: int = 30  # failed authentications per client address and window (policies/auth_failures.py)
+    failed_auth_window_seconds: float = 60.0  # at most 60: it is the longest Retry-After
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     litellm: LiteLLMConfig = field(default_factory=LiteLLMConfig)
@@ -140,6 +155,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     response_headers: ResponseHeadersConfig = field(default_factory=ResponseHeadersConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 # Fields that only the environment may set: a secret never sits in config.yaml.
@@ -312,6 +328,7 @@ def _validate(config: Config) -> None:
             problem = "the request id header is the gateway's own (server.request_id_header)"
         if problem:
             raise ConfigError(f"response_headers.allow[{i}]: {problem}, got {_describe(name)}")
+    _validate_security(config)
     for i, route in enumerate(config.routes):
         if not route.path.startswith("/") or "//" in route.path or "/." in route.path:
             raise ConfigError(f"routes[{i}].path: expected an absolute path without '//' or dot segments")
@@ -333,6 +350,28 @@ def _header_problem(name: str) -> str | None:
     if lowered in _GATEWAY_HEADERS:
         return "this header is the gateway's own or hop-by-hop, never passed from LiteLLM"
     return None
+
+
+def _validate_security(config: Config) -> None:
+    server, security = config.server, config.security
+    for i, cidr in enumerate(server.trusted_proxies):
+        try:
+            parse_networks([cidr])
+        except ValueError:
+            raise ConfigError(f"server.trusted_proxies[{i}]: expected an address or CIDR, got {_describe(cidr)}") from None
+    if server.admin_port is not None and server.admin_port in (0, server.port):
+        raise ConfigError("server.admin_port: must differ from server.port (and not be 0)")
+    if server.max_concurrency < 1:
+        raise ConfigError("server.max_concurrency: must be at least 1")
+    for name in ("header_read_timeout_seconds", "body_read_timeout_seconds", "keep_alive_timeout_seconds"):
+        if getattr(server, name) <= 0:
+            raise ConfigError(f"server.{name}: must be positive")
+    if security.failed_auth_limit < 1:
+        raise ConfigError("security.failed_auth_limit: must be at least 1")
+    if not 0 < security.failed_auth_window_seconds <= 60:
+        raise ConfigError("security.failed_auth_window_seconds: must be within (0, 60] (it is the longest Retry-After)")
+    if config.database.acquire_timeout_ms == 0:
+        raise ConfigError("database.acquire_timeout_ms: must be positive")
 
 
 def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:

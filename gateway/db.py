@@ -74,10 +74,14 @@ async def create_pool(url: str, config: DatabaseConfig) -> asyncpg.Pool:
         raise StoreUnavailableError(detail="database unreachable", retry_after=1) from exc
 
 
-async def load_key(pool: asyncpg.Pool, key_hash: str) -> KeyRecord | None:
-    """The key's record by SHA-256 hex, or None when no such key exists."""
+async def load_key(pool: asyncpg.Pool, key_hash: str, acquire_timeout: float | None = None) -> KeyRecord | None:
+    """The key's record by SHA-256 hex, or None when no such key exists.
+
+    A busy pool is waited for at most `acquire_timeout` seconds (database.acquire_timeout_ms):
+    a flood of cold keys gets 503s rather than a queue that every later lookup waits behind."""
     try:
-        row = await pool.fetchrow(KEY_QUERY, key_hash)
+        async with pool.acquire(timeout=acquire_timeout) as conn:
+            row = await conn.fetchrow(KEY_QUERY, key_hash)
     except DB_ERRORS as exc:
         raise StoreUnavailableError(retry_after=1) from exc
     return None if row is None else record_from_row(row)

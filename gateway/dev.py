@@ -83,6 +83,7 @@ def _banner(url: str, key: str) -> str:
 def run_dev(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway import listeners
     from gateway.app import create_app
     from gateway.config import load_config
     from gateway.logs import configure
@@ -110,8 +111,9 @@ def run_dev(args: argparse.Namespace) -> int:
         url = f"http://{config.server.host}:{args.port}"
         print(_banner(url, key), flush=True)
         uvicorn.run(
-            create_app(config), host=config.server.host, port=args.port, loop="uvloop", http="httptools",
+            create_app(config), host=config.server.host, port=args.port, loop="uvloop", http=listeners.protocol(config.server),
             lifespan="on", access_log=False, log_config=None, proxy_headers=False, server_header=False,
+            timeout_keep_alive=config.server.keep_alive_timeout_seconds,  # type: ignore[arg-type]
         )
         return 0
     except KeyboardInterrupt:

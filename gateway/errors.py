@@ -15,7 +15,11 @@
     │   ├── ShuttingDownError          503     SHUTTING_DOWN         (+ Retry-After)
     │   ├── UpstreamTimeoutError       504     LITELLM_TIMEOUT
     │   └── LiteLLMError               5xx     LITELLM_ERROR         (LiteLLM's failure, its text logged)
+    ├── RateLimitedError               429     RATE_LIMITED (+ Retry-After, at most 60)
+    ├── ServerBusyError                503     SERVER_BUSY (+ Retry-After): server.max_concurrency
+    ├── RequestTimeoutError            408     REQUEST_TIMEOUT: body slower than server.body_read_timeout_seconds
     ├── StoreUnavailableError          503     KEY_STORE_UNAVAILABLE (+ Retry-After)
+    ├── InternalError                  500     INTERNAL_ERROR (the message has the request id)
     ├── AdminError                     4xx     NOT_FOUND | CONFLICT | UNAUTHORIZED | ...
     └── LiteLLMSyncError               503     USER_NOT_FOUND_LITELLM (+ Retry-After)
 
@@ -53,6 +57,10 @@ MESSAGES: dict[str, str] = {
     "SHUTTING_DOWN": "This gateway instance is shutting down. Please try again.",
     "KEY_STORE_UNAVAILABLE": "API keys cannot be checked right now. Please try again later.",
     "USER_NOT_FOUND_LITELLM": "Account setup in progress. Please try again in a moment.",
+    "RATE_LIMITED": "Too many requests. Please wait before retrying.",
+    "SERVER_BUSY": "The gateway is serving as many requests as it can. Please try again in a moment.",
+    "REQUEST_TIMEOUT": "The request was not received in time.",
+    "INTERNAL_ERROR": "The gateway failed to answer this request. Please try again; if it persists, report the request id.",
 }
 
 _TYPES = {
@@ -63,7 +71,9 @@ _TYPES = {
     405: "invalid_request_error",
     409: "conflict_error",
     413: "invalid_request_error",
+    408: "invalid_request_error",
     422: "invalid_request_error",
+    429: "rate_limit_error",
     503: "service_unavailable_error",
     504: "timeout_error",
 }
@@ -177,6 +187,21 @@ class ShuttingDownError(UpstreamError):
     code = "SHUTTING_DOWN"
 
 
+class RateLimitedError(GatewayError):
+    status = 429
+    code = "RATE_LIMITED"
+
+
+class ServerBusyError(GatewayError):
+    status = 503
+    code = "SERVER_BUSY"
+
+
+class RequestTimeoutError(GatewayError):
+    status = 408
+    code = "REQUEST_TIMEOUT"
+
+
 class StoreUnavailableError(GatewayError):
     status = 503
     code = "KEY_STORE_UNAVAILABLE"
@@ -185,6 +210,10 @@ class StoreUnavailableError(GatewayError):
 class LiteLLMSyncError(GatewayError):
     status = 503
     code = "USER_NOT_FOUND_LITELLM"
+
+
+class InternalError(GatewayError):
+    """Anything unexpected: the message carries the request id (gateway/failures.py)."""
 
 
 class AdminError(GatewayError):

@@ -86,6 +86,21 @@ def extract_key(headers: list[tuple[bytes, bytes]]) -> str | None:
     return api_key or x_api_key
 
 
+KEY_PREFIX = "sk-"  # the gateway's keys ("sk-" + 43 url-safe characters) and LiteLLM's virtual keys
+MAX_KEY_CHARS = 512  # LiteLLM's generated keys have 25 characters; custom ones any length, "sk-" first
+
+
+def well_formed(key: str) -> bool:
+    """Could this be a key of either mode? Checked before a lookup (on an L1 miss), so garbage costs no I/O.
+
+    Every key the gateway issues and every LiteLLM virtual key (LiteMaaS's keys are those)
+    starts with "sk-": LiteLLM generates "sk-" + 22 url-safe characters and refuses custom
+    keys without the prefix (key_management_endpoints.py). Anything printable after it is
+    accepted, so no valid key of either mode is refused here.
+    """
+    return key.startswith(KEY_PREFIX) and len(key) <= MAX_KEY_CHARS and key.isascii() and key.isprintable()
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -131,8 +146,10 @@ class KeyStore:
         redis: Any | None,
         config: CacheConfig,
         clock: Callable[[], float] = time.monotonic,
+        acquire_timeout: float | None = None,
     ) -> None:
         self._pool = pool
+        self._acquire_timeout = acquire_timeout
         self._redis = redis
         self._config = config
         self._clock = clock
@@ -191,7 +208,7 @@ class KeyStore:
             self._remember(key_hash, found, generation)  # type: ignore[arg-type]
             return found  # type: ignore[return-value]
         try:
-            record = await db.load_key(self._pool, key_hash)
+            record = await db.load_key(self._pool, key_hash, self._acquire_timeout)
         except StoreUnavailableError:
             stale = self._l1.get(key_hash)
             if stale is not None and self._clock() - stale[2] <= self._config.max_stale_seconds:

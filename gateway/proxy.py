@@ -19,6 +19,7 @@ import aiohttp
 import orjson
 
 from gateway import extract, relay
+from gateway.bodylimits import refuse_dense_json
 from gateway.disconnect import ClientDisconnected, DisconnectWatcher
 from gateway.errors import (
     MESSAGES,
@@ -31,7 +32,8 @@ from gateway.errors import (
     StoreUnavailableError,
     from_denial,
 )
-from gateway.keys import extract_key, hash_key
+from gateway.failures import answer_unexpected
+from gateway.keys import extract_key, hash_key, well_formed
 from gateway.metrics import (
     AUTH_DECISIONS,
     MODEL_ACCESS_DENIALS,
@@ -57,6 +59,7 @@ Send = Callable[[dict], Awaitable[None]]
 _ALLOW_OK = TALLY.cell(AUTH_DECISIONS, ("allow", "ok"))  # held: the one counter every allowed request adds to
 _DENY_MISSING = AUTH_DECISIONS.labels(result="deny", reason="MISSING_API_KEY")
 _DENY_INVALID = AUTH_DECISIONS.labels(result="deny", reason="INVALID_API_KEY")
+_DENY_LIMITED = AUTH_DECISIONS.labels(result="deny", reason="RATE_LIMITED")
 _STORE_ERROR = AUTH_DECISIONS.labels(result="error", reason="KEY_STORE_UNAVAILABLE")
 _SSE = b"text/event-stream"
 # GET /v1/models and /v1/models/{id} (also without /v1): their route label values.
@@ -123,11 +126,36 @@ async def read_rest(first: dict, receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _known(record: KeyRecord | None | bool) -> KeyRecord:
+async def _authenticate(
+    state: GatewayState, scope: Scope, key: str, key_hash: str, found: KeyRecord | None | bool
+) -> KeyRecord:
+    """A key the in-process cache does not hold (`found` False) or knows to be unknown (None),
+    past the failed-authentication limiter (gateway/authguard.py): a refused address gets 429
+    before any lookup, a key of no possible shape is not looked up (gateway/keys.py
+    `well_formed`), and every unknown or malformed key counts against its address."""
+    guard = state.auth_guard
+    address = guard.address(scope)
+    refusal = guard.refusal(address)
+    if refusal is not None:
+        _DENY_LIMITED.inc()
+        raise refusal
+    record = await _look_up(state, key_hash) if found is False and well_formed(key) else None
     if record is None:
+        limited = await guard.failed(address)
+        if limited is not None:
+            _DENY_LIMITED.inc()
+            raise limited
         _DENY_INVALID.inc()
         raise AuthenticationError(Code.INVALID_API_KEY.value)
-    return record  # type: ignore[return-value]
+    return record
+
+
+async def _look_up(state: GatewayState, key_hash: str) -> KeyRecord | None:
+    try:
+        return await state.store.lookup(key_hash)
+    except StoreUnavailableError:
+        _STORE_ERROR.inc()
+        raise
 
 
 async def send_error(send: Send, error: GatewayError, request_id: str, id_header: bytes) -> None:
@@ -163,7 +191,7 @@ class Proxy:
 
     def _credentials(self, state: GatewayState, scope: Scope) -> tuple[str, str, KeyRecord | None | bool]:
         """The key (forwarded upstream in passthrough mode only), its hash and what the
-        in-process cache knows of it (False: nothing yet; then `_look_up`).
+        in-process cache knows of it (False: nothing yet; None: no such key; then `_authenticate`).
 
         Not a coroutine, so that the hot path, for a cached key, awaits nothing (a coroutine
         layer costs ~3k instructions a request: docs/performance.md)."""
@@ -173,13 +201,6 @@ class Proxy:
             raise AuthenticationError(Code.MISSING_API_KEY.value)
         key_hash = hash_key(key)
         return key, key_hash, state.store.cached(key_hash)
-
-    async def _look_up(self, state: GatewayState, key_hash: str) -> KeyRecord | None:
-        try:
-            return await state.store.lookup(key_hash)
-        except StoreUnavailableError:
-            _STORE_ERROR.inc()
-            raise
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, route: Route, path_model: str | None) -> None:
         state: GatewayState = self.holder.state
@@ -192,13 +213,14 @@ class Proxy:
             if scope["method"] not in route.methods:
                 raise MethodNotAllowedError(detail=f"use {', '.join(sorted(route.methods))}")
             key, key_hash, found = self._credentials(state, scope)
-            record = _known(await self._look_up(state, key_hash) if found is False else found)
+            record = found if found else await _authenticate(state, scope, key, key_hash, found)
             log["key_prefix"] = record.key_prefix
             log["user_id"] = record.user_id
             limit = state.config.server.max_body_bytes
             refuse_declared_excess(scope, limit)
             message = await receive()
             body = await read_rest(message, receive, limit) if message.get("more_body") else message.get("body", b"")
+            refuse_dense_json(body, state.config.server.max_json_elements)  # before any parse: bounds its memory
             facts, parsed = self._facts(scope, route, body, path_model)
             model = facts.models[0] if facts.models else None
             label = self._model_label(state, model)
@@ -214,6 +236,9 @@ class Proxy:
             await send_error(send, error, request_id, id_header)
         except ClientDisconnected:
             status, code = 499, "CLIENT_CLOSED_REQUEST"
+        except Exception as exc:
+            status, code = 500, "INTERNAL_ERROR"
+            await answer_unexpected(send, exc, request_id, id_header, route.name)
         finally:
             _account(state, route.labels, label, model, status, code, started, log)
 
@@ -379,7 +404,7 @@ class Proxy:
             if scope["method"] != "GET":
                 raise MethodNotAllowedError(detail="use GET")
             key, key_hash, found = self._credentials(state, scope)
-            record = _known(await self._look_up(state, key_hash) if found is False else found)
+            record = found if found else await _authenticate(state, scope, key, key_hash, found)
             log["key_prefix"] = record.key_prefix
             log["user_id"] = record.user_id
             headers = self._upstream_headers(state, scope, key, request_id)
@@ -404,6 +429,9 @@ class Proxy:
         except GatewayError as error:
             status, code = error.status, error.code
             await send_error(send, error, request_id, id_header)
+        except Exception as exc:
+            status, code = 500, "INTERNAL_ERROR"
+            await answer_unexpected(send, exc, request_id, id_header, labels[0])
         finally:
             _account(state, labels, label, model_id, status, code, started, log)
 

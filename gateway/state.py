@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.accesslog import AccessLog
+from gateway.authguard import AuthGuard
 from gateway.breaker import Breaker, ModelBreakers
 from gateway.config import BreakerConfig, Config
 from gateway.keys import KeyStore
@@ -30,3 +31,4 @@ class GatewayState:
     service_auth: str | None = None  # "Bearer <LITELLM_API_KEY>" in service_key mode
     access_log: AccessLog = field(default_factory=AccessLog)  # flushed at shutdown
     extras: dict[str, Any] = field(default_factory=dict)  # health probe, reconciler, ...
+    auth_guard: AuthGuard = None  # type: ignore[assignment]  # set by the lifespan: failed-auth limiter

@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 import uvicorn
 
+from gateway import listeners
 from gateway.app import GatewayApp, create_app
 from gateway.config import Config, parse_config
 from gateway.devservices import free_port
@@ -29,7 +30,10 @@ def make_config(database_url: str, redis_url: str | None, litellm_url: str, **se
     environ = {"DATABASE_URL": database_url, "LITELLM_URL": litellm_url, "LITELLM_API_KEY": MASTER_KEY}
     if redis_url:
         environ["REDIS_URL"] = redis_url
-    data: dict[str, Any] = {"health": {"interval_seconds": 0.5}, "litellm": {"sync_users": False}}
+    # Every test's requests come from 127.0.0.1 and share one Redis: the failed-authentication
+    # limit is out of the way unless a test sets its own (tests/integration/test_bounded_cost.py).
+    data: dict[str, Any] = {"health": {"interval_seconds": 0.5}, "litellm": {"sync_users": False},
+                            "security": {"failed_auth_limit": 1_000_000}}
     for name, values in sections.items():
         data.setdefault(name, {}).update(values) if isinstance(values, dict) else data.__setitem__(name, values)
     return parse_config(data, environ)
@@ -53,9 +57,14 @@ async def running_gateway(config: Config) -> AsyncIterator[RunningGateway]:
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False,
-                       loop="none", http="httptools", timeout_graceful_shutdown=2)
+                       loop="none", http=listeners.protocol(config.server), timeout_graceful_shutdown=2,
+                       timeout_keep_alive=config.server.keep_alive_timeout_seconds,  # as `serve` runs it
+                       proxy_headers=False)  # X-Forwarded-For is the gateway's to judge, as in `serve`
     )
-    task = asyncio.create_task(server._serve())  # _serve: no signal handlers taken from pytest
+    sockets = [listeners.bind("127.0.0.1", port)]
+    if config.server.admin_port is not None:
+        sockets.append(listeners.bind("127.0.0.1", config.server.admin_port))
+    task = asyncio.create_task(server._serve(sockets))  # _serve: no signal handlers taken from pytest
     async with asyncio.timeout(30):
         while not server.started:
             if task.done():

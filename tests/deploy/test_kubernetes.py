@@ -57,6 +57,11 @@ def one(manifests: list[dict], kind: str) -> dict:
     return found[0]
 
 
+def named(manifests: list[dict], kind: str, wanted: str) -> dict:
+    (found,) = [m for m in manifests if m["kind"] == kind and m["metadata"]["name"] == wanted]
+    return found
+
+
 def name(manifest: dict) -> str:
     return f"{manifest['kind']}/{manifest['metadata']['name']}"
 
@@ -166,8 +171,11 @@ def test_the_expected_kinds_are_there(base: list[dict]) -> None:
             "Deployment",
             "HorizontalPodAutoscaler",
             "Job",
+            "NetworkPolicy",
+            "NetworkPolicy",
             "PodDisruptionBudget",
             "PrometheusRule",
+            "Service",
             "Service",
             "ServiceAccount",
             "ServiceMonitor",
@@ -187,7 +195,7 @@ def container(manifest: dict) -> dict:
 def test_probes(base: list[dict]) -> None:
     gateway = container(one(base, "Deployment"))
     ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
-    assert ports == {"http": 8080}
+    assert ports == {"http": 8080, "admin": 9090}
     assert gateway["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "http"}
     assert gateway["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
     assert gateway["startupProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
@@ -276,8 +284,8 @@ def test_the_configmap_is_a_valid_gateway_config(base: list[dict]) -> None:
     assert config.server.host == "0.0.0.0"
     assert config.server.workers == 2, "GATEWAY_WORKERS from the pod's environment wins"
     assert config.server.migrate_on_start is False, "the migration Job migrates, not every replica at start"
-    port = container(one(base, "Deployment"))["ports"][0]["containerPort"]
-    assert config.server.port == port
+    ports = {p["name"]: p["containerPort"] for p in container(one(base, "Deployment"))["ports"]}
+    assert (config.server.port, config.server.admin_port) == (ports["http"], ports["admin"])
 
 
 # --- availability and scaling ----------------------------------------------------------------
@@ -295,9 +303,12 @@ def test_service_pdb_and_hpa_target_the_gateway_pods(base: list[dict]) -> None:
     labels = pod_labels(base)
     deployment = one(base, "Deployment")
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    service = one(base, "Service")
+    service = named(base, "Service", "maas-gateway")
     assert selects(service["spec"]["selector"], labels)
     assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+    admin = named(base, "Service", "maas-gateway-admin")
+    assert selects(admin["spec"]["selector"], labels)
+    assert admin["spec"]["ports"] == [{"name": "admin", "port": 9090, "targetPort": "admin", "protocol": "TCP"}]
     # the migration Job's pod is not behind the Service, nor counted by the PDB
     job_labels = one(base, "Job")["spec"]["template"]["metadata"]["labels"]
     assert not selects(service["spec"]["selector"], job_labels)
@@ -312,13 +323,51 @@ def test_service_pdb_and_hpa_target_the_gateway_pods(base: list[dict]) -> None:
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
+# --- network policies ---------------------------------------------------------------------------
+
+LITELLM_POD = {"app.kubernetes.io/name": "litellm", "app.kubernetes.io/instance": "litellm"}  # its Helm chart's labels
+
+
+def test_only_the_gateway_pods_reach_litellm(base: list[dict]) -> None:
+    policy = named(base, "NetworkPolicy", "litellm-from-gateway-only")
+    assert selects(policy["spec"]["podSelector"]["matchLabels"], LITELLM_POD)
+    assert not selects(policy["spec"]["podSelector"]["matchLabels"], pod_labels(base))
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # with a policy selecting them, LiteLLM's pods refuse the rest
+    (rule,) = policy["spec"]["ingress"]
+    (source,) = rule["from"]
+    assert set(source) == {"podSelector"}, "no namespaceSelector or ipBlock: this namespace's gateway pods only"
+    assert selects(source["podSelector"]["matchLabels"], pod_labels(base))
+    job_labels = one(base, "Job")["spec"]["template"]["metadata"]["labels"]
+    assert not selects(source["podSelector"]["matchLabels"], job_labels), "the migration Job needs no LiteLLM"
+    assert rule["ports"] == [{"port": 4000, "protocol": "TCP"}]
+    litellm_url = parse_config(yaml.safe_load(one(base, "ConfigMap")["data"]["config.yaml"]), {}).litellm.url
+    assert litellm_url.endswith(":4000")
+
+
+def test_the_admin_port_admits_this_namespace_and_monitoring_only(base: list[dict]) -> None:
+    policy = named(base, "NetworkPolicy", "maas-gateway")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels(base).items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    rules = {rule["ports"][0]["port"]: rule for rule in policy["spec"]["ingress"]}
+    assert set(rules) == {"http", "admin"} and all(len(rule["ports"]) == 1 for rule in rules.values())
+    assert "from" not in rules["http"], "the public port: clients arrive through the ingress or router"
+    same_namespace, monitoring = rules["admin"]["from"]
+    assert same_namespace == {"podSelector": {}}
+    (expression,) = monitoring["namespaceSelector"]["matchExpressions"]
+    assert expression["key"] == "kubernetes.io/metadata.name" and expression["operator"] == "In"
+    assert {"openshift-user-workload-monitoring", "monitoring"} <= set(expression["values"])
+    ports = {p["name"] for p in container(one(base, "Deployment"))["ports"]}
+    assert set(rules) == ports, "every container port is covered by a rule"
+
+
 # --- monitoring --------------------------------------------------------------------------------
 
 
 def test_the_servicemonitor_scrapes_the_service(base: list[dict]) -> None:
     monitor = one(base, "ServiceMonitor")
-    service = one(base, "Service")
+    service = named(base, "Service", "maas-gateway-admin")  # /metrics is on the admin listener only
     assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    assert not selects(monitor["spec"]["selector"]["matchLabels"], named(base, "Service", "maas-gateway")["metadata"]["labels"])
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert endpoint["path"] == "/metrics"
@@ -338,7 +387,7 @@ def test_the_prometheusrule_has_exactly_the_alerts_of_alerts_yaml(base: list[dic
 
 def test_the_route_exposes_the_service_over_tls(openshift: list[dict]) -> None:
     route = one(openshift, "Route")
-    service = one(openshift, "Service")
+    service = named(openshift, "Service", "maas-gateway")
     assert route["spec"]["to"] == {"kind": "Service", "name": service["metadata"]["name"], "weight": 100}
     assert route["spec"]["port"]["targetPort"] in {p["name"] for p in service["spec"]["ports"]}
     assert route["spec"]["tls"] == {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"}

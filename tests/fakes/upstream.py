@@ -83,6 +83,7 @@ class FakeUpstream:
         self.seen.clear()
         self.cancelled = 0
         self.virtual_keys.clear()
+        self.released.clear()
 
     def paths(self) -> list[str]:
         return [s.path for s in self.seen]

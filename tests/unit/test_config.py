@@ -91,7 +91,7 @@ def test_input_is_not_mutated_by_env_overrides() -> None:
 
 # -- rejections name the key path -----------------------------------------------------
 
-KNOWN_TOP = "admin, breaker, cache, database, enforcement, health, litellm, logging, redis, response_headers, routes, server"
+KNOWN_TOP = "admin, breaker, cache, database, enforcement, health, litellm, logging, redis, response_headers, routes, security, server"
 
 
 @pytest.mark.parametrize(
@@ -99,7 +99,18 @@ KNOWN_TOP = "admin, breaker, cache, database, enforcement, health, litellm, logg
     [
         ({"nope": 1}, f"nope: unknown key (known: {KNOWN_TOP})"),
         ({"breaker": {"min_distinct_keys": 0}}, "breaker.min_distinct_keys: must be at least 1"),
-        ({"server": {"prot": 1}}, "server.prot: unknown key (known: drain_delay_seconds, drain_seconds, host, max_body_bytes, migrate_on_start, port, request_id_header, workers)"),
+        ({"server": {"prot": 1}}, "server.prot: unknown key (known: admin_port, body_read_timeout_seconds, drain_delay_seconds, "
+                                  "drain_seconds, header_read_timeout_seconds, host, keep_alive_timeout_seconds, max_body_bytes, "
+                                  "max_concurrency, max_json_elements, migrate_on_start, port, request_id_header, trusted_proxies, "
+                                  "workers)"),
+        ({"server": {"trusted_proxies": ["10.0.0.0/8", "ten"]}}, "server.trusted_proxies[1]: expected an address or CIDR, got 'ten'"),
+        ({"server": {"admin_port": 8080}}, "server.admin_port: must differ from server.port (and not be 0)"),
+        ({"server": {"max_concurrency": 0}}, "server.max_concurrency: must be at least 1"),
+        ({"server": {"body_read_timeout_seconds": 0}}, "server.body_read_timeout_seconds: must be positive"),
+        ({"security": {"failed_auth_limit": 0}}, "security.failed_auth_limit: must be at least 1"),
+        ({"security": {"failed_auth_window_seconds": 61}},
+         "security.failed_auth_window_seconds: must be within (0, 60] (it is the longest Retry-After)"),
+        ({"database": {"acquire_timeout_ms": 0}}, "database.acquire_timeout_ms: must be positive"),
         ({"litellm": {"user_defaults": {"budget": 1}}}, "litellm.user_defaults.budget: unknown key (known: max_budget, rpm_limit, tpm_limit)"),
         ({"routes": [{"path": "/x", "extra": 1}]}, "routes[0].extra: unknown key (known: methods, model, path)"),
         ({"litellm": {"timeout_ms": "fast"}}, "litellm.timeout_ms: expected an integer, got 'fast'"),

@@ -30,6 +30,8 @@ JSON = (b"content-type", b"application/json")
 ACCESS = "Your API key does not have access to this model. Please check your subscription."
 SUBSCRIPTION = "Your subscription to this model is not active. Please check your subscription."
 
+INTERNAL = "The gateway failed to answer this request. Please try again; if it persists, report the request id."
+
 
 def body(message: str, type_: str, code: str, param=None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
@@ -128,7 +130,7 @@ def test_contract_messages() -> None:
          body("user exists", "conflict_error", "CONFLICT", "email"), [JSON]),
         (AdminError(422, "INVALID", "bad"), 422, body("bad", "invalid_request_error", "INVALID"), [JSON]),
         (AdminError(418, "TEAPOT", "short and stout"), 418, body("short and stout", "api_error", "TEAPOT"), [JSON]),
-        (GatewayError(), 500, body("Internal error.", "api_error", "INTERNAL_ERROR"), [JSON]),
+        (GatewayError(), 500, body(INTERNAL, "api_error", "INTERNAL_ERROR"), [JSON]),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, GatewayError) else None,
 )
