@@ -4,6 +4,7 @@
       inference route (routes.RouteTable)  -> proxy.Proxy.handle   raw ASGI, the hot path
       /v1/models, /v1/models/{id}          -> proxy.Proxy.models
       /health/*, /metrics, /admin/v1/*     -> Starlette (lifespan, admin API, health)
+      /console/*                           -> Starlette, the web console (gateway/console/), when configured
       anything else                        -> 404 ROUTE_NOT_FOUND, never forwarded
 
 The dispatch in front of Starlette keeps its router off the hot path; Starlette
@@ -24,13 +25,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from gateway import db, metrics
 from gateway.admin import admin_routes
 from gateway.breaker import Breaker
 from gateway.cli import CONFIG_ENV
 from gateway.config import Config
+from gateway.console import console_app
 from gateway.errors import GatewayError, RouteNotFoundError
 from gateway.health import health_routes, start_health
 from gateway.invalidation import Invalidator
@@ -116,8 +118,10 @@ class GatewayApp:
         self.routes = RouteTable(config.routes)
         self.proxy = Proxy(self.holder, config.server.request_id_header,
                            allowed_headers(config.response_headers.allow))
+        console = console_app(config, self.holder)
         self.starlette = Starlette(
-            routes=[*health_routes(), Route("/metrics", _metrics), *admin_routes()],
+            routes=[*health_routes(), Route("/metrics", _metrics), *admin_routes(),
+                    *([Mount("/console", app=console)] if console is not None else [])],
             lifespan=self.lifespan,
             exception_handlers={HTTPException: _http_exception, GatewayError: _gateway_error},
         )
@@ -207,7 +211,7 @@ class GatewayApp:
         if model_id is not False:
             await self.proxy.models(scope, receive, send, model_id)  # type: ignore[arg-type]
             return
-        if raw_path.startswith((b"/health/", b"/admin/v1/", b"/metrics")):
+        if raw_path.startswith((b"/health/", b"/admin/v1/", b"/metrics", b"/console")):
             await self.starlette(scope, receive, send)
             return
         id_header = self.config.server.request_id_header.encode()
