@@ -219,6 +219,10 @@ async def test_the_console_end_to_end(console, browser, pool):
 
         assert await poll(refused_now, 1.0)
         assert time.monotonic() - revoked_at < 1.0 + 0.5
+        revoked = await pool.fetchval("SELECT revoked_at FROM api_keys WHERE id = $1", key_id)
+        assert f"revoked {revoked:%Y-%m-%d %H:%M} UTC" in await section.locator(".dates").inner_text()
+        assert await section.locator(".refusal").inner_text() == "This API key has been revoked. Create a new key to continue."
+        await shot(page, "7-key-revoked")
 
     # The admin view (Alice is in OIDC_ADMIN_GROUP; Bob is not): approve Bob's pending subscription.
     bob_id = await pool.fetchval("SELECT id FROM users WHERE oauth_id = $1", BOB["sub"])
@@ -229,11 +233,18 @@ async def test_the_console_end_to_end(console, browser, pool):
     assert await bob_page.get_by_role("alert").inner_text() == "This page is for administrators."
     await page.get_by_role("link", name="Admin").click()
     row = page.locator(f"tr.pending-subscription[data-email='{BOB['email']}']")
-    await shot(page, "7-admin")
+    await shot(page, "8-admin")
     await row.get_by_role("button", name="Approve").click()
-    await page.wait_for_url(console["url"] + "/console/admin")
+    await row.wait_for(state="detached")
     assert await pool.fetchval(
         "SELECT status FROM subscriptions WHERE user_id = $1 AND model_id = 'gpt-4o'", bob_id) == "active"
+
+    # Deactivate Bob, then activate him again.
+    bob_row = page.locator(f"tr.user[data-email='{BOB['email']}']")
+    for button, then, active in (("Deactivate", "Activate", False), ("Activate", "Deactivate", True)):
+        await bob_row.get_by_role("button", name=button, exact=True).click()
+        await bob_row.get_by_role("button", name=then, exact=True).wait_for()
+        assert await pool.fetchval("SELECT is_active FROM users WHERE id = $1", bob_id) is active
 
     # Sign out: the console asks to sign in again.
     await page.get_by_role("button", name="Sign out").click()
