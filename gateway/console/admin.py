@@ -3,6 +3,7 @@
     GET  /console/admin                                   pending subscriptions; users (search, pages)
     POST /console/admin/subscriptions/{id}/approve|deny   pending -> active | denied
     POST /console/admin/users/{id}/activate|deactivate
+    POST /console/admin/models                            add a model (its LiteLLM name)
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from starlette.routing import Route
 
 from gateway.console.security import check_csrf
 from gateway.console.session import render, require
+from gateway.errors import GatewayError
 
 PAGE_SIZE = 25
 
 
-async def overview(request: Request) -> Response:
+async def overview(request: Request, error: str | None = None) -> Response:
     me = await require(request, admin=True)
     query = request.query_params.get("q", "").strip()[:100]
     page = max(int(request.query_params.get("page", "1")) if request.query_params.get("page", "1").isdigit() else 1, 1)
@@ -30,8 +32,9 @@ async def overview(request: Request) -> Response:
         """SELECT id, email, username, is_active, sync_status, last_login_at FROM users
            WHERE email ILIKE $1 OR username ILIKE $1 ORDER BY email LIMIT $2 OFFSET $3""",
         pattern, PAGE_SIZE + 1, (page - 1) * PAGE_SIZE)
+    models = await me.accounts.list_models()
     return render(request, "admin.html", me, pending=pending, users=users[:PAGE_SIZE], query=query, page=page,
-                  more=len(users) > PAGE_SIZE)
+                  more=len(users) > PAGE_SIZE, models=models, error=error)
 
 
 async def decide(request: Request) -> Response:
@@ -54,9 +57,22 @@ async def set_active(request: Request) -> Response:
     return RedirectResponse(request.url_for("admin"), status_code=303)
 
 
+async def add_model(request: Request) -> Response:
+    me = await require(request, admin=True)
+    form = await check_csrf(request)
+    try:
+        await me.accounts.create_model(id=str(form.get("model_id") or "").strip())
+    except GatewayError as exc:
+        response = await overview(request, exc.message)
+        response.status_code = exc.status
+        return response
+    return RedirectResponse(request.url_for("admin"), status_code=303)
+
+
 def routes() -> list[Route]:
     return [
         Route("/admin", overview, methods=["GET"], name="admin"),
+        Route("/admin/models", add_model, methods=["POST"], name="add_model"),
         Route("/admin/subscriptions/{subscription_id}/{action:str}", decide, methods=["POST"]),
         Route("/admin/users/{user_id}/{action:str}", set_active, methods=["POST"]),
     ]

@@ -55,7 +55,7 @@ async def require(request: Request, *, admin: bool = False) -> Viewer:
     found = await viewer(request)
     if found is None:
         raise SignInRequired()
-    if admin and not found.admin:
+    if admin and not (found.admin and found.user["is_active"]):
         raise HTTPException(403, "This page is for administrators.")
     return found
 

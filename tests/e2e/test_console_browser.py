@@ -239,6 +239,16 @@ async def test_the_console_end_to_end(console, browser, pool):
     assert await pool.fetchval(
         "SELECT status FROM subscriptions WHERE user_id = $1 AND model_id = 'gpt-4o'", bob_id) == "active"
 
+    # Add a model; the same again is refused in the admin API's words.
+    model = f"mistral-{RUN}"
+    for _ in range(2):
+        await page.fill("#new-model", model)
+        await page.get_by_role("button", name="Add model").click()
+        await page.locator(".label.model", has_text=model).wait_for()
+    assert await page.get_by_role("alert").inner_text() == f"A model with id {model!r} already exists."
+    assert await pool.fetchval("SELECT count(*) FROM models WHERE id = $1", model) == 1
+    await page.goto(console["url"] + "/console/admin")
+
     # Deactivate Bob, then activate him again.
     bob_row = page.locator(f"tr.user[data-email='{BOB['email']}']")
     for button, then, active in (("Deactivate", "Activate", False), ("Activate", "Deactivate", True)):
