@@ -23,7 +23,8 @@ PAGE_SIZE = 25
 async def overview(request: Request, error: str | None = None) -> Response:
     me = await require(request, admin=True)
     query = request.query_params.get("q", "").strip()[:100]
-    page = max(int(request.query_params.get("page", "1")) if request.query_params.get("page", "1").isdigit() else 1, 1)
+    raw_page = request.query_params.get("page", "1")
+    page = max(int(raw_page), 1) if raw_page.isdigit() else 1
     pending = await me.pool.fetch(
         """SELECT s.id, s.model_id, s.created_at, u.email FROM subscriptions s JOIN users u ON u.id = s.user_id
            WHERE s.status = 'pending' ORDER BY s.created_at LIMIT 200""")

@@ -11,6 +11,7 @@ The provider's endpoints come from OIDC_ISSUER's discovery document, fetched on 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from authlib.integrations.base_client import OAuthError
@@ -22,7 +23,9 @@ from starlette.routing import Route
 
 from gateway.config import Config
 from gateway.console.security import check_csrf, csrf_token
-from gateway.console.users import EmailTaken, Identity, log, sign_in
+from gateway.console.users import EmailTaken, Identity, sign_in
+
+log = logging.getLogger("maas_gateway.console")
 
 
 def oauth_client(config: Config) -> Any:
