@@ -19,12 +19,19 @@ NODE_DEPS := tests/deploy/node_modules/.package-lock.json
 $(NODE_DEPS): tests/deploy/package-lock.json
 	npm ci --prefix tests/deploy --no-audit --no-fund --loglevel=error
 
-venv: $(STAMP) $(NODE_DEPS)
+OIDC_DEPS := scripts/oidc/node_modules/.package-lock.json
+
+# The local OpenID Connect provider (panva's oidc-provider) of `make run` and the console's browser tests.
+$(OIDC_DEPS): scripts/oidc/package-lock.json
+	npm ci --prefix scripts/oidc --no-audit --no-fund --loglevel=error
+
+venv: $(STAMP) $(NODE_DEPS) $(OIDC_DEPS)
 
 system-deps:
 	./scripts/system-deps.sh
 
-## make run: Postgres, LiteLLM (mock models) and the gateway on 127.0.0.1:8080, with a demo key.
+## make run: Postgres, LiteLLM (mock models), a local OIDC provider and the gateway on 127.0.0.1:8080,
+## with a demo key and the console at /console (demo / demo).
 run: system-deps venv
 	$(VENV)/bin/maas-gateway dev
 

@@ -7,6 +7,8 @@
       /health/*, /metrics, /admin/v1/*     -> Starlette (lifespan, admin API, health); with an
                                               admin port, /health/live|ready only
       anything raising                     -> 500 INTERNAL_ERROR with the request id (gateway/failures.py)
+      /console/*                           -> Starlette, the web console (gateway/console/), when
+                                              configured; on the public port
       anything else                        -> 404 ROUTE_NOT_FOUND, never forwarded
 
 The dispatch in front of Starlette keeps its router off the hot path; Starlette
@@ -27,7 +29,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from gateway import db, drain, metrics
 from gateway.admin import admin_routes
@@ -35,6 +37,7 @@ from gateway.authguard import AuthGuard
 from gateway.breaker import Breaker, ModelBreakers
 from gateway.cli import CONFIG_ENV
 from gateway.config import Config
+from gateway.console import console_app
 from gateway.errors import GatewayError, InternalError, RouteNotFoundError, ServerBusyError
 from gateway.failures import answer_unexpected
 from gateway.health import health_routes, start_health
@@ -127,11 +130,13 @@ class GatewayApp:
                            allowed_headers(config.response_headers.allow))
         # server.admin_port: the operator's paths there only; the public port keeps liveness and readiness
         self.admin_port = config.server.admin_port
-        self.public_paths = _OPERATOR_PATHS if self.admin_port is None else _PUBLIC_HEALTH
+        self.public_paths = (_OPERATOR_PATHS if self.admin_port is None else _PUBLIC_HEALTH) + (b"/console",)
         self.max_concurrency = config.server.max_concurrency  # requests in flight, health endpoints apart
         self.in_flight = 0
+        console = console_app(config, self.holder)
         self.starlette = Starlette(
-            routes=[*health_routes(), Route("/metrics", _metrics), *admin_routes()],
+            routes=[*health_routes(), Route("/metrics", _metrics), *admin_routes(),
+                    *([Mount("/console", app=console)] if console is not None else [])],
             lifespan=self.lifespan,
             exception_handlers={HTTPException: _http_exception, GatewayError: _gateway_error, Exception: self._internal_error},
         )

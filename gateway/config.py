@@ -142,6 +142,22 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    """The web console (/console, gateway/console/): served when enabled and OIDC is configured."""
+
+    enabled: bool = True
+    oidc_issuer: str | None = None  # OIDC_ISSUER: discovery at <issuer>/.well-known/openid-configuration
+    oidc_client_id: str | None = None  # OIDC_CLIENT_ID
+    oidc_client_secret: str | None = None  # environment only: OIDC_CLIENT_SECRET
+    oidc_scopes: str = "openid email profile groups"  # OIDC_SCOPES
+    oidc_groups_claim: str = "groups"  # OIDC_GROUPS_CLAIM
+    oidc_admin_group: str | None = None  # OIDC_ADMIN_GROUP: members see the admin view
+    session_secret: str | None = None  # environment only: SESSION_SECRET (signs the session cookie)
+    public_url: str | None = None  # CONSOLE_PUBLIC_URL: the gateway URL shown in code snippets
+    https_only: bool = False  # CONSOLE_HTTPS_ONLY: mark the session cookie Secure
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     litellm: LiteLLMConfig = field(default_factory=LiteLLMConfig)
@@ -156,10 +172,12 @@ class Config:
     admin: AdminConfig = field(default_factory=AdminConfig)
     response_headers: ResponseHeadersConfig = field(default_factory=ResponseHeadersConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
 
 # Fields that only the environment may set: a secret never sits in config.yaml.
-SECRET_FIELDS = {"litellm.api_key", "database.url", "redis.url", "admin.token"}
+SECRET_FIELDS = {"litellm.api_key", "database.url", "redis.url", "admin.token",
+                 "console.oidc_client_secret", "console.session_secret"}
 
 # Environment name -> (config path, parser). Units are the seed's.
 ENVIRONMENT: dict[str, tuple[str, str]] = {
@@ -179,6 +197,16 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "GATEWAY_PORT": ("server.port", "int"),
     "GATEWAY_WORKERS": ("server.workers", "int"),
     "GATEWAY_DRAIN_SECONDS": ("server.drain_seconds", "float"),
+    "CONSOLE_ENABLED": ("console.enabled", "bool"),
+    "OIDC_ISSUER": ("console.oidc_issuer", "str"),
+    "OIDC_CLIENT_ID": ("console.oidc_client_id", "str"),
+    "OIDC_CLIENT_SECRET": ("console.oidc_client_secret", "str"),
+    "OIDC_SCOPES": ("console.oidc_scopes", "str"),
+    "OIDC_GROUPS_CLAIM": ("console.oidc_groups_claim", "str"),
+    "OIDC_ADMIN_GROUP": ("console.oidc_admin_group", "str"),
+    "SESSION_SECRET": ("console.session_secret", "str"),
+    "CONSOLE_PUBLIC_URL": ("console.public_url", "str"),
+    "CONSOLE_HTTPS_ONLY": ("console.https_only", "bool"),
 }
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -5,6 +5,8 @@ is unset, the real LiteLLM proxy with the mock models of deploy/litellm/config.y
 when LITELLM_URL is unset (REDIS_URL unset: in-process cache only). Applies the
 schema, makes a demo user, subscriptions and key, prints how to call it, and
 serves in service_key mode with user sync off (the demo LiteLLM has no database).
+When OIDC_ISSUER is unset it also starts the local OIDC provider (scripts/oidc) with the
+demo user (demo / demo, an admin) and serves the console at /console.
 Ctrl-C stops the gateway and everything this command started.
 """
 
@@ -24,6 +26,10 @@ DEMO_EMAIL = "demo@example.com"
 DEMO_MODELS = ("gpt-4o-mini", "text-embedding-3-small")
 ALL_DEMO_MODELS = ("gpt-4o-mini", "gpt-4o", "llama-3-8b", "text-embedding-3-small")
 LITELLM_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "litellm" / "config.yaml"
+
+
+DEMO_LOGIN = {"sub": "demo", "username": "demo", "password": "demo", "email": DEMO_EMAIL, "name": "Demo User",
+              "groups": ["maas-admins"]}
 
 
 async def seed_demo(database_url: str, config) -> str:
@@ -48,13 +54,38 @@ async def seed_demo(database_url: str, config) -> str:
         for model in DEMO_MODELS:
             if model not in subscribed:
                 await accounts.create_subscription(user_id=user_id, model_id=model)
+        if config.console.oidc_issuer:  # the console signs the demo user in as this row
+            await pool.execute("UPDATE users SET oauth_provider = $1, oauth_id = $2 WHERE id = $3",
+                               config.console.oidc_issuer.rstrip("/"), DEMO_LOGIN["sub"], user_id)
         created = await accounts.create_key(user_id=user_id, models=list(DEMO_MODELS), name="make run demo")
         return created["key"]
     finally:
         await pool.close()
 
 
-def _banner(url: str, key: str) -> str:
+def _console_banner(url: str, config) -> str:
+    if not (config.console.enabled and config.console.oidc_issuer):
+        return " Console: off (set OIDC_ISSUER, or run `npm ci --prefix scripts/oidc` for the local provider).\n"
+    if config.console.oidc_issuer != os.environ.get("OIDC_ISSUER"):
+        return f" Console: {url}/console/   sign in as demo / demo (local OIDC provider, an admin)\n"
+    return f" Console: {url}/console/   (OIDC_ISSUER {config.console.oidc_issuer})\n"
+
+
+def _start_oidc(workdir: Path, url: str, environ: dict) -> devservices.Service | None:
+    """The local provider with the demo user, and the console's settings pointing at it."""
+    if not (devservices.OIDC_PROVIDER_DIR / "node_modules").is_dir() or not shutil.which("node"):
+        return None
+    client = {"client_id": "maas-console", "client_secret": secrets.token_urlsafe(24),
+              "redirect_uris": [f"{url}/console/callback"]}
+    print("starting the local OIDC provider ...", flush=True)
+    service = devservices.start_oidc_provider(workdir / "oidc", [client], [DEMO_LOGIN])
+    environ.update(OIDC_ISSUER=service.url, OIDC_CLIENT_ID=client["client_id"],
+                   OIDC_CLIENT_SECRET=client["client_secret"], OIDC_ADMIN_GROUP="maas-admins")
+    environ.setdefault("SESSION_SECRET", secrets.token_urlsafe(32))
+    return service
+
+
+def _banner(url: str, key: str, console: str) -> str:
     return f"""
 ================================================================================
  maas-gateway is serving at {url}
@@ -75,7 +106,7 @@ def _banner(url: str, key: str) -> str:
    print(reply.choices[0].message.content)
 
  A model the key may not use (gpt-4o) answers 403 MODEL_ACCESS_DENIED.
- Metrics: {url}/metrics   Health: {url}/health/integration   Ctrl-C stops everything.
+{console} Metrics: {url}/metrics   Health: {url}/health/integration   Ctrl-C stops everything.
 ================================================================================
 """
 
@@ -106,10 +137,15 @@ def run_dev(args: argparse.Namespace) -> int:
         environ.setdefault("LITELLM_AUTH", "service_key")
         environ.setdefault("LITELLM_SYNC_USERS", "false")
         config = load_config(args.config, environ)
+        url = f"http://{config.server.host}:{args.port}"
+        if not environ.get("OIDC_ISSUER") and config.console.enabled:
+            provider = _start_oidc(workdir, url, environ)
+            if provider is not None:
+                started.append(provider)
+                config = load_config(args.config, environ)
         configure(config.logging.level)
         key = asyncio.run(seed_demo(environ["DATABASE_URL"], config))
-        url = f"http://{config.server.host}:{args.port}"
-        print(_banner(url, key), flush=True)
+        print(_banner(url, key, _console_banner(url, config)), flush=True)
         uvicorn.run(
             create_app(config), host=config.server.host, port=args.port, loop="uvloop", http=listeners.protocol(config.server),
             lifespan="on", access_log=False, log_config=None, proxy_headers=False, server_header=False,

@@ -260,3 +260,38 @@ def start_litellm(config_path: Path, workdir: Path, port: int | None = None,
                                                  master_key=master_key))
     _wait_ready(service, lambda: _litellm_alive(url), workdir / "litellm.log", timeout=90)
     return service
+
+
+# --- a local OpenID Connect provider (console sign-in) ---------------------------------------
+
+OIDC_PROVIDER_DIR = Path(__file__).resolve().parent.parent / "scripts" / "oidc"
+
+
+def _oidc_ready(url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{url}/.well-known/openid-configuration", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_oidc_provider(workdir: Path, clients: list[dict], users: list[dict], port: int | None = None) -> Service:
+    """panva's oidc-provider (scripts/oidc, `npm ci --prefix scripts/oidc`) with these clients
+    ({client_id, client_secret, redirect_uris}) and users ({sub, username, password, email,
+    name, groups}); the Service's url is the issuer."""
+    import json
+
+    port = port or free_port()
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{port}"
+    settings = workdir / "oidc-settings.json"
+    settings.write_text(json.dumps({"port": port, "issuer": url, "clients": clients, "users": users}))
+    settings.chmod(0o600)
+    node = shutil.which("node") or "node"
+    argv = [node, str(OIDC_PROVIDER_DIR / "provider.mjs"), str(settings)]
+    service = Service("oidc", url, _spawn(argv, workdir, "oidc.log"), workdir,
+                      relaunch=functools.partial(start_oidc_provider, workdir, clients, users))
+    _wait_ready(service, lambda: _oidc_ready(url), workdir / "oidc.log", timeout=30)
+    return service

@@ -2,7 +2,8 @@
 # Installs the system packages the tests, `make run` and `make bench` need, when missing:
 # PostgreSQL and Redis servers (throwaway instances on free ports), wrk (load
 # generator), promtool (Prometheus rule tests), npm (schema validators for the
-# Kubernetes custom resources); with BENCH_TOOLS=1 (make bench) also valgrind (instruction
+# Kubernetes custom resources; the local OIDC provider of the console), chromium (the
+# console's browser tests, driven by Playwright); with BENCH_TOOLS=1 (make bench) also valgrind (instruction
 # counts). Debian/Ubuntu; as root, or with sudo.
 set -euo pipefail
 
@@ -13,6 +14,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v wrk >/dev/null || need+=(wrk)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v npm >/dev/null || need+=(nodejs npm)
+command -v chromium >/dev/null || need+=(chromium)
 if [ "${BENCH_TOOLS:-}" = 1 ]; then
   command -v valgrind >/dev/null || need+=(valgrind)
 fi

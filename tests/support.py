@@ -51,10 +51,10 @@ class RunningGateway:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(config: Config) -> AsyncIterator[RunningGateway]:
-    """Serve the gateway with uvicorn on a free port of this event loop, lifespan included."""
+async def running_gateway(config: Config, port: int | None = None) -> AsyncIterator[RunningGateway]:
+    """Serve the gateway with uvicorn on a free port (or `port`) of this event loop, lifespan included."""
     app = create_app(config)
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False,
                        loop="none", http=listeners.protocol(config.server), timeout_graceful_shutdown=2,

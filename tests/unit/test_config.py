@@ -91,7 +91,7 @@ def test_input_is_not_mutated_by_env_overrides() -> None:
 
 # -- rejections name the key path -----------------------------------------------------
 
-KNOWN_TOP = "admin, breaker, cache, database, enforcement, health, litellm, logging, redis, response_headers, routes, security, server"
+KNOWN_TOP = "admin, breaker, cache, console, database, enforcement, health, litellm, logging, redis, response_headers, routes, security, server"
 
 
 @pytest.mark.parametrize(
@@ -189,6 +189,8 @@ SECRET_ENV = {
     "database.url": "DATABASE_URL",
     "redis.url": "REDIS_URL",
     "admin.token": "GATEWAY_ADMIN_TOKEN",
+    "console.oidc_client_secret": "OIDC_CLIENT_SECRET",
+    "console.session_secret": "SESSION_SECRET",
 }
 
 

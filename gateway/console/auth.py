@@ -1,0 +1,109 @@
+"""Sign-in and sign-out.
+
+    GET  /console/login      redirect to the provider (authorization code, PKCE S256, nonce, state)
+    GET  /console/callback   code -> tokens; Authlib verifies the ID token (signature against the
+                             provider's JWKS, issuer, audience, expiry, nonce); the user is upserted
+                             by (issuer, sub) and ensured in LiteLLM; the session remembers the user
+    POST /console/logout     forgets the session (the provider's own session is left alone)
+
+The provider's endpoints come from OIDC_ISSUER's discovery document, fetched on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from authlib.integrations.base_client import OAuthError
+from authlib.integrations.starlette_client import OAuth
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from gateway.config import Config
+from gateway.console.security import check_csrf, csrf_token
+from gateway.console.users import EmailTaken, Identity, sign_in
+
+log = logging.getLogger("maas_gateway.console")
+
+
+def oauth_client(config: Config) -> Any:
+    console = config.console
+    oauth = OAuth()
+    return oauth.register(
+        name="oidc",
+        client_id=console.oidc_client_id,
+        client_secret=console.oidc_client_secret,
+        server_metadata_url=console.oidc_issuer.rstrip("/") + "/.well-known/openid-configuration",
+        client_kwargs={"scope": console.oidc_scopes, "code_challenge_method": "S256"},
+    )
+
+
+def callback_url(request: Request) -> str:
+    public = request.app.state.config.console.public_url
+    if public:
+        return public.rstrip("/") + "/console/callback"
+    return str(request.url_for("callback"))
+
+
+async def login(request: Request) -> Response:
+    return await request.app.state.oauth.authorize_redirect(request, callback_url(request))
+
+
+def _groups(claims: dict, claim: str) -> tuple[str, ...]:
+    value = claims.get(claim) or ()
+    if isinstance(value, str):
+        value = [value]
+    return tuple(str(g) for g in value)
+
+
+async def callback(request: Request) -> Response:
+    config: Config = request.app.state.config
+    try:
+        token = await request.app.state.oauth.authorize_access_token(request)
+    except OAuthError as exc:
+        log.warning("console sign-in refused", extra={"fields": {"error": exc.error}})
+        raise HTTPException(400, "Sign-in did not complete. Please sign in again.") from exc
+    claims = dict(token.get("userinfo") or {})
+    if not claims.get("sub"):
+        raise HTTPException(400, "Sign-in did not complete: the provider sent no ID token. Please sign in again.")
+    email = claims.get("email")
+    if not email:
+        raise HTTPException(400, "Your identity provider did not share an email address (scope `email`).")
+    identity = Identity(
+        provider=config.console.oidc_issuer.rstrip("/"),
+        subject=str(claims["sub"]),
+        email=str(email),
+        username=str(claims.get("preferred_username") or claims.get("name") or email),
+        groups=_groups(claims, config.console.oidc_groups_claim),
+    )
+    state = request.app.state.holder.state
+    accounts = state.extras.get("accounts")
+    if accounts is None:
+        raise HTTPException(503, "The console needs the database: set DATABASE_URL.")
+    try:
+        user = await sign_in(accounts, state.pool, identity)
+    except EmailTaken:
+        raise HTTPException(
+            409, "Another account already uses this email address. Ask an administrator to link it.") from None
+    request.session.clear()
+    request.session["uid"] = user["id"]
+    admin_group = config.console.oidc_admin_group
+    request.session["admin"] = bool(admin_group and admin_group in identity.groups)
+    csrf_token(request)
+    return RedirectResponse(request.url_for("keys"), status_code=303)
+
+
+async def logout(request: Request) -> Response:
+    await check_csrf(request)
+    request.session.clear()
+    return RedirectResponse(request.url_for("keys"), status_code=303)
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/login", login, methods=["GET"], name="login"),
+        Route("/callback", callback, methods=["GET"], name="callback"),
+        Route("/logout", logout, methods=["POST"], name="logout"),
+    ]

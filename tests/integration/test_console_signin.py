@@ -1,0 +1,167 @@
+"""Console sign-in through the real OIDC provider (scripts/oidc), without a browser: the user
+is upserted by (issuer, sub) and ensured in LiteLLM (the management double); a LiteLLM
+failure does not block the sign-in, the page says the account is being set up, and the
+reconciler heals it. Plus the console's refusals: CSRF, disabled, email already taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import AsyncIterator
+
+import aiohttp
+import pytest
+
+from gateway import devservices
+from gateway.config import ConsoleConfig, parse_config
+from gateway.console import console_app
+from tests.admin_support import admin_config, double, litellm_double_server  # noqa: F401 - fixtures
+from tests.support import running_gateway
+
+pytestmark = pytest.mark.integration
+
+RUN = secrets.token_hex(3)
+SETUP = "Account setup in progress. Please try again in a moment."
+USERS = [{"sub": f"{name}-{RUN}", "username": name, "password": f"{name}-pw", "email": f"{name}-{RUN}@example.com",
+          "name": name.title(), "groups": []} for name in ("carol", "dave", "erin", "frank")]
+CAROL, DAVE, ERIN, FRANK = USERS
+
+
+@pytest.fixture(scope="module")
+async def provider_and_port() -> AsyncIterator[tuple[devservices.Service, int, dict]]:
+    port = devservices.free_port()
+    client = {"client_id": "console-it", "client_secret": secrets.token_urlsafe(24),
+              "redirect_uris": [f"http://127.0.0.1:{port}/console/callback"]}
+    workdir = Path(tempfile.mkdtemp(prefix="maas-oidc-"))
+    provider = devservices.start_oidc_provider(workdir, [client], USERS)
+    yield provider, port, client
+    provider.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+async def gateway(provider_and_port, double, postgres_url, redis_url):
+    provider, port, client = provider_and_port
+    config = admin_config(postgres_url, redis_url, double.url)
+    console = ConsoleConfig(oidc_issuer=provider.url, oidc_client_id=client["client_id"],
+                            oidc_client_secret=client["client_secret"], session_secret=secrets.token_urlsafe(32))
+    async with running_gateway(dataclasses.replace(config, console=console), port=port) as gw:
+        yield gw
+
+
+async def sign_in(gw_url: str, user: dict) -> tuple[aiohttp.ClientSession, str]:
+    """Follow the redirects to the provider's form, post the password, follow back: (session, page)."""
+    session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))  # cookies for 127.0.0.1
+    async with session.get(gw_url + "/console/login") as response:
+        form = await response.text()
+        action = re.search(r'action="([^"]+)"', form).group(1)
+        async with session.post(str(response.url.join(aiohttp.client.URL(action))),
+                                data={"username": user["username"], "password": user["password"]}) as back:
+            assert str(back.url) == gw_url + "/console/"
+            return session, await back.text()
+
+
+async def test_sign_in_creates_the_user_and_syncs_it(gateway, pool, double):
+    session, page = await sign_in(gateway.url, CAROL)
+    async with session:
+        user = await pool.fetchrow("SELECT * FROM users WHERE oauth_id = $1", CAROL["sub"])
+        assert (user["oauth_provider"], user["email"], user["username"]) == (
+            gateway.app.config.console.oidc_issuer, CAROL["email"], "carol")
+        assert user["sync_status"] == "synced" and user["last_login_at"] is not None
+        assert [c.path for c in double.calls_for(user["id"])] == ["/user/info", "/user/new"]
+        assert "<h1>My keys</h1>" in page and SETUP not in page
+        first_login = user["last_login_at"]
+    # Signing in again finds the same row (by issuer and sub) and updates it; LiteLLM is not asked again.
+    session, _ = await sign_in(gateway.url, CAROL)
+    async with session:
+        rows = await pool.fetch("SELECT id, last_login_at FROM users WHERE oauth_id = $1", CAROL["sub"])
+        assert [r["id"] for r in rows] == [user["id"]] and rows[0]["last_login_at"] > first_login
+        assert len(double.calls_for(user["id"])) == 2
+
+
+async def test_litellm_down_does_not_block_sign_in_and_the_reconciler_heals(gateway, pool, double):
+    await double.set_down(True)
+    session, page = await sign_in(gateway.url, DAVE)
+    async with session:
+        user = await pool.fetchrow("SELECT * FROM users WHERE oauth_id = $1", DAVE["sub"])
+        assert user["sync_status"] == "error"
+        assert SETUP in page
+        # Creating a key now is refused in the seed's words, and nothing is created.
+        async with session.get(gateway.url + "/console/subscriptions") as response:
+            csrf = re.search(r'name="csrf" value="([^"]+)"', await response.text()).group(1)
+        async with session.post(gateway.url + "/console/subscriptions",
+                                data={"csrf": csrf, "model_id": await _a_model(pool)}) as response:
+            assert response.status == 503
+            assert SETUP in await response.text()
+        assert await pool.fetchval("SELECT count(*) FROM subscriptions WHERE user_id = $1", user["id"]) == 0
+        await double.set_down(False)
+        await pool.execute("UPDATE users SET next_sync_at = now() WHERE id = $1", user["id"])
+        deadline = time.monotonic() + 10
+        while await pool.fetchval("SELECT sync_status FROM users WHERE id = $1", user["id"]) != "synced":
+            assert time.monotonic() < deadline, "the reconciler did not sync the user"
+            await asyncio.sleep(0.05)  # polling the row with a deadline
+        async with session.get(gateway.url + "/console/") as response:
+            assert SETUP not in await response.text()
+
+
+async def _a_model(pool) -> str:
+    await pool.execute("INSERT INTO models (id, name) VALUES ('gpt-4o-mini', 'gpt-4o-mini') ON CONFLICT DO NOTHING")
+    return "gpt-4o-mini"
+
+
+async def test_an_email_held_by_another_user_refuses_sign_in(gateway, pool):
+    await gateway.state.extras["accounts"].create_user(email=ERIN["email"])  # made by an operator, no identity
+    session, page = await sign_in_status(gateway.url, ERIN)
+    async with session:
+        assert page == (409, "Another account already uses this email address. Ask an administrator to link it.")
+    assert await pool.fetchval("SELECT count(*) FROM users WHERE oauth_id = $1", ERIN["sub"]) == 0
+
+
+async def sign_in_status(gw_url: str, user: dict) -> tuple[aiohttp.ClientSession, tuple[int, str]]:
+    session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with session.get(gw_url + "/console/login") as response:
+        action = re.search(r'action="([^"]+)"', await response.text()).group(1)
+        async with session.post(str(response.url.join(aiohttp.client.URL(action))),
+                                data={"username": user["username"], "password": user["password"]}) as back:
+            alert = re.search(r'role="alert">([^<]+)<', await back.text()).group(1)
+            return session, (back.status, alert)
+
+
+async def test_forms_without_the_csrf_token_are_refused(gateway, pool):
+    session, _ = await sign_in(gateway.url, FRANK)
+    async with session:
+        for data in ({}, {"csrf": "forged"}):
+            async with session.post(gateway.url + "/console/logout", data=data) as response:
+                assert response.status == 403
+                assert "The form expired or did not come from this console." in await response.text()
+        async with session.get(gateway.url + "/console/") as response:  # still signed in
+            assert "<h1>My keys</h1>" in await response.text()
+
+
+async def test_pages_need_a_session(gateway):
+    async with aiohttp.ClientSession() as session:
+        async with session.get(gateway.url + "/console/keys/new", allow_redirects=False) as response:
+            assert (response.status, response.headers["location"]) == (303, "/console/")
+        async with session.get(gateway.url + "/console/") as response:
+            assert response.status == 200
+            assert response.headers["content-security-policy"].startswith("default-src 'none'")
+            assert '<a class="button" href="http://127.0.0.1:%d/console/login">Sign in</a>' % gateway.server.config.port \
+                in await response.text()
+
+
+@pytest.mark.parametrize("environ", [
+    {"CONSOLE_ENABLED": "false"},  # disabled, though configured
+    {"OIDC_ISSUER": ""},  # not configured
+], ids=["disabled", "unconfigured"])
+def test_the_console_can_be_off(environ):
+    full = {"OIDC_ISSUER": "http://127.0.0.1:1", "OIDC_CLIENT_ID": "c", "OIDC_CLIENT_SECRET": "s",
+            "SESSION_SECRET": "x" * 32}
+    assert console_app(parse_config({}, full), None) is not None
+    assert console_app(parse_config({}, {**full, **environ}), None) is None
