@@ -30,7 +30,7 @@ from gateway import db, metrics
 from gateway.admin import admin_routes
 from gateway.breaker import Breaker
 from gateway.cli import CONFIG_ENV
-from gateway.config import Config
+from gateway.config import Config, check_serving
 from gateway.errors import GatewayError, RouteNotFoundError
 from gateway.health import health_routes, start_health
 from gateway.invalidation import Invalidator
@@ -40,7 +40,7 @@ from gateway.reconciler import start_account_services
 from gateway.reload import ConfigReloader, set_mode_gauge
 from gateway.routes import RouteTable, model_id_from_models_path
 from gateway.state import GatewayState
-from gateway.upstream import Upstream
+from gateway.upstream import Upstream, dropped_headers
 
 log = logging.getLogger("maas_gateway.app")
 
@@ -125,6 +125,7 @@ class GatewayApp:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         config = self.config
+        check_serving(config)  # `serve` checked already; any other way of running the app too
         pool = None
         if config.database.url:
             if config.server.migrate_on_start:
@@ -137,11 +138,7 @@ class GatewayApp:
         breaker = Breaker("litellm", config.breaker)
         upstream = Upstream(config.litellm, breaker)
         await upstream.start()
-        service_auth = None
-        if config.litellm.auth == "service_key":
-            service_auth = f"Bearer {config.litellm.api_key}" if config.litellm.api_key else ""
-            if not service_auth:
-                log.warning("litellm.auth is service_key but LITELLM_API_KEY is unset: requests go to LiteLLM without a key")
+        service_auth = f"Bearer {config.litellm.api_key}" if config.litellm.auth == "service_key" else None
         state = GatewayState(
             config=config,
             routes=self.routes,
@@ -152,6 +149,8 @@ class GatewayApp:
             redis=redis,
             mode=config.enforcement.mode,
             service_auth=service_auth,
+            dropped_headers=dropped_headers(service_key=service_auth is not None,
+                                            key_header_name=config.litellm.key_header_name),
         )
         state.known_models = await _known_models(state)
         invalidator = Invalidator(store, config.database.url, redis)

@@ -84,7 +84,7 @@ def run_dev(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.config import load_config
+    from gateway.config import check_serving, load_config
     from gateway.logs import configure
 
     workdir = Path(tempfile.mkdtemp(prefix="maas-gateway-dev-"))
@@ -105,6 +105,7 @@ def run_dev(args: argparse.Namespace) -> int:
         environ.setdefault("LITELLM_AUTH", "service_key")
         environ.setdefault("LITELLM_SYNC_USERS", "false")
         config = load_config(args.config, environ)
+        check_serving(config)
         configure(config.logging.level)
         key = asyncio.run(seed_demo(environ["DATABASE_URL"], config))
         url = f"http://{config.server.host}:{args.port}"

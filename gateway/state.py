@@ -10,7 +10,7 @@ from gateway.breaker import Breaker
 from gateway.config import Config
 from gateway.keys import KeyStore
 from gateway.routes import RouteTable
-from gateway.upstream import Upstream
+from gateway.upstream import Upstream, dropped_headers
 from policies.records import Mode
 
 
@@ -26,5 +26,6 @@ class GatewayState:
     mode: Mode  # may change on config reload
     known_models: frozenset[str] = frozenset()  # bounded label values for metrics
     service_auth: str | None = None  # "Bearer <LITELLM_API_KEY>" in service_key mode
+    dropped_headers: frozenset[bytes] = field(default_factory=lambda: dropped_headers(service_key=False))
     access_log: AccessLog = field(default_factory=AccessLog)  # flushed at shutdown
     extras: dict[str, Any] = field(default_factory=dict)  # health probe, reconciler, ...
