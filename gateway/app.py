@@ -36,7 +36,7 @@ from gateway.admin import admin_routes
 from gateway.authguard import AuthGuard
 from gateway.breaker import Breaker, ModelBreakers
 from gateway.cli import CONFIG_ENV
-from gateway.config import Config
+from gateway.config import Config, check_serving
 from gateway.console import console_app
 from gateway.errors import GatewayError, InternalError, RouteNotFoundError, ServerBusyError
 from gateway.failures import answer_unexpected
@@ -48,7 +48,7 @@ from gateway.reconciler import start_account_services
 from gateway.reload import ConfigReloader, set_mode_gauge
 from gateway.routes import RouteTable, model_id_from_models_path
 from gateway.state import GatewayState
-from gateway.upstream import Upstream, allowed_headers
+from gateway.upstream import Upstream, allowed_headers, dropped_headers
 from policies.forwarded import parse_networks
 
 log = logging.getLogger("maas_gateway.app")
@@ -145,6 +145,7 @@ class GatewayApp:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         config = self.config
+        check_serving(config)  # `serve` checked already; any other way of running the app too
         pool = None
         if config.database.url:
             if config.server.migrate_on_start:
@@ -157,11 +158,7 @@ class GatewayApp:
         breaker = Breaker("litellm", config.breaker)
         upstream = Upstream(config.litellm, breaker)
         await upstream.start()
-        service_auth = None
-        if config.litellm.auth == "service_key":
-            service_auth = f"Bearer {config.litellm.api_key}" if config.litellm.api_key else ""
-            if not service_auth:
-                log.warning("litellm.auth is service_key but LITELLM_API_KEY is unset: requests go to LiteLLM without a key")
+        service_auth = f"Bearer {config.litellm.api_key}" if config.litellm.auth == "service_key" else None
         state = GatewayState(
             config=config,
             routes=self.routes,
@@ -174,6 +171,8 @@ class GatewayApp:
             mode=config.enforcement.mode,
             service_auth=service_auth,
             auth_guard=AuthGuard(config.security, parse_networks(config.server.trusted_proxies), redis),
+            dropped_headers=dropped_headers(service_key=service_auth is not None,
+                                            key_header_name=config.litellm.key_header_name),
         )
         state.known_models = await _known_models(state)
         invalidator = Invalidator(store, config.database.url, redis)

@@ -17,7 +17,7 @@ import tempfile
 from typing import Sequence
 
 from gateway.admin.cli import register as register_admin_commands
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError, check_serving, load_config
 
 CONFIG_ENV = "MAAS_GATEWAY_CONFIG"
 STARTUP_FAILURE = 3  # uvicorn's exit code when the server could not start
@@ -45,6 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
         if value is not None:
             environ[name] = str(value)
     config = load_config(args.config, environ)  # fail fast, before any worker starts
+    check_serving(config)
     os.environ.update({k: v for k, v in environ.items() if k.startswith("GATEWAY_")})
     if args.config:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)

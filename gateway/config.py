@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class LiteLLMConfig:
     sync_users: bool = True
     sync_interval_seconds: float = 30.0
     user_defaults: UserDefaultsConfig = field(default_factory=UserDefaultsConfig)
+    key_header_name: str | None = None  # LiteLLM's general_settings.litellm_key_header_name, if it sets one
     api_key: str | None = None  # environment only: LITELLM_API_KEY
 
 
@@ -357,6 +359,9 @@ def _validate(config: Config) -> None:
         if problem:
             raise ConfigError(f"response_headers.allow[{i}]: {problem}, got {_describe(name)}")
     _validate_security(config)
+    name = config.litellm.key_header_name
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+        raise ConfigError(f"litellm.key_header_name: expected a header name, got {_describe(name)}")
     for i, route in enumerate(config.routes):
         if not route.path.startswith("/") or "//" in route.path or "/." in route.path:
             raise ConfigError(f"routes[{i}].path: expected an absolute path without '//' or dot segments")
@@ -400,6 +405,16 @@ def _validate_security(config: Config) -> None:
         raise ConfigError("security.failed_auth_window_seconds: must be within (0, 60] (it is the longest Retry-After)")
     if config.database.acquire_timeout_ms == 0:
         raise ConfigError("database.acquire_timeout_ms: must be positive")
+
+
+def check_serving(config: Config) -> None:
+    """What serving needs beyond a valid configuration: in service_key mode, the key the
+    gateway calls LiteLLM with (without it every request would reach LiteLLM unauthenticated)."""
+    if config.litellm.auth == "service_key" and not config.litellm.api_key:
+        raise ConfigError(
+            "LITELLM_API_KEY: required when litellm.auth is service_key (the gateway calls LiteLLM with it);"
+            " set it in the environment, or use litellm.auth: passthrough"
+        )
 
 
 def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:

@@ -116,7 +116,7 @@ def run_dev(args: argparse.Namespace) -> int:
 
     from gateway import listeners
     from gateway.app import create_app
-    from gateway.config import load_config
+    from gateway.config import check_serving, load_config
     from gateway.logs import configure
 
     workdir = Path(tempfile.mkdtemp(prefix="maas-gateway-dev-"))
@@ -143,6 +143,7 @@ def run_dev(args: argparse.Namespace) -> int:
             if provider is not None:
                 started.append(provider)
                 config = load_config(args.config, environ)
+        check_serving(config)
         configure(config.logging.level)
         key = asyncio.run(seed_demo(environ["DATABASE_URL"], config))
         print(_banner(url, key, _console_banner(url, config)), flush=True)

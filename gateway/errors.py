@@ -9,6 +9,7 @@
     ├── RouteNotFoundError             404     ROUTE_NOT_FOUND | MODEL_NOT_FOUND
     ├── MethodNotAllowedError          405     METHOD_NOT_ALLOWED
     ├── RequestTooLargeError           413     REQUEST_TOO_LARGE
+    ├── UnsupportedMediaTypeError      415     UNSUPPORTED_MEDIA_TYPE
     ├── UpstreamError
     │   ├── UpstreamUnavailableError   503     LITELLM_UNAVAILABLE   (+ Retry-After)
     │   ├── ModelUnavailableError      503     MODEL_UNAVAILABLE     (+ Retry-After)
@@ -49,6 +50,7 @@ MESSAGES: dict[str, str] = {
     "METHOD_NOT_ALLOWED": "This route does not accept this HTTP method.",
     "MODEL_NOT_FOUND": "The model does not exist or your API key does not have access to it.",
     "REQUEST_TOO_LARGE": "The request body is too large.",
+    "UNSUPPORTED_MEDIA_TYPE": "This route does not read a body sent this way.",
     "LITELLM_UNAVAILABLE": "Service temporarily unavailable. Please try again later.",
     "LITELLM_TIMEOUT": "The model service did not answer in time. Please try again later.",
     "LITELLM_ERROR": "The model service failed to answer this request. Please try again later; if it keeps "
@@ -72,6 +74,7 @@ _TYPES = {
     409: "conflict_error",
     413: "invalid_request_error",
     408: "invalid_request_error",
+    415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
     503: "service_unavailable_error",
@@ -151,6 +154,14 @@ class MethodNotAllowedError(GatewayError):
 class RequestTooLargeError(GatewayError):
     status = 413
     code = "REQUEST_TOO_LARGE"
+
+
+class UnsupportedMediaTypeError(GatewayError):
+    """A body whose Content-Type (or Content-Encoding) the route does not read the way LiteLLM would;
+    the detail says what to send."""
+
+    status = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
 
 
 class UpstreamError(GatewayError):

@@ -11,7 +11,7 @@ from gateway.breaker import Breaker, ModelBreakers
 from gateway.config import BreakerConfig, Config
 from gateway.keys import KeyStore
 from gateway.routes import RouteTable
-from gateway.upstream import Upstream
+from gateway.upstream import Upstream, dropped_headers
 from policies.records import Mode
 
 
@@ -29,6 +29,7 @@ class GatewayState:
     model_breakers: ModelBreakers = field(default_factory=lambda: ModelBreakers(BreakerConfig()))
     draining: bool = False  # SIGTERM came: readiness 503, requests still served (gateway/drain.py)
     service_auth: str | None = None  # "Bearer <LITELLM_API_KEY>" in service_key mode
+    dropped_headers: frozenset[bytes] = field(default_factory=lambda: dropped_headers(service_key=False))
     access_log: AccessLog = field(default_factory=AccessLog)  # flushed at shutdown
     extras: dict[str, Any] = field(default_factory=dict)  # health probe, reconciler, ...
     auth_guard: AuthGuard = None  # type: ignore[assignment]  # set by the lifespan: failed-auth limiter

@@ -23,6 +23,8 @@ from typing import Iterable
 
 import aiohttp
 import orjson
+from aiohttp import hdrs
+from multidict import CIMultiDict
 
 from gateway.breaker import Breaker, UpstreamFailure
 from gateway.config import LiteLLMConfig
@@ -45,29 +47,53 @@ HOP_BY_HOP = frozenset(
 )
 # Request headers the gateway sets itself, or that carry the client's credentials.
 REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
-CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key", b"api-key", b"x-litellm-api-key"})
-_NOT_FORWARDED = REQUEST_DROP | CREDENTIAL_HEADERS
+# Every header LiteLLM (1.108) takes a key from (auth/user_api_key_auth.py: SpecialHeaders) or
+# forwards to a provider as a credential, and its UI session cookie. A LiteLLM whose
+# general_settings.litellm_key_header_name names another one: litellm.key_header_name.
+CREDENTIAL_HEADERS = frozenset({
+    b"authorization", b"api-key", b"x-api-key", b"x-litellm-api-key", b"x-goog-api-key",
+    b"ocp-apim-subscription-key", b"cookie",
+})
+# The headers LiteLLM takes the end user it bills from before any body field
+# (auth_utils.get_end_user_id_from_request_body): in service_key mode only the gateway sets one.
+ATTRIBUTION_HEADERS = frozenset({b"x-litellm-customer-id", b"x-litellm-end-user-id"})
+END_USER_HEADER = "x-litellm-customer-id"
+# The headers that say how the body is read (gateway/reader.py): a Connection header never removes them.
+_BODY_HEADERS = frozenset({b"content-type", b"content-encoding"})
 # Statuses from LiteLLM that count as its own failure (a provider's 429 or a 4xx never do).
 FAILURE_STATUSES = frozenset({502, 503, 504})
 # Set by LiteLLM on the answers it makes, errors included: a 5xx with it is a provider's failure relayed.
 _LITELLM_CALL_ID = "x-litellm-call-id"
 
 
-def forward_headers(headers: Iterable[tuple[bytes, bytes]], *, extra: Iterable[tuple[str, str]] = ()) -> dict[str, str]:
-    """The request headers to send to LiteLLM: no hop-by-hop headers, no client credentials, plus `extra`.
+def dropped_headers(*, service_key: bool, key_header_name: str | None = None) -> frozenset[bytes]:
+    """The client's request headers never forwarded: hop-by-hop ones, every credential header
+    (and LiteLLM's configured key header), and in service_key mode the attribution headers."""
+    dropped = REQUEST_DROP | CREDENTIAL_HEADERS
+    if key_header_name:
+        dropped |= {key_header_name.lower().encode("latin-1")}
+    return (dropped | ATTRIBUTION_HEADERS) if service_key else dropped
+
+
+_NOT_FORWARDED = dropped_headers(service_key=False)
+
+
+def forward_headers(headers: Iterable[tuple[bytes, bytes]], *, extra: Iterable[tuple[str, str]] = (),
+                    dropped: frozenset[bytes] = _NOT_FORWARDED) -> dict[str, str]:
+    """The request headers to send to LiteLLM: none of `dropped` (dropped_headers()), plus `extra`.
 
     One pass; ASGI servers give header names in lowercase."""
     out: dict[str, str] = {}
     named: frozenset[bytes] = frozenset()
     for name, value in headers:
-        if name in _NOT_FORWARDED:
+        if name in dropped:
             if name == b"connection":
                 named |= _tokens(value)
             continue
         key = name.decode("latin-1")
         text = value.decode("latin-1")
         out[key] = f"{out[key]}, {text}" if key in out else text
-    for token in named:
+    for token in named - _BODY_HEADERS:
         out.pop(token.decode("latin-1"), None)
     for key, text in extra:
         out[key] = text
@@ -136,7 +162,11 @@ class _ForwardedRequest(aiohttp.ClientRequest):
     aiohttp adds Accept, Accept-Encoding and User-Agent when they are missing: a proxy must
     not (the client did not ask for a compressed answer, and the gateway passes bodies
     through undecoded). Skipping them with `skip_auto_headers` instead copies every header
-    per request: ~10k instructions of ~590k (docs/performance.md, "Fourth round")."""
+    per request: ~10k instructions of ~590k (docs/performance.md, "Fourth round"). Nor a
+    Content-Type (aiohttp's application/octet-stream) for a body the client sent without
+    one: LiteLLM reads the body by its type (gateway/reader.py)."""
+
+    _skip_auto_headers = CIMultiDict({hdrs.CONTENT_TYPE: None})
 
     def update_auto_headers(self, skip_auto_headers: object) -> None:
         pass

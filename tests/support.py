@@ -152,3 +152,30 @@ async def eventually(predicate, timeout: float, interval: float = 0.01) -> float
         if loop.time() - started > timeout:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def raw_post(url: str, target: str, headers: list[tuple[str, str]] | list[tuple[bytes, bytes]],
+                   body: bytes) -> tuple[int, dict[str, str], bytes]:
+    """POST written byte for byte on a socket: the headers exactly as given (repeats, odd case and
+    bytes, none added but Host, Content-Length and Connection: close), which HTTP clients normalise.
+    Returns (status, headers in lowercase, body); the answer must not be chunked."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = [f"POST {target} HTTP/1.1".encode(), f"Host: {host}:{port}".encode()]
+    for name, value in headers:
+        name = name.encode("latin-1") if isinstance(name, str) else name
+        value = value.encode("latin-1") if isinstance(value, str) else value
+        head.append(name + b": " + value)
+    head += [f"Content-Length: {len(body)}".encode(), b"Connection: close"]
+    writer.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    status_line, _, rest = response.partition(b"\r\n")
+    raw_headers, _, payload = rest.partition(b"\r\n\r\n")
+    answer_headers = {}
+    for line in raw_headers.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        answer_headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+    return int(status_line.split()[1]), answer_headers, payload

@@ -189,6 +189,7 @@ def test_serve_with_workers_from_the_environment_answers_the_healthcheck(stages:
         "GATEWAY_PORT": str(port),
         "GATEWAY_WORKERS": "2",
         "LITELLM_URL": "http://127.0.0.1:9",
+        "LITELLM_API_KEY": "sk-from-the-secret",  # the Deployment's, from the Secret: service_key mode needs it
         "INTEGRATION_HEALTH_CHECK": "false",
     }
     command = healthcheck_command(stages[-1])

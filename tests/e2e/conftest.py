@@ -2,6 +2,7 @@
 
 `slow-model` answers after SLOW_SECONDS; `broken-backend` points at a closed loopback port
 (BROKEN_API_BASE) with PROVIDER_KEY as its provider key: neither may ever reach a client.
+LiteLLM writes the end user of each successful call to `attribution_log` (tests/e2e/attribution_log.py).
 """
 
 from __future__ import annotations
@@ -29,10 +30,25 @@ def broken_api_base() -> str:
 
 
 @pytest.fixture(scope="session")
-def litellm(broken_api_base: str) -> Iterator[devservices.Service]:
+def litellm_workdir() -> Iterator[Path]:
     workdir = Path(tempfile.mkdtemp(prefix="maas-litellm-"))
-    saved = {name: os.environ.get(name) for name in ("E2E_BROKEN_API_BASE", "E2E_PROVIDER_KEY")}
-    os.environ.update(E2E_BROKEN_API_BASE=broken_api_base, E2E_PROVIDER_KEY=PROVIDER_KEY)
+    yield workdir
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def attribution_log(litellm_workdir: Path) -> Path:
+    """One JSON line per call LiteLLM served: {"end_user", "metadata_end_user", "model_group", "call_id"}."""
+    return litellm_workdir / "attribution.jsonl"
+
+
+@pytest.fixture(scope="session")
+def litellm(broken_api_base: str, litellm_workdir: Path, attribution_log: Path) -> Iterator[devservices.Service]:
+    workdir = litellm_workdir
+    names = ("E2E_BROKEN_API_BASE", "E2E_PROVIDER_KEY", "E2E_ATTRIBUTION_LOG")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(E2E_BROKEN_API_BASE=broken_api_base, E2E_PROVIDER_KEY=PROVIDER_KEY,
+                      E2E_ATTRIBUTION_LOG=str(attribution_log))
     try:
         service = devservices.start_litellm(LITELLM_TEST_CONFIG, workdir, master_key=MASTER_KEY)
     finally:
@@ -43,4 +59,3 @@ def litellm(broken_api_base: str) -> Iterator[devservices.Service]:
                 os.environ[name] = value
     yield service
     service.stop()
-    shutil.rmtree(workdir, ignore_errors=True)

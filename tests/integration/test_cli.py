@@ -41,6 +41,8 @@ async def test_migrate_is_idempotent(postgres_url):
         ("litellm:\n  timeuot_ms: 5\n", {}, "litellm.timeuot_ms: unknown key"),
         ("", {"LITELLM_TIMEOUT": "soon"}, "LITELLM_TIMEOUT: expected an integer, got 'soon'"),
         ("database:\n  url: postgresql://u:secret@h/db\n", {}, "database.url: secrets are not read from the file; set DATABASE_URL"),
+        ("", {"LITELLM_API_KEY": "", "LITELLM_AUTH": "service_key"},
+         "LITELLM_API_KEY: required when litellm.auth is service_key (the gateway calls LiteLLM with it)"),
     ],
 )
 async def test_bad_configuration_stops_serve_with_the_key_path(tmp_path: Path, config, env, message):

@@ -128,12 +128,12 @@ async def test_requests_over_the_concurrency_bound_get_503_server_busy(pool, red
     async with running_gateway(config) as gw, aiohttp.ClientSession() as http:
 
         async def chat() -> int:
-            async with http.post(gw.url + "/v1/chat/completions", data=CHAT, headers=bearer(seeded.key)) as r:
+            async with http.post(gw.url + "/v1/chat/completions", data=CHAT, headers={**bearer(seeded.key), "Content-Type": "application/json"}) as r:
                 return r.status
 
         held = [asyncio.create_task(chat()) for _ in range(2)]
         await eventually(lambda: len(fake_upstream.seen) == 2, timeout=10)
-        async with http.post(gw.url + "/v1/chat/completions", data=CHAT, headers=bearer(seeded.key)) as r:
+        async with http.post(gw.url + "/v1/chat/completions", data=CHAT, headers={**bearer(seeded.key), "Content-Type": "application/json"}) as r:
             assert (r.status, r.headers["Retry-After"], await r.json()) == (503, "1", _error(
                 "The gateway is serving as many requests as it can. Please try again in a moment.",
                 "service_unavailable_error", "SERVER_BUSY"))
@@ -142,7 +142,7 @@ async def test_requests_over_the_concurrency_bound_get_503_server_busy(pool, red
             assert r.status == 200  # probes are not turned away
         fake_upstream.released.set()
         assert await asyncio.gather(*held) == [200, 200]
-        async with http.post(gw.url + "/v1/chat/completions", data=CHAT, headers=bearer(seeded.key)) as r:
+        async with http.post(gw.url + "/v1/chat/completions", data=CHAT, headers={**bearer(seeded.key), "Content-Type": "application/json"}) as r:
             assert r.status == 200
 
 
@@ -168,7 +168,7 @@ async def test_the_admin_port_serves_the_operators_paths_and_the_public_port_doe
             assert await get(public + path, headers=token) == (404, NOT_FOUND), path
         assert (await get(public + "/health/live"))[0] == 200
         assert (await get(public + "/health/ready"))[0] == 200
-        async with http.post(public + "/v1/chat/completions", data=CHAT, headers=bearer(seeded.key)) as r:
+        async with http.post(public + "/v1/chat/completions", data=CHAT, headers={**bearer(seeded.key), "Content-Type": "application/json"}) as r:
             assert r.status == 200
 
         assert (await get(admin + "/admin/v1/models", headers=token))[0] == 200
@@ -176,6 +176,6 @@ async def test_the_admin_port_serves_the_operators_paths_and_the_public_port_doe
         assert status == 200 and "maas_gateway_requests_total" in text
         assert (await get(admin + "/health/integration"))[0] == 200
         assert (await get(admin + "/health/live"))[0] == 200
-        async with http.post(admin + "/v1/chat/completions", data=CHAT, headers=bearer(seeded.key)) as r:
+        async with http.post(admin + "/v1/chat/completions", data=CHAT, headers={**bearer(seeded.key), "Content-Type": "application/json"}) as r:
             assert (r.status, await r.json()) == (404, NOT_FOUND)
         assert await get(admin + "/v1/models", headers=bearer(seeded.key)) == (404, NOT_FOUND)

@@ -81,9 +81,11 @@ async def test_upstream_gets_the_clients_headers_and_none_invented(gateway, pool
         async with bare.post(gateway.url + "/v1/chat/completions", json=chat("gpt-4o-mini"), headers=headers) as r:
             assert r.status == 200
     [seen] = fake_upstream.seen
-    assert sorted(name.lower() for name in seen.headers) == [
-        "authorization", "content-length", "content-type", "host", "x-forwarded-for", "x-request-id", "x-trace"
+    assert sorted(name.lower() for name in seen.headers) == [  # service_key mode: the end user is the gateway's
+        "authorization", "content-length", "content-type", "host", "x-forwarded-for", "x-litellm-customer-id",
+        "x-request-id", "x-trace"
     ]
+    assert seen.headers["x-litellm-customer-id"] == seeded.user_id
     fake_upstream.seen.clear()
     async with aiohttp.ClientSession() as usual:  # and what the client does send goes through as sent
         headers = {**bearer(seeded.key), "Accept-Encoding": "br", "User-Agent": "OpenAI/Python 1.0"}
@@ -93,12 +95,17 @@ async def test_upstream_gets_the_clients_headers_and_none_invented(gateway, pool
     assert (seen.headers["accept-encoding"], seen.headers["user-agent"], seen.headers["accept"]) == ("br", "OpenAI/Python 1.0", "*/*")
 
 
-async def test_client_user_field_is_kept(gateway, pool, http, fake_upstream):
+async def test_client_user_field_is_replaced_by_the_keys_user(gateway, pool, http, fake_upstream):
+    """service_key mode: LiteLLM bills the end user it reads from the body's `user` (after its
+    headers): that is the key's user, whatever the client sent (issue 13; the field was kept before)."""
     seeded = await seed_key(pool, models=["gpt-4o-mini"])
     payload = orjson.dumps(chat("gpt-4o-mini", user="end-user-7"))
-    async with http.post(gateway.url + "/chat/completions", data=payload, headers=bearer(seeded.key)) as r:
+    async with http.post(gateway.url + "/chat/completions", data=payload,
+                         headers={**bearer(seeded.key), "content-type": "application/json"}) as r:
         assert r.status == 200
-    assert fake_upstream.seen[0].body == payload  # untouched
+    [seen] = fake_upstream.seen
+    assert orjson.loads(seen.body) == chat("gpt-4o-mini", user=seeded.user_id)
+    assert seen.body.count(b'"user":') == 1  # one key, not a duplicate that a parser may read either way
 
 
 async def test_denied_model_is_403_and_never_forwarded(gateway, pool, http, fake_upstream):

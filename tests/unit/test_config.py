@@ -17,6 +17,7 @@ from gateway.config import (
     LiteLLMConfig,
     RouteConfig,
     ServerConfig,
+    check_serving,
     load_config,
     parse_config,
 )
@@ -400,3 +401,24 @@ def test_load_config_enforcement_mode_as_written(tmp_path: Path, yaml_value: str
     path = tmp_path / "config.yaml"
     path.write_text(f"enforcement:\n  mode: {yaml_value}\n")
     assert load_config(path, {}).enforcement.mode is expected
+
+
+def test_serving_in_service_key_mode_needs_litellm_api_key() -> None:
+    """Without it every request would reach LiteLLM unauthenticated: serving refuses, naming the variable."""
+    with pytest.raises(ConfigError) as info:
+        check_serving(parse_config({}, {}))
+    assert str(info.value) == (
+        "LITELLM_API_KEY: required when litellm.auth is service_key (the gateway calls LiteLLM with it);"
+        " set it in the environment, or use litellm.auth: passthrough"
+    )
+    check_serving(parse_config({}, {"LITELLM_API_KEY": "sk-service"}))
+    check_serving(parse_config({"litellm": {"auth": "passthrough"}}, {}))
+
+
+@pytest.mark.parametrize(("name", "ok"), [("x-my-key", True), ("X-LiteLLM-Key", True), ("x my key", False),
+                                          ("x-key:", False), ("", False), ("x-k\u00e9y", False)])
+def test_key_header_name_is_a_header_name(name: str, ok: bool) -> None:
+    if ok:
+        assert parse_config({"litellm": {"key_header_name": name}}, {}).litellm.key_header_name == name
+    else:
+        assert error_of({"litellm": {"key_header_name": name}}).startswith("litellm.key_header_name: expected a header name")

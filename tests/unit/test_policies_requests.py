@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from policies.records import Code, Deny, RequestFacts
-from policies.requests import FALLBACK_FIELDS, MAX_MODEL_NAME, REFUSED_FIELDS, request_facts
+from policies.requests import (
+    FALLBACK_FIELDS,
+    MAX_FALLBACK_DEPTH,
+    MAX_MODEL_NAME,
+    NESTED_CONFIG_FIELDS,
+    REFUSED_FIELDS,
+    request_facts,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -200,3 +207,88 @@ def test_conflict_is_reported_before_fallbacks() -> None:
     assert request_facts({"body": "a", "query": "b"}, body) == invalid(
         "conflicting model names: 'a' in the body, 'b' in the query"
     )
+
+
+# -- what LiteLLM reads beyond `model` (issue 13) ------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["body", "query", "path"])
+@pytest.mark.parametrize("name", ["a,b", "a, b", ",", "a,"])
+def test_a_comma_separated_model_is_refused(source: str, name: str) -> None:
+    """LiteLLM's /chat/completions calls every model of `"model": "a,b"` at once (batch completion)."""
+    assert request_facts({source: name}) == invalid(
+        f"`model` in the {source} must name one model (LiteLLM reads a ',' as a list of models)"
+    )
+
+
+def test_a_comma_in_a_fallback_is_refused() -> None:
+    assert request_facts({"body": "a"}, {"model": "a", "fallbacks": ["b,c"]}) == invalid(
+        "`model` in the `fallbacks` list must name one model (LiteLLM reads a ',' as a list of models)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fallbacks", "expected"),
+    [
+        ([{"model": "b", "fallbacks": ["c"]}], facts("a", "b", "c")),
+        ([{"model": "b", "context_window_fallbacks": [{"model": "c", "content_policy_fallbacks": ["d"]}]}],
+         facts("a", "b", "c", "d")),
+        ([{"model": "b", "fallbacks": [{"c": ["d"]}]}], facts("a", "b", "c", "d")),
+        ([{"model": "b", "fallbacks": None}], facts("a", "b")),
+        ([{"model": "b", "fallbacks": "c"}], invalid(SHAPE.format(field="fallbacks"))),
+        ([{"model": "b", "fallbacks": [{"model": "c", "api_base": "http://x"}]}],
+         invalid("the `api_base` field is not allowed in `fallbacks` entries")),
+    ],
+    ids=["one-level", "two-levels", "router-inside", "null-inside", "bad-shape-inside", "refused-inside"],
+)
+def test_fallback_entries_with_fallbacks_of_their_own_are_followed(fallbacks, expected) -> None:
+    """LiteLLM walks a fallback object's own fallback fields (auth_utils._iter_fallback_targets)."""
+    assert request_facts({"body": "a"}, {"model": "a", "fallbacks": fallbacks}) == expected
+
+
+def test_fallbacks_nested_too_deep_are_refused() -> None:
+    nested: list = ["z"]
+    for _ in range(MAX_FALLBACK_DEPTH + 1):
+        nested = [{"model": "b", "fallbacks": nested}]
+    assert request_facts({"body": "a"}, {"model": "a", "fallbacks": nested}) == invalid(
+        f"`fallbacks` entries nest more than {MAX_FALLBACK_DEPTH} deep"
+    )
+
+
+@pytest.mark.parametrize("field", NESTED_CONFIG_FIELDS)
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"top_k": 3}, facts("a")),
+        ({}, facts("a")),
+        (None, facts("a")),
+        ({"model": "b"}, "the `model` field is not allowed in `{field}`"),
+        ({"fallbacks": ["b"]}, "the `fallbacks` field is not allowed in `{field}`"),
+        ({"api_key": "sk-x"}, "the `api_key` field is not allowed in `{field}`"),
+        ({"aws_access_key_id": "x"}, "the `aws_access_key_id` field is not allowed in `{field}`"),
+        ('{"model": "b"}', "`{field}` must be an object"),
+        ([{"model": "b"}], "`{field}` must be an object"),
+    ],
+    ids=["harmless", "empty", "null", "model", "fallbacks", "api-key", "aws", "json-string", "list"],
+)
+def test_objects_merged_into_the_provider_call(field: str, value, expected) -> None:
+    """`extra_body` is merged into the provider's JSON: a `model` there replaces the deployment's."""
+    if isinstance(expected, str):
+        expected = invalid(expected.format(field=field))
+    assert request_facts({"body": "a"}, {"model": "a", field: value}) == expected
+
+
+@pytest.mark.parametrize(
+    "field", ["router_settings_override", "specific_deployment", "extra_headers", "headers", "aws_access_key_id",
+              "vertex_credentials", "azure_ad_token", "client_secret", "organization"],
+)
+def test_fields_that_pick_a_deployment_or_credentials_are_refused(field: str) -> None:
+    assert field in REFUSED_FIELDS
+    assert request_facts({"body": "a"}, {"model": "a", field: "x"}) == invalid(
+        f"the `{field}` field is not allowed through this gateway"
+    )
+
+
+def test_api_version_is_not_refused() -> None:
+    """It picks an Azure API version (LiteLLM also takes it from the query's api-version), not a deployment."""
+    assert request_facts({"body": "a"}, {"model": "a", "api_version": "2024-02-01"}) == facts("a")
