@@ -387,3 +387,31 @@ def test_load_config_enforcement_mode_as_written(tmp_path: Path, yaml_value: str
     path = tmp_path / "config.yaml"
     path.write_text(f"enforcement:\n  mode: {yaml_value}\n")
     assert load_config(path, {}).enforcement.mode is expected
+
+
+@pytest.mark.parametrize(
+    ("data", "environ"),
+    [({"database": {"schema": "litemaas"}}, {}), ({}, {"GATEWAY_DATABASE_SCHEMA": "litemaas"})],
+)
+def test_litemaas_schema_turns_user_sync_off_unless_set(data: dict, environ: dict) -> None:
+    config = parse_config(data, environ)
+    assert (config.database.schema, config.litellm.sync_users) == ("litemaas", False)
+    assert parse_config({}, {}).litellm.sync_users is True  # native: the default stays
+
+
+@pytest.mark.parametrize(
+    ("data", "environ", "message"),
+    [
+        ({"database": {"schema": "litemaas"}, "litellm": {"sync_users": True}}, {},
+         "litellm.sync_users: LiteMaaS syncs its own users to LiteLLM; with database.schema litemaas it must be "
+         "false (its default there)"),
+        ({}, {"GATEWAY_DATABASE_SCHEMA": "litemaas", "LITELLM_SYNC_USERS": "true"},
+         "litellm.sync_users: LiteMaaS syncs its own users to LiteLLM; with database.schema litemaas it must be "
+         "false (its default there)"),
+        ({}, {"GATEWAY_DATABASE_SCHEMA": "lite"}, "database.schema: expected one of native, litemaas, got 'lite'"),
+    ],
+)
+def test_litemaas_schema_rejections(data: dict, environ: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, environ)
+    assert str(caught.value) == message
