@@ -26,11 +26,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import db, drain, metrics
+from gateway import db, drain, litemaas, metrics
 from gateway.admin import admin_routes
 from gateway.breaker import Breaker, ModelBreakers
 from gateway.cli import CONFIG_ENV
-from gateway.config import Config
+from gateway.config import Config, ConfigError
 from gateway.errors import GatewayError, RouteNotFoundError
 from gateway.health import health_routes, start_health
 from gateway.invalidation import Invalidator
@@ -128,13 +128,17 @@ class GatewayApp:
         config = self.config
         pool = None
         if config.database.url:
-            if config.server.migrate_on_start:
-                await db.migrate_url(config.database.url)
+            try:  # the right kind of database, before any migration touches it
+                await litemaas.prepare_database(config.database.url, config.database, apply=config.server.migrate_on_start)
+            except ConfigError as exc:
+                log.error("cannot start: %s", exc)
+                raise
             pool = await db.create_pool(config.database.url, config.database)
         else:
             log.warning("DATABASE_URL is not set: no key can be found, every request is refused")
         redis = aioredis.from_url(config.redis.url, socket_timeout=0.5, socket_connect_timeout=0.5) if config.redis.url else None
-        store = KeyStore(pool, redis, config.cache)
+        key_query = litemaas.KEY_QUERY if config.database.schema == "litemaas" else db.KEY_QUERY
+        store = KeyStore(pool, redis, config.cache, key_query=key_query)
         breaker = Breaker("litellm", config.breaker)
         upstream = Upstream(config.litellm, breaker)
         await upstream.start()

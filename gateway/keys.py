@@ -131,8 +131,10 @@ class KeyStore:
         redis: Any | None,
         config: CacheConfig,
         clock: Callable[[], float] = time.monotonic,
+        key_query: str = db.KEY_QUERY,  # LiteMaaS mode: gateway/litemaas.py's
     ) -> None:
         self._pool = pool
+        self._key_query = key_query
         self._redis = redis
         self._config = config
         self._clock = clock
@@ -191,7 +193,7 @@ class KeyStore:
             self._remember(key_hash, found, generation)  # type: ignore[arg-type]
             return found  # type: ignore[return-value]
         try:
-            record = await db.load_key(self._pool, key_hash)
+            record = await db.load_key(self._pool, key_hash, self._key_query)
         except StoreUnavailableError:
             stale = self._l1.get(key_hash)
             if stale is not None and self._clock() - stale[2] <= self._config.max_stale_seconds:
