@@ -2,7 +2,7 @@
 
     maas-gateway serve [--config config.yaml] [--host H] [--port P] [--workers N]
     maas-gateway migrate [--config config.yaml] [--litemaas-triggers | --remove-litemaas-triggers]
-    maas-gateway dev                 (make run: starts what is missing, seeds a demo key, serves)
+    maas-gateway dev [--litemaas]    (make run: starts what is missing, seeds a demo key, serves)
     maas-gateway users|models|subscriptions|keys|sync ...   (gateway/admin/cli.py)
 """
 
@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev", help="start missing services, seed a demo key and serve (make run)")
     dev.add_argument("--config")
     dev.add_argument("--port", type=int, default=8080)
+    dev.add_argument("--litemaas", action="store_true",
+                     help="on a LiteMaaS-shaped database (its schema loaded into an empty one), database.schema litemaas")
     dev.set_defaults(handler=_dev)
 
     register_admin_commands(commands)

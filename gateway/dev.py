@@ -6,6 +6,7 @@ when LITELLM_URL is unset (REDIS_URL unset: in-process cache only). Applies the
 schema, makes a demo user, subscriptions and key, prints how to call it, and
 serves in service_key mode with user sync off (the demo LiteLLM has no database).
 Ctrl-C stops the gateway and everything this command started.
+`--litemaas`: the same on a LiteMaaS-shaped database (gateway/devlitemaas.py).
 """
 
 from __future__ import annotations
@@ -104,9 +105,16 @@ def run_dev(args: argparse.Namespace) -> int:
             environ["LITELLM_API_KEY"] = master_key
         environ.setdefault("LITELLM_AUTH", "service_key")
         environ.setdefault("LITELLM_SYNC_USERS", "false")
+        if args.litemaas:
+            environ["GATEWAY_DATABASE_SCHEMA"] = "litemaas"
         config = load_config(args.config, environ)
         configure(config.logging.level)
-        key = asyncio.run(seed_demo(environ["DATABASE_URL"], config))
+        if args.litemaas:
+            from gateway.devlitemaas import seed_litemaas_demo
+
+            key = asyncio.run(seed_litemaas_demo(environ["DATABASE_URL"], ALL_DEMO_MODELS, DEMO_MODELS))
+        else:
+            key = asyncio.run(seed_demo(environ["DATABASE_URL"], config))
         url = f"http://{config.server.host}:{args.port}"
         print(_banner(url, key), flush=True)
         uvicorn.run(

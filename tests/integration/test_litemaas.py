@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import secrets
 import sys
 
 import aiohttp
@@ -16,6 +17,7 @@ import pytest
 
 from gateway import litemaas as litemaas_mode
 from gateway.config import AdminConfig, ConfigError, DatabaseConfig
+from gateway.devlitemaas import seed_litemaas_demo
 from gateway.devservices import free_port
 from tests import litemaas
 from tests.support import bearer, eventually, make_config, running_gateway
@@ -326,3 +328,28 @@ async def test_the_admin_api_reads_litemaas_and_refuses_writes(litemaas_url, con
         async with http.delete(gw.url + f"/admin/v1/keys/{key.id}", headers=auth) as r:
             assert (r.status, (await r.json())["error"]["code"]) == (403, "MANAGED_BY_LITEMAAS")
     assert await conn.fetchval("SELECT is_active FROM api_keys WHERE id = $1", key.id) is True
+
+
+async def test_make_run_litemaas_seeds_an_empty_database_the_litemaas_way(postgres_url, redis_url, fake_upstream, http):
+    """`maas-gateway dev --litemaas` without the servers: its seeding, then a gateway on the result."""
+    empty = litemaas.database_url(postgres_url, f"dev_litemaas_{secrets.token_hex(4)}")
+    server = await asyncpg.connect(postgres_url)
+    await server.execute(f'CREATE DATABASE "{empty.rsplit("/", 1)[1]}"')
+    await server.close()
+    try:
+        first = await seed_litemaas_demo(empty, ("gpt-4o-mini", "gpt-4o"), ("gpt-4o-mini",))
+        second = await seed_litemaas_demo(empty, ("gpt-4o-mini", "gpt-4o"), ("gpt-4o-mini",))  # a second run reuses it
+        connection = await asyncpg.connect(empty)
+        try:
+            assert await connection.fetchval("SELECT count(*) FROM users WHERE oauth_provider = 'dev'") == 1
+            assert await connection.fetchval("SELECT count(*) FROM api_keys") == 2
+            assert await litemaas_mode.triggers_installed(connection)
+        finally:
+            await connection.close()
+        config = make_config(empty, redis_url, fake_upstream.url, database={"schema": "litemaas"})
+        async with running_gateway(config) as gw:
+            for key in (first, second):
+                assert await answer(http, gw.url, key) == (200, None)
+                assert await answer(http, gw.url, key, "gpt-4o") == (403, denied("gpt-4o"))
+    finally:
+        await litemaas.drop_database(postgres_url, empty)
