@@ -23,7 +23,7 @@ import asyncpg
 
 from gateway import db
 from gateway.config import ConfigError, DatabaseConfig
-from gateway.errors import StoreUnavailableError
+from gateway.errors import AdminError, StoreUnavailableError
 
 log = logging.getLogger("maas_gateway.litemaas")
 
@@ -61,6 +61,16 @@ SELECT k.id::text AS id, k.user_id::text AS user_id, k.key_prefix, coalesce(k.is
 FROM api_keys k JOIN users u ON u.id = k.user_id
 WHERE k.key_hash = $1
 """
+
+def read_only_error() -> AdminError:
+    """What the admin API and CLI answer a write with: LiteMaaS creates users, subscriptions and
+    keys (and LiteLLM's copies) itself."""
+    return AdminError(
+        403, "MANAGED_BY_LITEMAAS",
+        "This gateway runs on a LiteMaaS database (database.schema: litemaas): users, models, subscriptions "
+        "and keys are managed in LiteMaaS, and the admin API only reads them.",
+    )
+
 
 WATCHED_TABLES = ("api_keys", "api_key_models", "users", "subscriptions")
 

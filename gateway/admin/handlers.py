@@ -18,6 +18,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import litemaas
 from gateway.accounts import Accounts
 from gateway.admin import schema
 from gateway.admin.schema import Body
@@ -31,15 +32,6 @@ MAX_BODY_BYTES = 64 * 1024
 
 Handler = Callable[[Request, Accounts], Awaitable[Response]]
 
-
-
-def litemaas_read_only() -> AdminError:
-    """database.schema litemaas: LiteMaaS creates users, subscriptions and keys (and LiteLLM's copies)."""
-    return AdminError(
-        403, "MANAGED_BY_LITEMAAS",
-        "This gateway runs on a LiteMaaS database (database.schema: litemaas): users, models, subscriptions "
-        "and keys are managed in LiteMaaS, and the admin API only reads them.",
-    )
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -160,7 +152,7 @@ def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         authenticate(request)
         if request.method != "GET" and request.app.state.holder.state.config.database.schema == "litemaas":
-            raise litemaas_read_only()
+            raise litemaas.read_only_error()
         accounts = request.app.state.holder.state.extras.get("accounts")
         if accounts is None:
             raise AdminError(503, "ADMIN_UNAVAILABLE", "The admin API needs a database: set DATABASE_URL.")

@@ -320,6 +320,10 @@ async def test_the_admin_api_reads_litemaas_and_refuses_writes(litemaas_url, con
         async with http.get(gw.url + f"/admin/v1/users/{key.user_id}", headers=auth) as r:
             assert r.status == 200
             assert (await r.json())["id"] == str(key.user_id)
+        async with http.get(gw.url + "/admin/v1/users/not-a-uuid", headers=auth) as r:
+            assert (r.status, await r.json()) == (404, {"error": {
+                "message": "Nothing has this id: it is not a valid id here.",
+                "type": "not_found_error", "param": None, "code": "NOT_FOUND"}})
         async with http.post(gw.url + "/admin/v1/users", json={"email": "x@example.com"}, headers=auth) as r:
             assert (r.status, await r.json()) == (403, {"error": {
                 "message": "This gateway runs on a LiteMaaS database (database.schema: litemaas): users, models, "
@@ -353,3 +357,17 @@ async def test_make_run_litemaas_seeds_an_empty_database_the_litemaas_way(postgr
                 assert await answer(http, gw.url, key, "gpt-4o") == (403, denied("gpt-4o"))
     finally:
         await litemaas.drop_database(postgres_url, empty)
+
+
+async def test_the_admin_cli_reads_litemaas_and_refuses_writes(litemaas_url, conn):
+    key = await a_user_with_key(conn, ["gpt-4o-mini"])
+    code, out, err = await run_cli("keys", "list", "--user", str(key.user_id), "--json", url=litemaas_url)
+    assert (code, err) == (0, "")
+    [listed] = json.loads(out)
+    assert (listed["id"], listed["models"], listed["status"]) == (str(key.id), ["gpt-4o-mini"], "active")
+    code, out, err = await run_cli("keys", "revoke", str(key.id), url=litemaas_url)
+    assert (code, out) == (1, "")
+    assert err == ("maas-gateway: MANAGED_BY_LITEMAAS: This gateway runs on a LiteMaaS database (database.schema: "
+                   "litemaas): users, models, subscriptions and keys are managed in LiteMaaS, and the admin API only "
+                   "reads them.\n")
+    assert await conn.fetchval("SELECT is_active AND revoked_at IS NULL FROM api_keys WHERE id = $1", key.id) is True
