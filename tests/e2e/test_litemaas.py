@@ -14,7 +14,7 @@ import pytest
 
 from gateway import litemaas as litemaas_mode
 from gateway.config import DatabaseConfig
-from tests import litemaas
+from tests import litemaas_support as litemaas
 from tests.support import eventually, make_config, running_gateway
 
 pytestmark = pytest.mark.e2e

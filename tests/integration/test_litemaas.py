@@ -1,5 +1,5 @@
 """LiteMaaS mode: the gateway on a database built from LiteMaaS's own DDL, with rows written the
-way LiteMaaS writes them (tests/litemaas.py), in passthrough mode with LiteMaaS's LiteLLM keys."""
+way LiteMaaS writes them (tests/litemaas_support.py), in passthrough mode with LiteMaaS's LiteLLM keys."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from gateway import litemaas as litemaas_mode
 from gateway.config import AdminConfig, ConfigError, DatabaseConfig
 from gateway.devlitemaas import seed_litemaas_demo
 from gateway.devservices import free_port
-from tests import litemaas
+from tests import litemaas_support as litemaas
 from tests.support import bearer, eventually, make_config, running_gateway
 
 pytestmark = pytest.mark.integration
