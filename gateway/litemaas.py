@@ -227,6 +227,7 @@ async def prepare_database(url: str, config: DatabaseConfig, *, apply: bool, tri
         raise StoreUnavailableError(detail="database unreachable", retry_after=1) from exc
     try:
         await check_shape(conn, config.schema)
+        log.info("database.schema %s: DATABASE_URL holds the expected schema", config.schema)
         if config.schema == "native":
             return await db.migrate(conn) if apply else []
         applied = await migrate(conn) if apply else []
