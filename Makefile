@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-unit test-integration test-e2e bench system-deps venv clean
+.PHONY: run run-litemaas test test-unit test-integration test-e2e bench system-deps venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ system-deps:
 ## with a demo key and the console at /console (demo / demo).
 run: system-deps venv
 	$(VENV)/bin/maas-gateway dev
+
+## make run-litemaas: the same on a LiteMaaS-shaped database (database.schema litemaas, docs/litemaas.md).
+run-litemaas: system-deps venv
+	$(VENV)/bin/maas-gateway dev --litemaas
 
 ## make test: unit + integration + e2e (starts its own Postgres, Redis and LiteLLM on free ports).
 test: system-deps venv

@@ -71,6 +71,8 @@ def _mapped(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     async def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
             return await method(*args, **kwargs)
+        except asyncpg.DataError as exc:  # an id that cannot be one (LiteMaaS's are UUIDs)
+            raise AdminError(404, "NOT_FOUND", "Nothing has this id: it is not a valid id here.") from exc
         except asyncpg.UndefinedTableError as exc:
             raise AdminError(503, "DATABASE_UNAVAILABLE", "The schema is missing: run `maas-gateway migrate`.") from exc
         except db.DB_ERRORS as exc:

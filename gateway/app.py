@@ -31,12 +31,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from gateway import db, drain, metrics
+from gateway import db, drain, litemaas, metrics
 from gateway.admin import admin_routes
 from gateway.authguard import AuthGuard
 from gateway.breaker import Breaker, ModelBreakers
 from gateway.cli import CONFIG_ENV
-from gateway.config import Config, check_serving
+from gateway.config import Config, ConfigError, check_serving
 from gateway.console import console_app
 from gateway.errors import GatewayError, InternalError, RouteNotFoundError, ServerBusyError
 from gateway.failures import answer_unexpected
@@ -148,13 +148,18 @@ class GatewayApp:
         check_serving(config)  # `serve` checked already; any other way of running the app too
         pool = None
         if config.database.url:
-            if config.server.migrate_on_start:
-                await db.migrate_url(config.database.url)
+            try:  # the right kind of database, before any migration touches it
+                await litemaas.prepare_database(config.database.url, config.database, apply=config.server.migrate_on_start)
+            except ConfigError as exc:
+                log.error("cannot start: %s", exc)
+                raise
             pool = await db.create_pool(config.database.url, config.database)
         else:
             log.warning("DATABASE_URL is not set: no key can be found, every request is refused")
         redis = aioredis.from_url(config.redis.url, socket_timeout=0.5, socket_connect_timeout=0.5) if config.redis.url else None
-        store = KeyStore(pool, redis, config.cache, acquire_timeout=config.database.acquire_timeout_ms / 1000)
+        key_query = litemaas.KEY_QUERY if config.database.schema == "litemaas" else db.KEY_QUERY
+        store = KeyStore(pool, redis, config.cache, acquire_timeout=config.database.acquire_timeout_ms / 1000,
+                         key_query=key_query)
         breaker = Breaker("litellm", config.breaker)
         upstream = Upstream(config.litellm, breaker)
         await upstream.start()

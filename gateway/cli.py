@@ -1,8 +1,8 @@
 """The `maas-gateway` command.
 
     maas-gateway serve [--config config.yaml] [--host H] [--port P] [--workers N]
-    maas-gateway migrate [--config config.yaml]
-    maas-gateway dev                 (make run: starts what is missing, seeds a demo key, serves)
+    maas-gateway migrate [--config config.yaml] [--litemaas-triggers | --remove-litemaas-triggers]
+    maas-gateway dev [--litemaas]    (make run: starts what is missing, seeds a demo key, serves)
     maas-gateway users|models|subscriptions|keys|sync ...   (gateway/admin/cli.py)
 """
 
@@ -85,13 +85,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from gateway import db
+    from gateway import litemaas
 
     config = load_config(args.config)
     if not config.database.url:
         raise ConfigError("DATABASE_URL is not set: nothing to migrate")
-    applied = asyncio.run(db.migrate_url(config.database.url))
+    triggers = True if args.litemaas_triggers else False if args.remove_litemaas_triggers else None
+    if triggers is not None and config.database.schema != "litemaas":
+        raise ConfigError("database.schema: the LiteMaaS triggers need database.schema litemaas (GATEWAY_DATABASE_SCHEMA)")
+    applied = asyncio.run(litemaas.prepare_database(config.database.url, config.database, apply=True, triggers=triggers))
     print(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied else "schema is up to date")
+    if triggers is not None:
+        print("NOTIFY triggers installed on LiteMaaS's tables" if triggers else "NOTIFY triggers removed from LiteMaaS's tables")
     return 0
 
 
@@ -114,11 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="apply the database schema (idempotent)")
     migrate.add_argument("--config")
+    triggers = migrate.add_mutually_exclusive_group()
+    triggers.add_argument("--litemaas-triggers", action="store_true",
+                          help="database.schema litemaas: also install the NOTIFY triggers on LiteMaaS's tables")
+    triggers.add_argument("--remove-litemaas-triggers", action="store_true",
+                          help="database.schema litemaas: remove those triggers (LiteMaaS's tables as they were)")
     migrate.set_defaults(handler=_migrate)
 
     dev = commands.add_parser("dev", help="start missing services, seed a demo key and serve (make run)")
     dev.add_argument("--config")
     dev.add_argument("--port", type=int, default=8080)
+    dev.add_argument("--litemaas", action="store_true",
+                     help="on a LiteMaaS-shaped database (its schema loaded into an empty one), database.schema litemaas")
     dev.set_defaults(handler=_dev)
 
     register_admin_commands(commands)

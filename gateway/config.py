@@ -100,6 +100,8 @@ class DatabaseConfig:
     pool_max: int = 10
     statement_timeout_ms: int = 2000
     acquire_timeout_ms: int = 1000  # longest wait for a pool connection; then 503 KEY_STORE_UNAVAILABLE
+    # native: the gateway's own tables; litemaas: an existing LiteMaaS database (gateway/litemaas.py)
+    schema: Literal["native", "litemaas"] = "native"
     url: str | None = None  # environment only: DATABASE_URL
 
 
@@ -209,6 +211,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "SESSION_SECRET": ("console.session_secret", "str"),
     "CONSOLE_PUBLIC_URL": ("console.public_url", "str"),
     "CONSOLE_HTTPS_ONLY": ("console.https_only", "bool"),
+    "GATEWAY_DATABASE_SCHEMA": ("database.schema", "str"),
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -350,6 +353,9 @@ def _validate(config: Config) -> None:
         raise ConfigError("server.drain_delay_seconds: must be within [0, server.drain_seconds]")
     if config.server.workers < 1:
         raise ConfigError("server.workers: must be at least 1")
+    if config.database.schema == "litemaas" and config.litellm.sync_users:
+        raise ConfigError("litellm.sync_users: LiteMaaS syncs its own users to LiteLLM; with database.schema "
+                          "litemaas it must be false (its default there)")
     if config.database.pool_max < max(config.database.pool_min, 1):
         raise ConfigError("database.pool_max: must be at least database.pool_min and at least 1")
     for i, name in enumerate(config.response_headers.allow):
@@ -431,6 +437,8 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         raw = (environ or {}).get(name)
         if raw is not None and raw != "":
             _set(tree, path, _env_value(name, raw, kind))
+    if _has(tree, "database.schema") and tree["database"]["schema"] == "litemaas" and not _has(tree, "litellm.sync_users"):
+        _set(tree, "litellm.sync_users", False)  # LiteMaaS syncs its users itself
     config = _build(Config, tree, "")
     _validate(config)
     return config

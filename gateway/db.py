@@ -19,7 +19,7 @@ from policies.records import KeyRecord, SubscriptionRecord
 log = logging.getLogger("maas_gateway.db")
 
 INVALIDATION_CHANNEL = "maas_gateway_invalidate"
-_MIGRATION_LOCK = 0x6D616173  # "maas": one migrator at a time across instances
+MIGRATION_LOCK = 0x6D616173  # "maas": one migrator at a time across instances
 
 # Everything a decision needs about one key, in one round trip.
 KEY_QUERY = """
@@ -60,6 +60,13 @@ def record_from_row(row: Any) -> KeyRecord:
     )
 
 
+def server_settings(config: DatabaseConfig) -> dict[str, str]:
+    settings = {"application_name": "maas-gateway"}
+    if config.schema == "litemaas":  # the gateway's own tables live in their own schema (gateway/litemaas.py)
+        settings["search_path"] = 'maas_gateway, "$user", public'
+    return settings
+
+
 async def create_pool(url: str, config: DatabaseConfig) -> asyncpg.Pool:
     try:
         return await asyncpg.create_pool(
@@ -68,20 +75,21 @@ async def create_pool(url: str, config: DatabaseConfig) -> asyncpg.Pool:
             max_size=config.pool_max,
             command_timeout=config.statement_timeout_ms / 1000,
             timeout=CONNECT_TIMEOUT_SECONDS,  # an unreachable host must not hold requests for a minute
-            server_settings={"application_name": "maas-gateway"},
+            server_settings=server_settings(config),
         )
     except DB_ERRORS as exc:
         raise StoreUnavailableError(detail="database unreachable", retry_after=1) from exc
 
 
-async def load_key(pool: asyncpg.Pool, key_hash: str, acquire_timeout: float | None = None) -> KeyRecord | None:
-    """The key's record by SHA-256 hex, or None when no such key exists.
+async def load_key(pool: asyncpg.Pool, key_hash: str, acquire_timeout: float | None = None,
+                   query: str = KEY_QUERY) -> KeyRecord | None:
+    """The key's record by SHA-256 hex, or None when no such key exists (`query`: this schema's KEY_QUERY).
 
     A busy pool is waited for at most `acquire_timeout` seconds (database.acquire_timeout_ms):
     a flood of cold keys gets 503s rather than a queue that every later lookup waits behind."""
     try:
         async with pool.acquire(timeout=acquire_timeout) as conn:
-            row = await conn.fetchrow(KEY_QUERY, key_hash)
+            row = await conn.fetchrow(query, key_hash)
     except DB_ERRORS as exc:
         raise StoreUnavailableError(retry_after=1) from exc
     return None if row is None else record_from_row(row)
@@ -97,7 +105,7 @@ def migrations() -> list[tuple[str, str]]:
 async def migrate(conn: asyncpg.Connection) -> list[str]:
     """Apply the migrations not applied yet; returns their names. Safe to run concurrently."""
     applied: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
     try:
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS gateway_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
@@ -112,7 +120,7 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
             log.info("applied migration %s", name)
             applied.append(name)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     return applied
 
 

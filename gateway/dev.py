@@ -8,6 +8,7 @@ serves in service_key mode with user sync off (the demo LiteLLM has no database)
 When OIDC_ISSUER is unset it also starts the local OIDC provider (scripts/oidc) with the
 demo user (demo / demo, an admin) and serves the console at /console.
 Ctrl-C stops the gateway and everything this command started.
+`--litemaas`: the same on a LiteMaaS-shaped database (gateway/devlitemaas.py).
 """
 
 from __future__ import annotations
@@ -136,6 +137,8 @@ def run_dev(args: argparse.Namespace) -> int:
             environ["LITELLM_API_KEY"] = master_key
         environ.setdefault("LITELLM_AUTH", "service_key")
         environ.setdefault("LITELLM_SYNC_USERS", "false")
+        if args.litemaas:
+            environ["GATEWAY_DATABASE_SCHEMA"] = "litemaas"
         config = load_config(args.config, environ)
         url = f"http://{config.server.host}:{args.port}"
         if not environ.get("OIDC_ISSUER") and config.console.enabled:
@@ -145,7 +148,12 @@ def run_dev(args: argparse.Namespace) -> int:
                 config = load_config(args.config, environ)
         check_serving(config)
         configure(config.logging.level)
-        key = asyncio.run(seed_demo(environ["DATABASE_URL"], config))
+        if args.litemaas:
+            from gateway.devlitemaas import seed_litemaas_demo
+
+            key = asyncio.run(seed_litemaas_demo(environ["DATABASE_URL"], ALL_DEMO_MODELS, DEMO_MODELS))
+        else:
+            key = asyncio.run(seed_demo(environ["DATABASE_URL"], config))
         print(_banner(url, key, _console_banner(url, config)), flush=True)
         uvicorn.run(
             create_app(config), host=config.server.host, port=args.port, loop="uvloop", http=listeners.protocol(config.server),

@@ -108,8 +108,8 @@ async def _probe_postgres(state: GatewayState) -> dict[str, Any]:
     except Exception:  # db.DB_ERRORS, and asyncpg's InternalClientError when a connection dies mid-query
         healthy = False
     result = _result("postgres", healthy, started)
-    if healthy:
-        # When users were last synced with LiteLLM, by any instance; a LiteMaaS schema may lack the column.
+    if healthy and state.config.database.schema == "native":  # LiteMaaS's users have no last_synced_at
+        # When users were last synced with LiteLLM, by any instance.
         with contextlib.suppress(Exception):
             last = await state.pool.fetchval(_LAST_SYNC_QUERY, timeout=_PG_TIMEOUT_SECONDS)
             if last is not None:

@@ -147,9 +147,11 @@ class KeyStore:
         config: CacheConfig,
         clock: Callable[[], float] = time.monotonic,
         acquire_timeout: float | None = None,
+        key_query: str = db.KEY_QUERY,  # LiteMaaS mode: gateway/litemaas.py's
     ) -> None:
         self._pool = pool
         self._acquire_timeout = acquire_timeout
+        self._key_query = key_query
         self._redis = redis
         self._config = config
         self._clock = clock
@@ -208,7 +210,7 @@ class KeyStore:
             self._remember(key_hash, found, generation)  # type: ignore[arg-type]
             return found  # type: ignore[return-value]
         try:
-            record = await db.load_key(self._pool, key_hash, self._acquire_timeout)
+            record = await db.load_key(self._pool, key_hash, self._acquire_timeout, self._key_query)
         except StoreUnavailableError:
             stale = self._l1.get(key_hash)
             if stale is not None and self._clock() - stale[2] <= self._config.max_stale_seconds:

@@ -10,9 +10,12 @@ import time
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, UUID):  # LiteMaaS's ids
+        return str(value)
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -21,7 +24,8 @@ def _plain(value: Any) -> Any:
 
 
 def _pick(row: Any, fields: tuple[str, ...]) -> dict:
-    return {name: _plain(row[name]) for name in fields}
+    """The fields of a row; one its table lacks (LiteMaaS's have no users.sync_error) is null."""
+    return {name: _plain(row.get(name)) for name in fields}
 
 
 USER_FIELDS = (

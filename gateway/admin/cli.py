@@ -11,6 +11,8 @@ from the environment, via load_config).
     keys list [--user U] | keys revoke ID
     sync                                   one reconciler pass now (every pending/error user)
 
+On a LiteMaaS database (database.schema litemaas) only get and list run; writes answer
+MANAGED_BY_LITEMAAS, as the admin API does.
 Human-readable output by default, `--json` for scripts. Errors print the same code and
 message the admin API answers, on stderr (as JSON with --json); exit status 1.
 """
@@ -26,6 +28,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import asyncpg
 import orjson
 
+from gateway import litemaas
 from gateway.accounts import Accounts
 from gateway.config import Config, ConfigError, load_config
 from gateway.errors import GatewayError
@@ -142,10 +145,13 @@ async def _sync(a: Accounts, args: argparse.Namespace) -> Any:
     return result
 
 
-def _run(action: Action) -> Callable[[argparse.Namespace], int]:
+def _run(action: Action, writes: bool) -> Callable[[argparse.Namespace], int]:
     async def main(args: argparse.Namespace) -> int:
         try:
-            async with open_accounts(load_config(args.config)) as accounts:
+            config = load_config(args.config)
+            if writes and config.database.schema == "litemaas":
+                raise litemaas.read_only_error()
+            async with open_accounts(config) as accounts:
                 show(await action(accounts, args), args.json)
         except GatewayError as exc:
             show_error(exc, args.json)
@@ -166,9 +172,9 @@ def register(commands: Any) -> None:
     def group(name: str, help: str) -> Any:
         return commands.add_parser(name, help=help).add_subparsers(dest="action", required=True)
 
-    def leaf(parent: Any, name: str, help: str, action: Action) -> argparse.ArgumentParser:
+    def leaf(parent: Any, name: str, help: str, action: Action, writes: bool = True) -> argparse.ArgumentParser:
         parser = parent.add_parser(name, help=help, parents=[common])
-        parser.set_defaults(handler=_run(action))
+        parser.set_defaults(handler=_run(action, writes))
         return parser
 
     users = group("users", "manage users (kept in step with LiteLLM)")
@@ -179,14 +185,14 @@ def register(commands: Any) -> None:
     p.add_argument("--max-budget", type=float)
     p.add_argument("--tpm-limit", type=int)
     p.add_argument("--rpm-limit", type=int)
-    leaf(users, "get", "show a user", lambda a, args: a.get_user(args.id)).add_argument("id")
+    leaf(users, "get", "show a user", lambda a, args: a.get_user(args.id), writes=False).add_argument("id")
     leaf(users, "activate", "activate a user", lambda a, args: a.set_user_active(args.id, True)).add_argument("id")
     leaf(users, "deactivate", "deactivate a user (their keys are refused at once)",
          lambda a, args: a.set_user_active(args.id, False)).add_argument("id")
 
     models = group("models", "manage models")
     leaf(models, "add", "add a model (its LiteLLM name)", lambda a, args: a.create_model(id=args.id)).add_argument("id")
-    leaf(models, "list", "list models", lambda a, args: a.list_models())
+    leaf(models, "list", "list models", lambda a, args: a.list_models(), writes=False)
 
     subscriptions = group("subscriptions", "manage subscriptions")
     p = leaf(subscriptions, "create", "subscribe a user to a model", _subscriptions_create)
@@ -207,7 +213,7 @@ def register(commands: Any) -> None:
     p.add_argument("--name")
     p.add_argument("--expires-at", help="ISO 8601 date-time")
     leaf(keys, "list", "list API keys (never the key itself)",
-         lambda a, args: a.list_keys(args.user)).add_argument("--user")
+         lambda a, args: a.list_keys(args.user), writes=False).add_argument("--user")
     leaf(keys, "revoke", "revoke an API key", lambda a, args: a.revoke_key(args.id)).add_argument("id")
 
     leaf(commands, "sync", "ensure every pending/error user in LiteLLM now", _sync)

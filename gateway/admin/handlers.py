@@ -1,5 +1,6 @@
 """The admin API's endpoints: authenticate, validate, call Accounts, answer JSON.
 
+In LiteMaaS mode the API is read-only: every write answers 403 MANAGED_BY_LITEMAAS.
 Every request needs `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`, compared in constant
 time. Without a configured token the whole API answers 404 ADMIN_API_DISABLED: disabled,
 never open. Errors are GatewayErrors, rendered in the OpenAI shape by the app's handler.
@@ -17,6 +18,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import litemaas
 from gateway.accounts import Accounts
 from gateway.admin import schema
 from gateway.admin.schema import Body
@@ -29,6 +31,7 @@ PREFIX = "/admin/v1"
 MAX_BODY_BYTES = 64 * 1024
 
 Handler = Callable[[Request, Accounts], Awaitable[Response]]
+
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -148,6 +151,8 @@ def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 
     async def endpoint(request: Request) -> Response:
         authenticate(request)
+        if request.method != "GET" and request.app.state.holder.state.config.database.schema == "litemaas":
+            raise litemaas.read_only_error()
         accounts = request.app.state.holder.state.extras.get("accounts")
         if accounts is None:
             raise AdminError(503, "ADMIN_UNAVAILABLE", "The admin API needs a database: set DATABASE_URL.")

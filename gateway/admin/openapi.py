@@ -65,6 +65,7 @@ RESPONSES: dict[str, dict] = {
 
 _ERROR_WORDS = {
     400: "Not JSON", 401: "Missing or wrong admin token", 404: "Not found, or the admin API is disabled",
+    403: "A write on a LiteMaaS database (MANAGED_BY_LITEMAAS): LiteMaaS manages these",
     409: "Conflicts with the current state", 422: "Invalid body: the field is named in error.param",
     503: "LiteLLM could not create the user yet (USER_NOT_FOUND_LITELLM) or is unavailable",
 }
@@ -80,7 +81,7 @@ def _operation(endpoint: Any) -> dict:
             },
             **{
                 str(code): {"description": _ERROR_WORDS[code], "content": {"application/json": {"schema": _ref("Error")}}}
-                for code in endpoint.errors
+                for code in sorted({*endpoint.errors, *((403,) if endpoint.method != "GET" else ())})
             },
         },
     }

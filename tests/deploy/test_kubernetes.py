@@ -30,6 +30,7 @@ pytestmark = pytest.mark.unit
 
 BASE = DEPLOY / "kubernetes/base"
 OPENSHIFT = DEPLOY / "kubernetes/overlays/openshift"
+LITEMAAS = DEPLOY / "kubernetes/overlays/litemaas"
 SECRET_EXAMPLE = BASE / "secret.example.yaml"
 KUBERNETES_VERSIONS = ("1.29", kubernetes_validate.latest_version())
 PROMETHEUS_OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
@@ -45,6 +46,11 @@ def base() -> list[dict]:
 @pytest.fixture(scope="module")
 def openshift() -> list[dict]:
     return kustomize(OPENSHIFT)
+
+
+@pytest.fixture(scope="module")
+def litemaas() -> list[dict]:
+    return kustomize(LITEMAAS)
 
 
 def by_kind(manifests: list[dict], kind: str) -> list[dict]:
@@ -113,7 +119,7 @@ def schema_errors(manifests: list[dict]) -> dict[str, list[str]]:
 # --- rendering and schemas -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("overlay", ["base", "openshift"])
+@pytest.mark.parametrize("overlay", ["base", "openshift", "litemaas"])
 def test_every_rendered_manifest_is_valid_against_its_schema(overlay: str, request: pytest.FixtureRequest) -> None:
     manifests = request.getfixturevalue(overlay)
     errors = schema_errors(manifests)
@@ -393,3 +399,23 @@ def test_the_route_exposes_the_service_over_tls(openshift: list[dict]) -> None:
     assert route["spec"]["tls"] == {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"}
     # streams outlive the router's default 30 s timeout
     assert route["metadata"]["annotations"]["haproxy.router.openshift.io/timeout"] == "10m"
+
+
+# --- LiteMaaS ------------------------------------------------------------------------------------
+
+
+def test_the_litemaas_overlay_is_the_base_with_its_config_and_the_triggers_step(base: list[dict], litemaas: list[dict]) -> None:
+    assert sorted(m["kind"] for m in litemaas) == sorted(m["kind"] for m in base)
+    configmap = one(litemaas, "ConfigMap")
+    assert configmap["metadata"]["name"] != one(base, "ConfigMap")["metadata"]["name"], "a new hash: the pods roll"
+    for kind in ("Deployment", "Job"):
+        volumes = one(litemaas, kind)["spec"]["template"]["spec"]["volumes"]
+        assert next(v for v in volumes if "configMap" in v)["configMap"]["name"] == configmap["metadata"]["name"]
+    assert container(one(litemaas, "Job"))["args"] == ["migrate", "--config", CONFIG_PATH, "--litemaas-triggers"]
+    assert container(one(litemaas, "Deployment")) == container(one(base, "Deployment"))
+    environ = {"GATEWAY_WORKERS": "2", **{k: "x" for k in ("LITELLM_API_KEY", "GATEWAY_ADMIN_TOKEN")}}
+    config = parse_config(yaml.safe_load(configmap["data"]["config.yaml"]), environ)
+    assert (config.database.schema, config.litellm.auth, config.litellm.sync_users, config.enforcement.mode.value) == (
+        "litemaas", "passthrough", False, "shadow")
+    assert config.server.migrate_on_start is False
+    assert (config.server.host, config.server.port) == ("0.0.0.0", container(one(litemaas, "Deployment"))["ports"][0]["containerPort"])

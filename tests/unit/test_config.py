@@ -422,3 +422,31 @@ def test_key_header_name_is_a_header_name(name: str, ok: bool) -> None:
         assert parse_config({"litellm": {"key_header_name": name}}, {}).litellm.key_header_name == name
     else:
         assert error_of({"litellm": {"key_header_name": name}}).startswith("litellm.key_header_name: expected a header name")
+
+
+@pytest.mark.parametrize(
+    ("data", "environ"),
+    [({"database": {"schema": "litemaas"}}, {}), ({}, {"GATEWAY_DATABASE_SCHEMA": "litemaas"})],
+)
+def test_litemaas_schema_turns_user_sync_off_unless_set(data: dict, environ: dict) -> None:
+    config = parse_config(data, environ)
+    assert (config.database.schema, config.litellm.sync_users) == ("litemaas", False)
+    assert parse_config({}, {}).litellm.sync_users is True  # native: the default stays
+
+
+@pytest.mark.parametrize(
+    ("data", "environ", "message"),
+    [
+        ({"database": {"schema": "litemaas"}, "litellm": {"sync_users": True}}, {},
+         "litellm.sync_users: LiteMaaS syncs its own users to LiteLLM; with database.schema litemaas it must be "
+         "false (its default there)"),
+        ({}, {"GATEWAY_DATABASE_SCHEMA": "litemaas", "LITELLM_SYNC_USERS": "true"},
+         "litellm.sync_users: LiteMaaS syncs its own users to LiteLLM; with database.schema litemaas it must be "
+         "false (its default there)"),
+        ({}, {"GATEWAY_DATABASE_SCHEMA": "lite"}, "database.schema: expected one of native, litemaas, got 'lite'"),
+    ],
+)
+def test_litemaas_schema_rejections(data: dict, environ: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, environ)
+    assert str(caught.value) == message
