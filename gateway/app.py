@@ -40,6 +40,7 @@ from gateway.failures import answer_unexpected
 from gateway.health import health_routes, start_health
 from gateway.invalidation import Invalidator
 from gateway.keys import KeyStore
+from gateway.limiter import Limiter
 from gateway.proxy import Proxy, _request_id, send_error
 from gateway.reconciler import start_account_services
 from gateway.reload import ConfigReloader, set_mode_gauge
@@ -169,6 +170,7 @@ class GatewayApp:
             mode=config.enforcement.mode,
             service_auth=service_auth,
             auth_guard=AuthGuard(config.security, parse_networks(config.server.trusted_proxies), redis),
+            limiter=Limiter(config.limits, redis, config.litellm.request_timeout_seconds + config.server.drain_seconds),
         )
         state.known_models = await _known_models(state)
         invalidator = Invalidator(store, config.database.url, redis)
@@ -180,6 +182,8 @@ class GatewayApp:
             asyncio.create_task(_refresh_known_models(state), name="known-models"),
             asyncio.create_task(_fold_metrics(), name="metrics-fold"),
         ]
+        if pool is not None:
+            background.append(asyncio.create_task(state.limiter.refresh_prices(pool), name="model-prices"))
         background.extend(await start_health(state))
         gc_thresholds = gc.get_threshold()
         gc.set_threshold(GC_FIRST_THRESHOLD, *gc_thresholds[1:])
@@ -203,6 +207,7 @@ class GatewayApp:
             await stop_accounts()
             await invalidator.stop()
             await store.settle()
+            await state.limiter.settle()
             await upstream.close()
             state.access_log.flush()
             metrics.fold()

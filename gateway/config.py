@@ -142,6 +142,43 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class KeyLimitDefaults:
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    max_parallel_requests: int | None = None
+
+
+@dataclass(frozen=True)
+class UserLimitDefaults:
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    max_parallel_requests: int | None = None
+    max_budget: float | None = None
+
+
+@dataclass(frozen=True)
+class SubscriptionLimitDefaults:
+    quota_requests: int | None = None
+    quota_tokens: int | None = None
+    max_budget: float | None = None
+
+
+@dataclass(frozen=True)
+class LimitDefaultsConfig:
+    """What a null limit in the database means (policies/limits.py `effective`); null here: no limit."""
+
+    key: KeyLimitDefaults = field(default_factory=KeyLimitDefaults)
+    user: UserLimitDefaults = field(default_factory=UserLimitDefaults)
+    subscription: SubscriptionLimitDefaults = field(default_factory=SubscriptionLimitDefaults)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    expected_instances: int = 1  # serving processes (pods x workers): Redis down, each counts limit / this
+    defaults: LimitDefaultsConfig = field(default_factory=LimitDefaultsConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     litellm: LiteLLMConfig = field(default_factory=LiteLLMConfig)
@@ -156,6 +193,7 @@ class Config:
     admin: AdminConfig = field(default_factory=AdminConfig)
     response_headers: ResponseHeadersConfig = field(default_factory=ResponseHeadersConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 # Fields that only the environment may set: a secret never sits in config.yaml.
@@ -370,6 +408,8 @@ def _validate_security(config: Config) -> None:
         raise ConfigError("security.failed_auth_limit: must be at least 1")
     if not 0 < security.failed_auth_window_seconds <= 60:
         raise ConfigError("security.failed_auth_window_seconds: must be within (0, 60] (it is the longest Retry-After)")
+    if config.limits.expected_instances < 1:
+        raise ConfigError("limits.expected_instances: must be at least 1")
     if config.database.acquire_timeout_ms == 0:
         raise ConfigError("database.acquire_timeout_ms: must be positive")
 

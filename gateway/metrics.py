@@ -102,6 +102,17 @@ TOKENS = Counter(
     "Tokens reported in LiteLLM's `usage`, by model and type (prompt, completion).",
     ["model", "type"],
 )
+LIMIT_REFUSALS = Counter(
+    "maas_gateway_limit_refusals_total",
+    "Requests a limit refused (result=refused) or would have refused in shadow mode (result=shadow), "
+    "by scope (key, user, subscription) and limit (rpm_limit, tpm_limit, max_parallel_requests, "
+    "quota_requests, quota_tokens, max_budget).",
+    ["scope", "limit", "result"],
+)
+LIMITER_FALLBACKS = Counter(
+    "maas_gateway_limiter_fallbacks_total",
+    "Limit checks counted in-process (limit / limits.expected_instances) because Redis failed.",
+)
 DEPENDENCY_UP = Gauge(
     "maas_gateway_dependency_up",
     "1 when the health probe's last check of a dependency (litellm, postgres, redis) succeeded, else 0.",

@@ -34,6 +34,7 @@ from gateway.errors import (
 )
 from gateway.failures import answer_unexpected
 from gateway.keys import extract_key, hash_key, well_formed
+from gateway.limiter import Meter
 from gateway.metrics import (
     AUTH_DECISIONS,
     MODEL_ACCESS_DENIALS,
@@ -46,10 +47,11 @@ from gateway.metrics import (
 )
 from gateway.routes import Route
 from gateway.state import GatewayState
+from gateway.streamusage import UsageStripper, ask_for_usage
 from gateway.upstream import PASSED_HEADERS, forward_headers, response_headers
 from gateway.usage import TAIL_BYTES, TAIL_LIMIT, record_usage
 from policies.access import decide, usable_models
-from policies.records import Allow, Code, Deny, KeyRecord, RequestFacts
+from policies.records import Allow, Code, Deny, KeyRecord, Mode, RequestFacts
 from policies.requests import request_facts
 
 Scope = dict[str, Any]
@@ -209,6 +211,7 @@ class Proxy:
         request_id = _request_id(scope, id_header, self.new_request_id)
         log: dict[str, Any] = {"request_id": request_id, "route": route.name}
         status, code, model, label = 500, "", None, ""
+        meter: Meter | None = None
         try:
             if scope["method"] not in route.methods:
                 raise MethodNotAllowedError(detail=f"use {', '.join(sorted(route.methods))}")
@@ -225,12 +228,16 @@ class Proxy:
             model = facts.models[0] if facts.models else None
             label = self._model_label(state, model)
             self._decide(state, record, facts, log)
+            if state.mode is not Mode.OFF and (checks := state.limiter.checks(record, model, now := time.time())):
+                meter = await state.limiter.admit(record, model, checks, now, state.mode)  # gateway/limiter.py
             upstream_body = body
             if state.service_auth is not None and parsed is not None and "user" not in parsed and route.name in _USER_FIELD_ROUTES:
                 upstream_body = splice_user(body, record.user_id)
+            if meter is not None and meter.wants_tokens and (asked := ask_for_usage(upstream_body, parsed, route.name)):
+                upstream_body, meter.inject_usage = asked, True  # gateway/streamusage.py
             headers = self._upstream_headers(state, scope, key, request_id)
             status = await self._forward(state, scope, send, route, headers, upstream_body, label, log, receive, id_header,
-                                         key_hash)
+                                         key_hash, meter)
         except GatewayError as error:
             status, code = error.status, error.code
             await send_error(send, error, request_id, id_header)
@@ -240,6 +247,8 @@ class Proxy:
             status, code = 500, "INTERNAL_ERROR"
             await answer_unexpected(send, exc, request_id, id_header, route.name)
         finally:
+            if meter is not None:
+                state.limiter.finish(meter)  # tokens charged, parallel slot released
             _account(state, route.labels, label, model, status, code, started, log)
 
     def _facts(self, scope: Scope, route: Route, body: bytes, path_model: str | None) -> tuple[RequestFacts, dict | None]:
@@ -311,6 +320,7 @@ class Proxy:
         receive: Receive,
         id_header: bytes,
         caller: str = "",
+        meter: Meter | None = None,
     ) -> int:
         path_qs = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string")
@@ -318,6 +328,8 @@ class Proxy:
         request_id = log["request_id"]
         watcher = DisconnectWatcher(state.upstream.ticker, receive)  # type: ignore[arg-type]
         streaming = started = False
+        tail = bytearray()  # the response's end, where `usage` is (gateway/usage.py)
+        stripper: UsageStripper | None = None
         try:
             sent_at = time.perf_counter()
             # model_label is the model when the gateway knows it: then it has a breaker of its own
@@ -329,6 +341,8 @@ class Proxy:
                 log["upstream_ms"] = _ms(upstream_elapsed)
                 out_headers = response_headers(response.raw_headers, self.passed_headers)
                 out_headers.append((id_header, request_id.encode()))
+                if meter is not None:
+                    out_headers += meter.headers  # x-ratelimit-*
                 if response.status >= 300:  # LiteLLM's error: cleaned, or the gateway's own (gateway/relay.py)
                     watcher.stop()
                     return await relay.send_error_answer(state.upstream, response, send, out_headers, log)
@@ -337,7 +351,8 @@ class Proxy:
                 content_type = response.headers.get("content-type", "").encode()
                 streaming = content_type.startswith(_SSE)
                 stream_errors = relay.StreamErrors(log) if streaming else None  # LiteLLM's error events, cleaned
-                tail = bytearray()  # the response's end, where `usage` is (gateway/usage.py)
+                if streaming and meter is not None:  # counts events; strips the usage chunk the gateway asked for
+                    stripper = UsageStripper(strip=meter.inject_usage)
                 first = streaming  # a stream's first chunk is timed (STREAM_TTFB)
                 last = b""  # the chunk that completes the body goes out with the end of the response
                 content = response.content
@@ -350,6 +365,8 @@ class Proxy:
                         tail += chunk
                         if len(tail) > TAIL_LIMIT:
                             del tail[:-TAIL_BYTES]
+                        if stripper is not None:  # gateway/streamusage.py
+                            chunk = stripper.feed(chunk)
                         if first:
                             TALLY.observe(STREAM_TTFB, route.labels, time.perf_counter() - sent_at)
                             first = False
@@ -359,6 +376,8 @@ class Proxy:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                         if idle is not None:
                             idle.last = idle.clock()
+                    if stripper is not None:
+                        last += stripper.end()
                     if stream_errors is not None:
                         last += stream_errors.end()
                 except (aiohttp.ClientError, TimeoutError) as exc:
@@ -372,6 +391,7 @@ class Proxy:
                 await send({"type": "http.response.body", "body": last, "more_body": False})
                 if response.status == 200:
                     record_usage(tail, model_label)
+
             finally:
                 response.release()
             return response.status
@@ -389,6 +409,8 @@ class Proxy:
             raise
         finally:
             watcher.stop()
+            if meter is not None and started:  # a 2xx answer, whole or cut: its tokens (gateway/limiter.py)
+                meter.measure(tail, len(body), stripper.events if stripper is not None else 0)
 
     async def models(self, scope: Scope, receive: Receive, send: Send, model_id: str | None) -> None:
         """GET /v1/models (filtered) and GET /v1/models/{id} (404 unless usable)."""

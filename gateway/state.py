@@ -10,6 +10,7 @@ from gateway.authguard import AuthGuard
 from gateway.breaker import Breaker, ModelBreakers
 from gateway.config import BreakerConfig, Config
 from gateway.keys import KeyStore
+from gateway.limiter import Limiter
 from gateway.routes import RouteTable
 from gateway.upstream import Upstream
 from policies.records import Mode
@@ -32,3 +33,4 @@ class GatewayState:
     access_log: AccessLog = field(default_factory=AccessLog)  # flushed at shutdown
     extras: dict[str, Any] = field(default_factory=dict)  # health probe, reconciler, ...
     auth_guard: AuthGuard = None  # type: ignore[assignment]  # set by the lifespan: failed-auth limiter
+    limiter: Limiter = None  # type: ignore[assignment]  # set by the lifespan: rate limits, quotas, budgets
