@@ -4,8 +4,9 @@
                                         spliced in (nothing else re-serialised), or None when the
                                         request is no stream, asks already, or says otherwise
     UsageStripper.feed(chunk)           the stream without the usage event the gateway asked for
-                                        (OpenAI's and LiteLLM's: `"choices":[]` with a `usage`
-                                        object, just before `data: [DONE]`); other events, and
+                                        (a `usage` object in an event that carries nothing else:
+                                        OpenAI's `"choices":[]`, LiteLLM's one choice with an empty
+                                        `delta`, just before `data: [DONE]`); other events, and
                                         LiteLLM's `"usage": null` fields in them, pass unchanged
 
 Only events are held back, never more: the bytes after the last complete event wait for the
@@ -17,10 +18,11 @@ from __future__ import annotations
 
 import re
 
+import orjson
+
 # Routes whose streams LiteLLM closes with a usage chunk when asked (OpenAI's stream_options).
 USAGE_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
 _FIELD = b'"stream_options":{"include_usage":true},'
-_USAGE_EVENT = re.compile(rb'"choices"\s*:\s*\[\s*\]')
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 
 
@@ -32,7 +34,17 @@ def ask_for_usage(body: bytes, parsed: dict | None, route: str) -> bytes | None:
 
 
 def is_usage_event(event: bytes) -> bool:
-    return _USAGE_OBJECT.search(event) is not None and _USAGE_EVENT.search(event) is not None
+    """An event whose only news is its `usage` (parsed only when it holds a usage object)."""
+    if _USAGE_OBJECT.search(event) is None or not event.startswith(b"data: "):
+        return False
+    try:
+        data = orjson.loads(event[6:])
+    except orjson.JSONDecodeError:
+        return False
+    choices = data.get("choices") if isinstance(data, dict) else None
+    return isinstance(choices, list) and all(
+        isinstance(c, dict) and not c.get("delta") and c.get("finish_reason") is None and not c.get("text")
+        for c in choices)
 
 
 class UsageStripper:

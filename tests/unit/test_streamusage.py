@@ -24,6 +24,15 @@ def test_the_usage_request_is_spliced_in_only_for_a_stream_that_does_not_say():
 CONTENT = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}\n\n'
 USAGE = b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":4,"completion_tokens":5}}\n\n'
 DONE = b"data: [DONE]\n\n"
+LITELLMS = (b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{}}],'
+            b'"usage":{"completion_tokens":11,"prompt_tokens":8,"total_tokens":19}}\n\n')
+LAST_WITH_USAGE = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}\n\n'
+
+
+def test_litellms_usage_event_is_removed_and_an_event_with_news_is_kept():
+    stripper = UsageStripper()
+    assert stripper.feed(CONTENT + LITELLMS + DONE) == CONTENT + DONE
+    assert stripper.feed(LAST_WITH_USAGE) == LAST_WITH_USAGE
 
 
 @pytest.mark.parametrize("size", [1, 7, 50, 1000])
