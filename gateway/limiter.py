@@ -323,13 +323,17 @@ class Limiter:
 
     # -- lifecycle ----------------------------------------------------------
 
+    async def load_prices(self, pool: Any) -> None:
+        """Model prices for spend, from `models` (input/output_cost_per_token)."""
+        rows = await pool.fetch("SELECT id, input_cost_per_token::float8 AS i, output_cost_per_token::float8 AS o "
+                                "FROM models WHERE input_cost_per_token IS NOT NULL OR output_cost_per_token IS NOT NULL")
+        self.prices = {r["id"]: (r["i"] or 0.0, r["o"] or 0.0) for r in rows}
+
     async def refresh_prices(self, pool: Any) -> None:
-        """Model prices for spend, from `models` (input/output_cost_per_token), every PRICES_REFRESH_SECONDS."""
+        """load_prices every PRICES_REFRESH_SECONDS: a price change counts from then on."""
         while True:
             with contextlib.suppress(Exception):
-                rows = await pool.fetch("SELECT id, input_cost_per_token::float8 AS i, output_cost_per_token::float8 AS o "
-                                        "FROM models WHERE input_cost_per_token IS NOT NULL OR output_cost_per_token IS NOT NULL")
-                self.prices = {r["id"]: (r["i"] or 0.0, r["o"] or 0.0) for r in rows}
+                await self.load_prices(pool)
             await asyncio.sleep(PRICES_REFRESH_SECONDS)
 
     async def settle(self) -> None:

@@ -75,7 +75,7 @@ async def get_user(request: Request, accounts: Accounts) -> Response:
 
 async def update_user(request: Request, accounts: Accounts) -> Response:
     body = await read_body(request, schema.USER_UPDATE)
-    return json_response(await accounts.set_user_active(request.path_params["id"], body["is_active"]))
+    return json_response(await accounts.update_user(request.path_params["id"], **body))
 
 
 async def create_model(request: Request, accounts: Accounts) -> Response:
@@ -94,7 +94,7 @@ async def create_subscription(request: Request, accounts: Accounts) -> Response:
 
 async def update_subscription(request: Request, accounts: Accounts) -> Response:
     body = await read_body(request, schema.SUBSCRIPTION_UPDATE)
-    return json_response(await accounts.set_subscription_status(request.path_params["id"], body["status"]))
+    return json_response(await accounts.update_subscription(request.path_params["id"], **body))
 
 
 async def create_key(request: Request, accounts: Accounts) -> Response:
@@ -103,6 +103,11 @@ async def create_key(request: Request, accounts: Accounts) -> Response:
 
 async def list_keys(request: Request, accounts: Accounts) -> Response:
     return json_response({"data": await accounts.list_keys(**query(request, "user_id"))})
+
+
+async def update_key(request: Request, accounts: Accounts) -> Response:
+    body = await read_body(request, schema.KEY_UPDATE)
+    return json_response(await accounts.update_key(request.path_params["id"], **body))
 
 
 async def revoke_key(request: Request, accounts: Accounts) -> Response:
@@ -126,18 +131,20 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/users", create_user, "Create a user and ensure it in LiteLLM", 201, "User",
              schema.USER_CREATE, errors=(400, 401, 409, 422)),
     Endpoint("GET", "/users/{id}", get_user, "Get a user, with its LiteLLM sync status", 200, "User", errors=(401, 404)),
-    Endpoint("PATCH", "/users/{id}", update_user, "Activate or deactivate a user", 200, "User", schema.USER_UPDATE),
+    Endpoint("PATCH", "/users/{id}", update_user, "Activate or deactivate a user, or change its limits", 200, "User",
+             schema.USER_UPDATE),
     Endpoint("POST", "/models", create_model, "Add a model (its LiteLLM name)", 201, "Model", schema.MODEL_CREATE,
              errors=(400, 401, 409, 422)),
     Endpoint("GET", "/models", list_models, "List models", 200, "ModelList", errors=(401,)),
     Endpoint("POST", "/subscriptions", create_subscription,
              "Subscribe a user to a model, optionally with an API key (200 with created: false when it exists)",
              201, "SubscriptionCreated", schema.SUBSCRIPTION_CREATE, errors=(400, 401, 404, 409, 422, 503)),
-    Endpoint("PATCH", "/subscriptions/{id}", update_subscription, "Change a subscription's status", 200,
+    Endpoint("PATCH", "/subscriptions/{id}", update_subscription, "Change a subscription's status or quotas", 200,
              "Subscription", schema.SUBSCRIPTION_UPDATE),
     Endpoint("POST", "/keys", create_key, "Create an API key; the key is in this answer only", 201, "ApiKeyCreated",
              schema.KEY_CREATE, errors=(400, 401, 404, 409, 422, 503)),
     Endpoint("GET", "/keys", list_keys, "List API keys (never the key itself)", 200, "ApiKeyList", query=("user_id",)),
+    Endpoint("PATCH", "/keys/{id}", update_key, "Change an API key's rate limits", 200, "ApiKey", schema.KEY_UPDATE),
     Endpoint("DELETE", "/keys/{id}", revoke_key, "Revoke an API key (refused at once on every instance)", 200,
              "ApiKey", errors=(401, 404)),
 )
