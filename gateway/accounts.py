@@ -31,7 +31,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
 import asyncpg
 
-from gateway import db, quotas
+from gateway import db, quotas, usage_report
 from gateway.config import Config
 from gateway.errors import AdminError, GatewayError, UpstreamUnavailableError
 from gateway.invalidation import Invalidator
@@ -372,6 +372,13 @@ class Accounts:
         row = await self._pool.fetchrow(f"SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.id = $1", key_id)
         log.info("API key revoked", extra={"fields": {"key_id": key_id, "key_prefix": row["key_prefix"]}})
         return key_view(row)
+
+    # -- usage ----------------------------------------------------------------
+
+    @_mapped
+    async def usage(self, **filters: Any) -> dict:
+        """usage_daily rows, filtered and paged (gateway/usage_report.py)."""
+        return await usage_report.usage_page(self._pool, **filters)
 
     # -- the reconciler's pass ----------------------------------------------
 

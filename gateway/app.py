@@ -47,6 +47,7 @@ from gateway.reload import ConfigReloader, set_mode_gauge
 from gateway.routes import RouteTable, model_id_from_models_path
 from gateway.state import GatewayState
 from gateway.upstream import Upstream, allowed_headers
+from gateway.usage_recorder import UsageRecorder
 from policies.forwarded import parse_networks
 
 log = logging.getLogger("maas_gateway.app")
@@ -171,6 +172,7 @@ class GatewayApp:
             service_auth=service_auth,
             auth_guard=AuthGuard(config.security, parse_networks(config.server.trusted_proxies), redis),
             limiter=Limiter(config.limits, redis, config.litellm.request_timeout_seconds + config.server.drain_seconds),
+            usage=UsageRecorder(pool, config.usage) if pool is not None else None,
         )
         state.known_models = await _known_models(state)
         invalidator = Invalidator(store, config.database.url, redis)
@@ -184,6 +186,8 @@ class GatewayApp:
         ]
         if pool is not None:
             background.append(asyncio.create_task(state.limiter.refresh_prices(pool), name="model-prices"))
+        if state.usage is not None:
+            state.usage.start()
         background.extend(await start_health(state))
         gc_thresholds = gc.get_threshold()
         gc.set_threshold(GC_FIRST_THRESHOLD, *gc_thresholds[1:])
@@ -208,6 +212,8 @@ class GatewayApp:
             await invalidator.stop()
             await store.settle()
             await state.limiter.settle()
+            if state.usage is not None:
+                await state.usage.close()  # after the drain: every request's usage
             await upstream.close()
             state.access_log.flush()
             metrics.fold()

@@ -179,6 +179,13 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class UsageConfig:
+    flush_seconds: float = 5.0  # usage rows are written this often (and at shutdown)
+    retention_days: int = 400  # usage_daily rows older than this are deleted
+    max_pending_rows: int = 100_000  # kept in memory while Postgres cannot be written
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     litellm: LiteLLMConfig = field(default_factory=LiteLLMConfig)
@@ -194,6 +201,7 @@ class Config:
     response_headers: ResponseHeadersConfig = field(default_factory=ResponseHeadersConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    usage: UsageConfig = field(default_factory=UsageConfig)
 
 
 # Fields that only the environment may set: a secret never sits in config.yaml.
@@ -408,6 +416,8 @@ def _validate_security(config: Config) -> None:
         raise ConfigError("security.failed_auth_limit: must be at least 1")
     if not 0 < security.failed_auth_window_seconds <= 60:
         raise ConfigError("security.failed_auth_window_seconds: must be within (0, 60] (it is the longest Retry-After)")
+    if config.usage.flush_seconds <= 0 or config.usage.max_pending_rows < 1:
+        raise ConfigError("usage.flush_seconds and usage.max_pending_rows: must be positive")
     if config.limits.expected_instances < 1:
         raise ConfigError("limits.expected_instances: must be at least 1")
     if config.database.acquire_timeout_ms == 0:

@@ -91,21 +91,22 @@ return counts
 
 @dataclass
 class Meter:
-    """One admitted request's limits: its headers, and what `finish` charges after the answer."""
+    """One request's accounting: its limits and headers, what `finish` charges after the answer,
+    and what gateway/usage_recorder.py records."""
 
+    key_id: str
     user_id: str
     model: str
-    checks: tuple[Check, ...]
-    token: str
-    shared: bool  # counted in Redis (else in-process)
+    checks: tuple[Check, ...] = ()
+    token: str = ""
+    shared: bool = False  # counted in Redis (else in-process)
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    reset_at: float | None = None  # the subscription's: where its quota periods start
     inject_usage: bool = False  # the gateway asked LiteLLM for the stream's usage chunk: strip it
+    served: bool = False  # a 2xx answer began: a request to record
     prompt_tokens: int = 0
     completion_tokens: int = 0
-
-    @property
-    def wants_tokens(self) -> bool:
-        return any(c.kind in (Kind.TOKENS_PER_MINUTE, Kind.QUOTA_TOKENS, Kind.BUDGET) for c in self.checks)
+    spend: float = 0.0
 
     def measure(self, tail: bytes | bytearray, request_bytes: int, events: int) -> None:
         """The answer's tokens: LiteLLM's `usage` (gateway/usage.py); for a stream cut before its usage,
@@ -222,7 +223,8 @@ class Limiter:
         else:
             admitted, counts = counted
         result = verdict(checks, counts, now)
-        meter = Meter(record.user_id, model or "", checks, token, shared, rate_limit_headers(result))
+        meter = Meter(record.key_id, record.user_id, model or "", checks, token, shared, rate_limit_headers(result),
+                      _reset_at(record, model))
         if admitted:
             return meter
         refused = result.refused_by or checks[0]  # the script and the verdict agree but for float rounding
@@ -239,12 +241,18 @@ class Limiter:
             error.extra_headers = tuple(meter.headers)
         raise error
 
+    def unlimited(self, record: KeyRecord, model: str | None) -> Meter:
+        """The Meter of a request no limit applies to: usage is still recorded."""
+        return Meter(record.key_id, record.user_id, model or "", reset_at=_reset_at(record, model))
+
     def finish(self, meter: Meter) -> None:
-        """After the answer: charge its tokens and spend, release its parallel slots (in the background)."""
+        """After the answer: its spend; charge its tokens and spend, release its parallel slots (in the background)."""
         now = self._clock()
         tokens = meter.prompt_tokens + meter.completion_tokens
         price_in, price_out = self.prices.get(meter.model, (0.0, 0.0))
-        spend = meter.prompt_tokens * price_in + meter.completion_tokens * price_out
+        spend = meter.spend = meter.prompt_tokens * price_in + meter.completion_tokens * price_out
+        if not meter.checks:
+            return
         updates: list[tuple[str, str, float, int]] = []  # (op, name, amount, ttl ms)
         for check in meter.checks:
             name = self._name(meter.user_id, check.counter)
@@ -340,6 +348,11 @@ class Limiter:
         """Wait for the charges still in flight (at shutdown, before Redis closes)."""
         while self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+def _reset_at(record: KeyRecord, model: str | None) -> float | None:
+    subscription = record.subscriptions.get(model) if model is not None else None
+    return subscription.reset_at if subscription is not None else None
 
 
 def _share(limit: float, instances: int) -> float:

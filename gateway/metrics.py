@@ -113,6 +113,10 @@ LIMITER_FALLBACKS = Counter(
     "maas_gateway_limiter_fallbacks_total",
     "Limit checks counted in-process (limit / limits.expected_instances) because Redis failed.",
 )
+USAGE_ROWS_DROPPED = Counter(
+    "maas_gateway_usage_rows_dropped_total",
+    "Usage rows dropped because Postgres could not be written for long (usage.max_pending_rows).",
+)
 DEPENDENCY_UP = Gauge(
     "maas_gateway_dependency_up",
     "1 when the health probe's last check of a dependency (litellm, postgres, redis) succeeded, else 0.",

@@ -230,10 +230,12 @@ class Proxy:
             self._decide(state, record, facts, log)
             if state.mode is not Mode.OFF and (checks := state.limiter.checks(record, model, now := time.time())):
                 meter = await state.limiter.admit(record, model, checks, now, state.mode)  # gateway/limiter.py
+            elif state.usage is not None:  # no limit applies: usage is still recorded (gateway/usage_recorder.py)
+                meter = state.limiter.unlimited(record, model)
             upstream_body = body
             if state.service_auth is not None and parsed is not None and "user" not in parsed and route.name in _USER_FIELD_ROUTES:
                 upstream_body = splice_user(body, record.user_id)
-            if meter is not None and meter.wants_tokens and (asked := ask_for_usage(upstream_body, parsed, route.name)):
+            if meter is not None and (asked := ask_for_usage(upstream_body, parsed, route.name)):
                 upstream_body, meter.inject_usage = asked, True  # gateway/streamusage.py
             headers = self._upstream_headers(state, scope, key, request_id)
             status = await self._forward(state, scope, send, route, headers, upstream_body, label, log, receive, id_header,
@@ -249,6 +251,8 @@ class Proxy:
         finally:
             if meter is not None:
                 state.limiter.finish(meter)  # tokens charged, parallel slot released
+                if state.usage is not None:
+                    state.usage.record(meter)
             _account(state, route.labels, label, model, status, code, started, log)
 
     def _facts(self, scope: Scope, route: Route, body: bytes, path_model: str | None) -> tuple[RequestFacts, dict | None]:
@@ -348,6 +352,8 @@ class Proxy:
                     return await relay.send_error_answer(state.upstream, response, send, out_headers, log)
                 await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
                 started = True
+                if meter is not None:
+                    meter.served = True
                 content_type = response.headers.get("content-type", "").encode()
                 streaming = content_type.startswith(_SSE)
                 stream_errors = relay.StreamErrors(log) if streaming else None  # LiteLLM's error events, cleaned

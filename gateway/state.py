@@ -12,6 +12,7 @@ from gateway.config import BreakerConfig, Config
 from gateway.keys import KeyStore
 from gateway.limiter import Limiter
 from gateway.routes import RouteTable
+from gateway.usage_recorder import UsageRecorder
 from gateway.upstream import Upstream
 from policies.records import Mode
 
@@ -34,3 +35,4 @@ class GatewayState:
     extras: dict[str, Any] = field(default_factory=dict)  # health probe, reconciler, ...
     auth_guard: AuthGuard = None  # type: ignore[assignment]  # set by the lifespan: failed-auth limiter
     limiter: Limiter = None  # type: ignore[assignment]  # set by the lifespan: rate limits, quotas, budgets
+    usage: UsageRecorder | None = None  # usage records (None without a database)

@@ -30,6 +30,7 @@ from gateway import quotas
 from gateway.accounts import Accounts
 from gateway.config import Config, ConfigError, load_config
 from gateway.errors import GatewayError
+from gateway.usage_report import DEFAULT_LIMIT, page_limit
 from gateway.litellm import LiteLLMManagement
 from policies.records import SUBSCRIPTION_STATUSES
 
@@ -37,6 +38,7 @@ Action = Callable[[Accounts, argparse.Namespace], Awaitable[Any]]
 
 KEY_COLUMNS = ("id", "user_id", "name", "key_prefix", "models", "status", "expires_at", "created_at")
 MODEL_COLUMNS = ("id", "is_active", "created_at")
+USAGE_COLUMNS = ("day", "user_id", "key_id", "model_id", "requests", "prompt_tokens", "completion_tokens", "spend")
 
 
 @contextlib.asynccontextmanager
@@ -98,6 +100,11 @@ def show(result: Any, as_json: bool) -> None:
     if as_json:
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return
+    if isinstance(result, dict) and "next_cursor" in result:  # a page (usage)
+        print(table(result["data"], USAGE_COLUMNS) if result["data"] else "(none)")
+        if result["next_cursor"]:
+            print(f"\nmore: --cursor {result['next_cursor']}")
+        return
     if isinstance(result, list):
         columns = KEY_COLUMNS if result and "key_prefix" in result[0] else MODEL_COLUMNS
         print(table(result, columns) if result else "(none)")
@@ -157,6 +164,11 @@ async def _subscriptions_create(a: Accounts, args: argparse.Namespace) -> Any:
 async def _keys_create(a: Accounts, args: argparse.Namespace) -> Any:
     return await a.create_key(user_id=args.user, models=_models(args.models), name=args.name, expires_at=args.expires_at,
                               **_given(args, quotas.KEY_LIMITS))
+
+
+async def _usage(a: Accounts, args: argparse.Namespace) -> Any:
+    return await a.usage(user_id=args.user, key_id=args.key, model=args.model, from_=args.from_, to=args.to,
+                         limit=page_limit(args.limit), cursor=args.cursor)
 
 
 def _set_limits(method: str, names: tuple[str, ...]) -> Action:
@@ -255,5 +267,14 @@ def register(commands: Any) -> None:
     leaf(keys, "list", "list API keys (never the key itself)",
          lambda a, args: a.list_keys(args.user)).add_argument("--user")
     leaf(keys, "revoke", "revoke an API key", lambda a, args: a.revoke_key(args.id)).add_argument("id")
+
+    p = leaf(commands, "usage", "requests, tokens and spend per key, user, model and UTC day", _usage)
+    p.add_argument("--user")
+    p.add_argument("--key", help="key id")
+    p.add_argument("--model")
+    p.add_argument("--from", dest="from_", help="first UTC day, YYYY-MM-DD")
+    p.add_argument("--to", help="last UTC day, YYYY-MM-DD")
+    p.add_argument("--limit", help=f"rows per page (default {DEFAULT_LIMIT})")
+    p.add_argument("--cursor", help="the next page, as the previous one said")
 
     leaf(commands, "sync", "ensure every pending/error user in LiteLLM now", _sync)

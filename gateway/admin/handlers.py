@@ -21,6 +21,7 @@ from gateway.accounts import Accounts
 from gateway.admin import schema
 from gateway.admin.schema import Body
 from gateway.errors import AdminError, GatewayError
+from gateway.usage_report import page_limit
 from gateway.validation import invalid
 
 log = logging.getLogger("maas_gateway.admin")
@@ -114,6 +115,14 @@ async def revoke_key(request: Request, accounts: Accounts) -> Response:
     return json_response(await accounts.revoke_key(request.path_params["id"]))
 
 
+async def list_usage(request: Request, accounts: Accounts) -> Response:
+    params = query(request, "user_id", "key_id", "model", "from", "to", "limit", "cursor")
+    limit = page_limit(params.pop("limit", None))
+    if "from" in params:
+        params["from_"] = params.pop("from")
+    return json_response(await accounts.usage(limit=limit, **params))
+
+
 @dataclass(frozen=True)
 class Endpoint:
     method: str
@@ -145,6 +154,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              schema.KEY_CREATE, errors=(400, 401, 404, 409, 422, 503)),
     Endpoint("GET", "/keys", list_keys, "List API keys (never the key itself)", 200, "ApiKeyList", query=("user_id",)),
     Endpoint("PATCH", "/keys/{id}", update_key, "Change an API key's rate limits", 200, "ApiKey", schema.KEY_UPDATE),
+    Endpoint("GET", "/usage", list_usage, "Requests, tokens and spend per key, user, model and UTC day", 200,
+             "UsageList", query=("user_id", "key_id", "model", "from", "to", "limit", "cursor"), errors=(401, 422)),
     Endpoint("DELETE", "/keys/{id}", revoke_key, "Revoke an API key (refused at once on every instance)", 200,
              "ApiKey", errors=(401, 404)),
 )

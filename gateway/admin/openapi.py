@@ -63,6 +63,13 @@ RESPONSES: dict[str, dict] = {
         {"subscription": _ref("Subscription"), "created": {"type": "boolean"}, "api_key": _ref("ApiKeyCreated")},
         ["subscription", "created"],
     ),
+    "Usage": _obj({
+        "day": {"type": "string", "format": "date"}, "key_id": _ID, "user_id": _ID, "model_id": _ID,
+        "requests": {"type": "integer"}, "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"},
+        "spend": {"type": "number", "description": "USD: tokens x the model's cost per token."},
+    }),
+    "UsageList": _obj({"data": {"type": "array", "items": _ref("Usage")},
+                       "next_cursor": {"type": ["string", "null"], "description": "Pass as `cursor` for the next page."}}),
     "Error": _obj({"error": _obj({
         "message": {"type": "string"}, "type": {"type": "string"},
         "param": {"type": ["string", "null"]}, "code": {"type": "string"},
