@@ -40,6 +40,7 @@ from gateway.failures import answer_unexpected
 from gateway.health import health_routes, start_health
 from gateway.invalidation import Invalidator
 from gateway.keys import KeyStore
+from gateway.offenders import Offenders
 from gateway.limiter import Limiter
 from gateway.proxy import Proxy, _request_id, send_error
 from gateway.reconciler import start_account_services
@@ -173,6 +174,7 @@ class GatewayApp:
             auth_guard=AuthGuard(config.security, parse_networks(config.server.trusted_proxies), redis),
             limiter=Limiter(config.limits, redis, config.litellm.request_timeout_seconds + config.server.drain_seconds),
             usage=UsageRecorder(pool, config.usage) if pool is not None else None,
+            offenders=Offenders(redis),
         )
         state.known_models = await _known_models(state)
         invalidator = Invalidator(store, config.database.url, redis)
@@ -188,6 +190,7 @@ class GatewayApp:
             background.append(asyncio.create_task(state.limiter.refresh_prices(pool), name="model-prices"))
         if state.usage is not None:
             state.usage.start()
+        state.offenders.start()
         background.extend(await start_health(state))
         gc_thresholds = gc.get_threshold()
         gc.set_threshold(GC_FIRST_THRESHOLD, *gc_thresholds[1:])
@@ -214,6 +217,7 @@ class GatewayApp:
             await state.limiter.settle()
             if state.usage is not None:
                 await state.usage.close()  # after the drain: every request's usage
+            await state.offenders.close()
             await upstream.close()
             state.access_log.flush()
             metrics.fold()

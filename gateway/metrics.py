@@ -117,6 +117,14 @@ USAGE_ROWS_DROPPED = Counter(
     "maas_gateway_usage_rows_dropped_total",
     "Usage rows dropped because Postgres could not be written for long (usage.max_pending_rows).",
 )
+TOP_OFFENDER = Gauge(
+    "maas_gateway_top_offender_refusals",
+    "The most refusals of any one API key (kind=key: MODEL_ACCESS_DENIED, SUBSCRIPTION_INACTIVE) or client "
+    "address (kind=address: unknown or malformed keys) in the current UTC hour, across instances "
+    "(GET /admin/v1/offenders names them).",
+    ["kind"],
+    multiprocess_mode="max",
+)
 DEPENDENCY_UP = Gauge(
     "maas_gateway_dependency_up",
     "1 when the health probe's last check of a dependency (litellm, postgres, redis) succeeded, else 0.",

@@ -143,6 +143,7 @@ async def _authenticate(
         raise refusal
     record = await _look_up(state, key_hash) if found is False and well_formed(key) else None
     if record is None:
+        state.offenders.failed_address(address)  # gateway/offenders.py
         limited = await guard.failed(address)
         if limited is not None:
             _DENY_LIMITED.inc()
@@ -287,6 +288,7 @@ class Proxy:
         denial: Deny = decision if isinstance(decision, Deny) else decision.shadowed  # type: ignore[assignment]
         if denial.code in (Code.MODEL_ACCESS_DENIED, Code.SUBSCRIPTION_INACTIVE):
             MODEL_ACCESS_DENIALS.labels(self._model_label(state, denial.model)).inc()
+            state.offenders.refused_key(record.key_id)  # gateway/offenders.py
         if isinstance(decision, Deny):
             AUTH_DECISIONS.labels("deny", denial.code.value).inc()
             log["decision"] = "deny"

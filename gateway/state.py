@@ -11,6 +11,7 @@ from gateway.breaker import Breaker, ModelBreakers
 from gateway.config import BreakerConfig, Config
 from gateway.keys import KeyStore
 from gateway.limiter import Limiter
+from gateway.offenders import Offenders
 from gateway.routes import RouteTable
 from gateway.usage_recorder import UsageRecorder
 from gateway.upstream import Upstream
@@ -36,3 +37,4 @@ class GatewayState:
     auth_guard: AuthGuard = None  # type: ignore[assignment]  # set by the lifespan: failed-auth limiter
     limiter: Limiter = None  # type: ignore[assignment]  # set by the lifespan: rate limits, quotas, budgets
     usage: UsageRecorder | None = None  # usage records (None without a database)
+    offenders: Offenders = field(default_factory=lambda: Offenders(None))  # misuse monitoring

@@ -21,6 +21,7 @@ from gateway.accounts import Accounts
 from gateway.admin import schema
 from gateway.admin.schema import Body
 from gateway.errors import AdminError, GatewayError
+from gateway.offenders import HOURS_KEPT
 from gateway.usage_report import page_limit
 from gateway.validation import invalid
 
@@ -123,6 +124,15 @@ async def list_usage(request: Request, accounts: Accounts) -> Response:
     return json_response(await accounts.usage(limit=limit, **params))
 
 
+async def list_offenders(request: Request, accounts: Accounts) -> Response:
+    params = query(request, "hours", "limit")
+    hours = params.get("hours", "24")
+    if not hours.isdigit() or not 1 <= int(hours) <= HOURS_KEPT:
+        raise invalid(f"hours: expected an integer from 1 to {HOURS_KEPT}, got {hours[:20]!r}.", "hours")
+    offenders = request.app.state.holder.state.offenders
+    return json_response({"data": await offenders.top(int(hours), page_limit(params.get("limit"))), "next_cursor": None})
+
+
 @dataclass(frozen=True)
 class Endpoint:
     method: str
@@ -156,6 +166,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("PATCH", "/keys/{id}", update_key, "Change an API key's rate limits", 200, "ApiKey", schema.KEY_UPDATE),
     Endpoint("GET", "/usage", list_usage, "Requests, tokens and spend per key, user, model and UTC day", 200,
              "UsageList", query=("user_id", "key_id", "model", "from", "to", "limit", "cursor"), errors=(401, 422)),
+    Endpoint("GET", "/offenders", list_offenders,
+             "Keys refused most for model access and client addresses with most failed authentications", 200,
+             "OffenderList", query=("hours", "limit"), errors=(401, 422)),
     Endpoint("DELETE", "/keys/{id}", revoke_key, "Revoke an API key (refused at once on every instance)", 200,
              "ApiKey", errors=(401, 404)),
 )

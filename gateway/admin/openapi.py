@@ -70,6 +70,12 @@ RESPONSES: dict[str, dict] = {
     }),
     "UsageList": _obj({"data": {"type": "array", "items": _ref("Usage")},
                        "next_cursor": {"type": ["string", "null"], "description": "Pass as `cursor` for the next page."}}),
+    "Offender": _obj({
+        "kind": {"type": "string", "enum": ["key", "address"]},
+        "id": {"type": "string", "description": "The key's id, or the client address."},
+        "refused": {"type": "integer", "description": "Model access refusals (key) or failed authentications (address)."},
+    }),
+    "OffenderList": _obj({"data": {"type": "array", "items": _ref("Offender")}, "next_cursor": {"type": "null"}}),
     "Error": _obj({"error": _obj({
         "message": {"type": "string"}, "type": {"type": "string"},
         "param": {"type": ["string", "null"]}, "code": {"type": "string"},

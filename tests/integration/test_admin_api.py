@@ -25,14 +25,16 @@ DESIGN_ENDPOINTS = {
     ("post", "/admin/v1/users"), ("get", "/admin/v1/users/{id}"), ("patch", "/admin/v1/users/{id}"),
     ("post", "/admin/v1/models"), ("get", "/admin/v1/models"),
     ("post", "/admin/v1/subscriptions"), ("patch", "/admin/v1/subscriptions/{id}"),
-    ("post", "/admin/v1/keys"), ("get", "/admin/v1/keys"), ("get", "/admin/v1/usage"), ("patch", "/admin/v1/keys/{id}"), ("delete", "/admin/v1/keys/{id}"),
+    ("post", "/admin/v1/keys"), ("get", "/admin/v1/keys"), ("get", "/admin/v1/usage"), ("get", "/admin/v1/offenders"),
+    ("patch", "/admin/v1/keys/{id}"), ("delete", "/admin/v1/keys/{id}"),
 }
 REQUESTS = [
     ("POST", "/admin/v1/users", {"email": "x@example.com"}), ("GET", "/admin/v1/users/u", None),
     ("PATCH", "/admin/v1/users/u", {"is_active": False}), ("POST", "/admin/v1/models", {"id": "m"}),
     ("GET", "/admin/v1/models", None), ("POST", "/admin/v1/subscriptions", {"user_id": "u", "model_id": "m"}),
     ("PATCH", "/admin/v1/subscriptions/s", {"status": "active"}), ("POST", "/admin/v1/keys", {"user_id": "u", "models": ["m"]}),
-    ("GET", "/admin/v1/keys", None), ("GET", "/admin/v1/usage", None), ("PATCH", "/admin/v1/keys/k", {"rpm_limit": 5}), ("DELETE", "/admin/v1/keys/k", None),
+    ("GET", "/admin/v1/keys", None), ("GET", "/admin/v1/usage", None), ("GET", "/admin/v1/offenders", None),
+    ("PATCH", "/admin/v1/keys/k", {"rpm_limit": 5}), ("DELETE", "/admin/v1/keys/k", None),
 ]
 UNAUTHORIZED = error("authentication_error", "UNAUTHORIZED",
                      "Missing or wrong admin token: send 'Authorization: Bearer <GATEWAY_ADMIN_TOKEN>'.")
