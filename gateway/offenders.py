@@ -103,6 +103,8 @@ class Offenders:
             await self.flush()
 
     def start(self) -> None:
+        for kind in KINDS:
+            TOP_OFFENDER.labels(kind)  # exported from the start (0 until the first flush)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="offenders-flush")
 
     async def close(self) -> None:
