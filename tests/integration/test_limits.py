@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from gateway import devservices, limiter
+from gateway.metrics import LIMIT_REFUSALS
 from tests.support import bearer, make_config, running_gateway, seed_key
 
 pytestmark = pytest.mark.integration
@@ -156,3 +157,25 @@ async def test_redis_stopped_mid_test_each_instance_counts_its_share_without_err
         assert statuses.count(200) == 3 * math.ceil(6 / 3)  # each instance: its share, 2
     finally:
         redis.stop()
+
+
+def shadowed() -> float:
+    return LIMIT_REFUSALS.labels("key", "rpm_limit", "shadow")._value.get()
+
+
+async def test_shadow_counts_what_limits_would_refuse_and_off_skips_them(pool, postgres_url, redis_url, fake_upstream,
+                                                                          http):
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    await set_limits(pool, "api_keys", "id", seeded.key_id, rpm_limit=1)
+    before = shadowed()
+    async with running_gateway(make_config(postgres_url, redis_url, fake_upstream.url,
+                                           enforcement={"mode": "shadow"})) as gw:
+        answers = [await post(http, gw.url, seeded.key) for _ in range(3)]
+    assert [status for status, _, _ in answers] == [200, 200, 200]
+    assert [headers["x-ratelimit-remaining-requests"] for _, headers, _ in answers] == ["0", "0", "0"]
+    assert shadowed() - before == 2
+    await set_limits(pool, "api_keys", "id", seeded.key_id, rpm_limit=0)
+    async with running_gateway(make_config(postgres_url, redis_url, fake_upstream.url,
+                                           enforcement={"mode": "off"})) as gw:
+        status, headers, _ = await post(http, gw.url, seeded.key)
+    assert status == 200 and not any(name.startswith("x-ratelimit") for name in headers)
