@@ -11,7 +11,7 @@ import pytest
 
 from tests.admin_support import admin_gateway, call, error, unique_email
 from tests.integration.test_admin_cli import cli, env  # noqa: F401 - the CLI runner and its fixture
-from tests.support import bearer
+from tests.support import bearer, seed_key
 
 pytestmark = pytest.mark.integration
 
@@ -23,21 +23,22 @@ async def chat(url: str, key: str, model: str) -> tuple[int, dict]:
         return r.status, orjson.loads(await r.read())
 
 
-async def setup(admin, url: str, **model_fields) -> tuple[dict, dict, dict]:
+async def setup(admin, pool, url: str, **model_fields) -> tuple[dict, dict, dict]:
+    """A model made by the admin API; its user, subscription and key seeded (sync_status synced)."""
     model = "limits-" + uuid.uuid4().hex[:8]
     status, created = await call(admin, "POST", url + "/admin/v1/models", json={"id": model, **model_fields})
     assert status == 201
-    _, user = await call(admin, "POST", url + "/admin/v1/users", json={"email": unique_email("limits")})
-    _, answer = await call(admin, "POST", url + "/admin/v1/subscriptions",
-                           json={"user_id": user["id"], "model_id": model, "generate_api_key": True})
-    return created, answer["subscription"], answer["api_key"]
+    seeded = await seed_key(pool, models=[model])
+    subscription = await pool.fetchrow("SELECT id, user_id, model_id FROM subscriptions WHERE user_id = $1",
+                                       seeded.user_id)
+    return created, dict(subscription), {"id": seeded.key_id, "key": seeded.key}
 
 
 async def test_a_keys_rate_limit_set_by_patch_applies_at_once_and_null_takes_it_back(pool, postgres_url, redis_url,
                                                                                      fake_upstream, admin):
     async with admin_gateway(postgres_url, redis_url, fake_upstream.url, litellm={"sync_users": False},
                              limits={"defaults": {"key": {"max_parallel_requests": 50}}}) as gw:
-        _, subscription, key = await setup(admin, gw.url)
+        _, subscription, key = await setup(admin, pool, gw.url)
         model = subscription["model_id"]
         assert (await chat(gw.url, key["key"], model))[0] == 200
         status, view = await call(admin, "PATCH", f"{gw.url}/admin/v1/keys/{key['id']}", json={"rpm_limit": 0})
@@ -56,7 +57,7 @@ async def test_a_keys_rate_limit_set_by_patch_applies_at_once_and_null_takes_it_
 async def test_subscription_quotas_and_a_users_budget_from_the_admin_api(pool, postgres_url, redis_url, fake_upstream,
                                                                         admin):
     async with admin_gateway(postgres_url, redis_url, fake_upstream.url, litellm={"sync_users": False}) as gw:
-        model, subscription, key = await setup(admin, gw.url, input_cost_per_token=0.5, output_cost_per_token=1.0)
+        model, subscription, key = await setup(admin, pool, gw.url, input_cost_per_token=0.5, output_cost_per_token=1.0)
         assert (model["input_cost_per_token"], model["output_cost_per_token"]) == (0.5, 1.0)
         await gw.state.limiter.load_prices(gw.state.pool)  # else within limiter.PRICES_REFRESH_SECONDS
         status, view = await call(admin, "PATCH", f"{gw.url}/admin/v1/subscriptions/{subscription['id']}",
