@@ -18,7 +18,7 @@ import pytest
 
 from gateway import devservices, limiter
 from gateway.metrics import LIMIT_REFUSALS
-from tests.support import bearer, make_config, running_gateway, seed_key
+from tests.support import bearer, eventually, make_config, running_gateway, seed_key
 
 pytestmark = pytest.mark.integration
 
@@ -117,16 +117,17 @@ async def test_parallel_requests_are_released_when_the_answer_ends(pool, postgre
     seeded = await seed_key(pool, models=["gpt-4o-mini"])
     await set_limits(pool, "api_keys", "id", seeded.key_id, max_parallel_requests=1)
     fake_upstream.chunk_gap = 0.3
+    slots = f"maas:lim:{{u:{seeded.user_id}}}:key:{seeded.key_id}:par"
     async with running_gateway(make_config(postgres_url, redis_url, fake_upstream.url)) as gw:
         slow = asyncio.create_task(post(http, gw.url, seeded.key, {**HI, "stream": True}))
-        for _ in range(200):
-            status, headers, body = await post(http, gw.url, seeded.key)
-            if status == 429:
-                break
-        assert orjson.loads(body) == rate_limited("the concurrent requests of this API key (1) is reached")
+        await eventually(lambda: gw.state.redis.zcard(slots), timeout=10)  # the stream holds the key's one slot
+        status, headers, body = await post(http, gw.url, seeded.key)
+        assert (status, orjson.loads(body)) == (
+            429, rate_limited("the concurrent requests of this API key (1) is reached"))
         assert headers["Retry-After"] == "1"
         assert (await slow)[0] == 200
         await asyncio.wait_for(gw.state.limiter.settle(), 5)
+        assert await gw.state.redis.zcard(slots) == 0  # released when the stream ended
         assert (await post(http, gw.url, seeded.key))[0] == 200
 
 
