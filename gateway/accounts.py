@@ -31,7 +31,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
 import asyncpg
 
-from gateway import db
+from gateway import db, quotas, usage_report
 from gateway.config import Config
 from gateway.errors import AdminError, GatewayError, UpstreamUnavailableError
 from gateway.invalidation import Invalidator
@@ -50,6 +50,7 @@ from gateway.validation import (
     check_status,
     clean_models,
     future_expiry,
+    instant,
     invalid,
     require_subscribed,
 )
@@ -60,7 +61,7 @@ log = logging.getLogger("maas_gateway.accounts")
 T = TypeVar("T")
 
 KEY_COLUMNS = """k.id, k.user_id, k.name, k.key_prefix, k.expires_at, k.is_active, k.revoked_at,
-    k.last_used_at, k.sync_status, k.created_at, k.updated_at,
+    k.last_used_at, k.sync_status, k.created_at, k.updated_at, k.rpm_limit, k.tpm_limit, k.max_parallel_requests,
     ARRAY(SELECT m.model_id FROM api_key_models m WHERE m.api_key_id = k.id ORDER BY m.model_id) AS models"""
 
 
@@ -92,6 +93,17 @@ def _counted_key_creation(counted: bool = True) -> Iterator[None]:
         raise
 
 
+def _clean_limits(values: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
+    """Limits checked (none negative; reset_at an ISO 8601 date-time, UTC when naive)."""
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise invalid(f"{unknown[0]}: unknown field.", unknown[0])
+    check_not_negative(**{k: v for k, v in values.items() if k != "reset_at"})
+    if isinstance(values.get("reset_at"), str):
+        values = {**values, "reset_at": instant(values["reset_at"], "reset_at")}
+    return values
+
+
 def _not_found(what: str, ident: str, param: str | None = None) -> AdminError:
     return AdminError(404, "NOT_FOUND", f"No {what} with id {ident!r}.", param=param)
 
@@ -119,15 +131,18 @@ class Accounts:
         max_budget: float | None = None,
         tpm_limit: int | None = None,
         rpm_limit: int | None = None,
+        max_parallel_requests: int | None = None,
     ) -> dict:
         user_id = check(USER_ID, id, "id", "user id") if id is not None else str(uuid.uuid4())
         check(EMAIL, email, "email", "email address")
-        check_not_negative(max_budget=max_budget, tpm_limit=tpm_limit, rpm_limit=rpm_limit)
+        check_not_negative(max_budget=max_budget, tpm_limit=tpm_limit, rpm_limit=rpm_limit,
+                           max_parallel_requests=max_parallel_requests)
         try:
             row = await self._pool.fetchrow(
-                """INSERT INTO users (id, username, email, max_budget, tpm_limit, rpm_limit, sync_status, next_sync_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, 'pending', now() + interval '1 minute') RETURNING *""",
-                user_id, username or email, email, max_budget, tpm_limit, rpm_limit,
+                """INSERT INTO users (id, username, email, max_budget, tpm_limit, rpm_limit, max_parallel_requests,
+                                      sync_status, next_sync_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', now() + interval '1 minute') RETURNING *""",
+                user_id, username or email, email, max_budget, tpm_limit, rpm_limit, max_parallel_requests,
             )
         except asyncpg.UniqueViolationError as exc:
             taken = ("email", email) if exc.constraint_name == "users_email_key" else ("id", user_id)
@@ -158,13 +173,33 @@ class Accounts:
         await self.outbox.apply(intents)
         return user_view(row)
 
+    @_mapped
+    async def update_user(self, user_id: str, **values: Any) -> dict:
+        """PATCH: `is_active` (set_user_active's flow) and/or limits (gateway/quotas.py; null: the default)."""
+        limits = quotas.pick(values, quotas.USER_LIMITS)
+        check_not_negative(**limits)
+        if "is_active" in values:
+            await self.set_user_active(user_id, values["is_active"])
+        if not limits:
+            return await self.get_user(user_id)
+        row = await quotas.set_columns(self._pool, "users", user_id, limits)
+        if row is None:
+            raise _not_found("user", user_id)
+        log.info("user limits changed", extra={"fields": {"user_id": user_id, **limits}})
+        await self._publish({"kind": "user", "id": user_id})
+        return user_view(row)
+
     # -- models -------------------------------------------------------------
 
     @_mapped
-    async def create_model(self, *, id: str) -> dict:
+    async def create_model(self, *, id: str, input_cost_per_token: float | None = None,
+                           output_cost_per_token: float | None = None) -> dict:
         check(MODEL_ID, id, "id", "model name")
+        check_not_negative(input_cost_per_token=input_cost_per_token, output_cost_per_token=output_cost_per_token)
         try:
-            row = await self._pool.fetchrow("INSERT INTO models (id, name) VALUES ($1, $1) RETURNING *", id)
+            row = await self._pool.fetchrow(
+                """INSERT INTO models (id, name, input_cost_per_token, output_cost_per_token) VALUES ($1, $1, $2, $3)
+                   RETURNING *""", id, input_cost_per_token, output_cost_per_token)
         except asyncpg.UniqueViolationError as exc:
             raise AdminError(409, "CONFLICT", f"A model with id {id!r} already exists.", param="id") from exc
         return model_view(row)
@@ -184,8 +219,11 @@ class Accounts:
         status: str = "active",
         generate_api_key: bool = False,
         api_key_name: str | None = None,
+        **limits: Any,
     ) -> dict:
-        """{"subscription", "created", "api_key"?}; asking again for an existing one answers it (created: false)."""
+        """{"subscription", "created", "api_key"?}; asking again for an existing one answers it (created: false).
+        `limits`: quota_requests, quota_tokens, max_budget, reset_at (gateway/quotas.py)."""
+        limits = _clean_limits(limits, quotas.SUBSCRIPTION_LIMITS)
         with _counted_key_creation(generate_api_key):
             check_status(status)
             if generate_api_key and status != "active":
@@ -208,6 +246,8 @@ class Accounts:
                         "SELECT * FROM subscriptions WHERE user_id = $1 AND model_id = $2", user_id, model_id
                     )
                     return self._existing_subscription(existing, status)
+                if limits:
+                    row = await quotas.set_columns(conn, "subscriptions", row["id"], limits)
                 answer: dict[str, Any] = {"subscription": subscription_view(row), "created": True}
                 if generate_api_key:
                     answer["api_key"], intents = await self._issue_key(conn, user, [model_id], api_key_name, None)
@@ -251,12 +291,31 @@ class Accounts:
         await self.outbox.apply(intents)
         return subscription_view(row)
 
+    @_mapped
+    async def update_subscription(self, subscription_id: str, **values: Any) -> dict:
+        """PATCH: `status` (set_subscription_status's flow) and/or quotas (null: the default)."""
+        limits = _clean_limits(quotas.pick(values, quotas.SUBSCRIPTION_LIMITS), quotas.SUBSCRIPTION_LIMITS)
+        row = None
+        if "status" in values:
+            view = await self.set_subscription_status(subscription_id, values["status"])
+        if limits:
+            row = await quotas.set_columns(self._pool, "subscriptions", subscription_id, limits)
+            if row is None:
+                raise _not_found("subscription", subscription_id)
+            log.info("subscription quotas changed", extra={"fields": {"subscription_id": subscription_id}})
+            await self._publish({"kind": "user", "id": row["user_id"]})
+            view = subscription_view(row)
+        return view
+
     # -- keys ---------------------------------------------------------------
 
     @_mapped
     async def create_key(
-        self, *, user_id: str, models: list[str], name: str | None = None, expires_at: datetime | str | None = None
+        self, *, user_id: str, models: list[str], name: str | None = None, expires_at: datetime | str | None = None,
+        **limits: Any,
     ) -> dict:
+        """`limits`: rpm_limit, tpm_limit, max_parallel_requests (gateway/quotas.py)."""
+        limits = _clean_limits(limits, quotas.KEY_LIMITS)
         with _counted_key_creation():
             models = clean_models(models)
             expiry = future_expiry(expires_at)
@@ -267,6 +326,9 @@ class Accounts:
             async with self._transaction() as conn:
                 await self._check_subscribed(conn, user_id, models, lock=True)
                 created, intents = await self._issue_key(conn, user, models, name, expiry)
+                if limits:
+                    await quotas.set_columns(conn, "api_keys", created["id"], limits)
+                    created.update(limits)
             if intents:
                 created = await self._generate(created, intents, user, models, name, expiry)
         await self._key_created(created)
@@ -282,6 +344,18 @@ class Accounts:
                 f"SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.user_id = $1 ORDER BY k.created_at, k.id", user_id
             )
         return [key_view(r) for r in rows]
+
+    @_mapped
+    async def update_key(self, key_id: str, **limits: Any) -> dict:
+        """PATCH: the key's rate limits (null: the default)."""
+        limits = _clean_limits(limits, quotas.KEY_LIMITS)
+        found = await quotas.set_columns(self._pool, "api_keys", key_id, limits) if limits else None
+        if found is None:
+            raise _not_found("API key", key_id)
+        log.info("API key limits changed", extra={"fields": {"key_id": key_id, **limits}})
+        await self._publish({"kind": "key", "id": key_id, "key_hash": found["key_hash"]})
+        row = await self._pool.fetchrow(f"SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.id = $1", key_id)
+        return key_view(row)
 
     @_mapped
     async def revoke_key(self, key_id: str) -> dict:
@@ -300,6 +374,13 @@ class Accounts:
         row = await self._pool.fetchrow(f"SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.id = $1", key_id)
         log.info("API key revoked", extra={"fields": {"key_id": key_id, "key_prefix": row["key_prefix"]}})
         return key_view(row)
+
+    # -- usage ----------------------------------------------------------------
+
+    @_mapped
+    async def usage(self, **filters: Any) -> dict:
+        """usage_daily rows, filtered and paged (gateway/usage_report.py)."""
+        return await usage_report.usage_page(self._pool, **filters)
 
     # -- the reconciler's pass ----------------------------------------------
 

@@ -43,12 +43,15 @@ from gateway.failures import answer_unexpected
 from gateway.health import health_routes, start_health
 from gateway.invalidation import Invalidator
 from gateway.keys import KeyStore
+from gateway.offenders import Offenders
+from gateway.limiter import Limiter
 from gateway.proxy import Proxy, _request_id, send_error
 from gateway.reconciler import start_account_services
 from gateway.reload import ConfigReloader, set_mode_gauge
 from gateway.routes import RouteTable, model_id_from_models_path
 from gateway.state import GatewayState
 from gateway.upstream import Upstream, allowed_headers, dropped_headers
+from gateway.usage_recorder import UsageRecorder
 from policies.forwarded import parse_networks
 
 log = logging.getLogger("maas_gateway.app")
@@ -178,6 +181,10 @@ class GatewayApp:
             auth_guard=AuthGuard(config.security, parse_networks(config.server.trusted_proxies), redis),
             dropped_headers=dropped_headers(service_key=service_auth is not None,
                                             key_header_name=config.litellm.key_header_name),
+            limiter=Limiter(config.limits, redis, config.litellm.request_timeout_seconds + config.server.drain_seconds),
+            # LiteMaaS mode keeps LiteMaaS's tables as they are: no usage table there yet
+            usage=UsageRecorder(pool, config.usage) if pool is not None and config.database.schema == "native" else None,
+            offenders=Offenders(redis),
         )
         state.known_models = await _known_models(state)
         invalidator = Invalidator(store, config.database.url, redis)
@@ -189,6 +196,11 @@ class GatewayApp:
             asyncio.create_task(_refresh_known_models(state), name="known-models"),
             asyncio.create_task(_fold_metrics(), name="metrics-fold"),
         ]
+        if pool is not None:
+            background.append(asyncio.create_task(state.limiter.refresh_prices(pool), name="model-prices"))
+        if state.usage is not None:
+            state.usage.start()
+        state.offenders.start()
         background.extend(await start_health(state))
         gc_thresholds = gc.get_threshold()
         gc.set_threshold(GC_FIRST_THRESHOLD, *gc_thresholds[1:])
@@ -212,6 +224,10 @@ class GatewayApp:
             await stop_accounts()
             await invalidator.stop()
             await store.settle()
+            await state.limiter.settle()
+            if state.usage is not None:
+                await state.usage.close()  # after the drain: every request's usage
+            await state.offenders.close()
             await upstream.close()
             state.access_log.flush()
             metrics.fold()

@@ -162,6 +162,50 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class KeyLimitDefaults:
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    max_parallel_requests: int | None = None
+
+
+@dataclass(frozen=True)
+class UserLimitDefaults:
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    max_parallel_requests: int | None = None
+    max_budget: float | None = None
+
+
+@dataclass(frozen=True)
+class SubscriptionLimitDefaults:
+    quota_requests: int | None = None
+    quota_tokens: int | None = None
+    max_budget: float | None = None
+
+
+@dataclass(frozen=True)
+class LimitDefaultsConfig:
+    """What a null limit in the database means (policies/limits.py `effective`); null here: no limit."""
+
+    key: KeyLimitDefaults = field(default_factory=KeyLimitDefaults)
+    user: UserLimitDefaults = field(default_factory=UserLimitDefaults)
+    subscription: SubscriptionLimitDefaults = field(default_factory=SubscriptionLimitDefaults)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    expected_instances: int = 1  # serving processes (pods x workers): Redis down, each counts limit / this
+    defaults: LimitDefaultsConfig = field(default_factory=LimitDefaultsConfig)
+
+
+@dataclass(frozen=True)
+class UsageConfig:
+    flush_seconds: float = 5.0  # usage rows are written this often (and at shutdown)
+    retention_days: int = 400  # usage_daily rows older than this are deleted
+    max_pending_rows: int = 100_000  # kept in memory while Postgres cannot be written
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     litellm: LiteLLMConfig = field(default_factory=LiteLLMConfig)
@@ -177,6 +221,8 @@ class Config:
     response_headers: ResponseHeadersConfig = field(default_factory=ResponseHeadersConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    usage: UsageConfig = field(default_factory=UsageConfig)
 
 
 # Fields that only the environment may set: a secret never sits in config.yaml.
@@ -409,6 +455,10 @@ def _validate_security(config: Config) -> None:
         raise ConfigError("security.failed_auth_limit: must be at least 1")
     if not 0 < security.failed_auth_window_seconds <= 60:
         raise ConfigError("security.failed_auth_window_seconds: must be within (0, 60] (it is the longest Retry-After)")
+    if config.usage.flush_seconds <= 0 or config.usage.max_pending_rows < 1:
+        raise ConfigError("usage.flush_seconds and usage.max_pending_rows: must be positive")
+    if config.limits.expected_instances < 1:
+        raise ConfigError("limits.expected_instances: must be at least 1")
     if config.database.acquire_timeout_ms == 0:
         raise ConfigError("database.acquire_timeout_ms: must be positive")
 

@@ -17,6 +17,7 @@
     │   ├── UpstreamTimeoutError       504     LITELLM_TIMEOUT
     │   └── LiteLLMError               5xx     LITELLM_ERROR         (LiteLLM's failure, its text logged)
     ├── RateLimitedError               429     RATE_LIMITED (+ Retry-After, at most 60)
+    ├── QuotaExceededError             429     QUOTA_EXCEEDED (+ x-should-retry: false)
     ├── ServerBusyError                503     SERVER_BUSY (+ Retry-After): server.max_concurrency
     ├── RequestTimeoutError            408     REQUEST_TIMEOUT: body slower than server.body_read_timeout_seconds
     ├── StoreUnavailableError          503     KEY_STORE_UNAVAILABLE (+ Retry-After)
@@ -60,6 +61,7 @@ MESSAGES: dict[str, str] = {
     "KEY_STORE_UNAVAILABLE": "API keys cannot be checked right now. Please try again later.",
     "USER_NOT_FOUND_LITELLM": "Account setup in progress. Please try again in a moment.",
     "RATE_LIMITED": "Too many requests. Please wait before retrying.",
+    "QUOTA_EXCEEDED": "Your usage quota is used up. Contact your administrator to raise it, or wait for it to reset.",
     "SERVER_BUSY": "The gateway is serving as many requests as it can. Please try again in a moment.",
     "REQUEST_TIMEOUT": "The request was not received in time.",
     "INTERNAL_ERROR": "The gateway failed to answer this request. Please try again; if it persists, report the request id.",
@@ -85,6 +87,7 @@ _TYPES = {
 class GatewayError(Exception):
     status = 500
     code = "INTERNAL_ERROR"
+    extra_headers: tuple[tuple[bytes, bytes], ...] = ()  # e.g. x-ratelimit-* on a limit's refusal
 
     def __init__(
         self,
@@ -123,6 +126,7 @@ class GatewayError(Exception):
         headers = [(b"content-type", b"application/json")]
         if self.retry_after is not None:
             headers.append((b"retry-after", str(self.retry_after).encode()))
+        headers.extend(self.extra_headers)
         return headers
 
 
@@ -201,6 +205,15 @@ class ShuttingDownError(UpstreamError):
 class RateLimitedError(GatewayError):
     status = 429
     code = "RATE_LIMITED"
+
+
+class QuotaExceededError(GatewayError):
+    """A period quota or budget is spent: retrying before it resets cannot help (the OpenAI SDK
+    honours x-should-retry)."""
+
+    status = 429
+    code = "QUOTA_EXCEEDED"
+    extra_headers = ((b"x-should-retry", b"false"),)
 
 
 class ServerBusyError(GatewayError):

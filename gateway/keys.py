@@ -40,6 +40,7 @@ from gateway import db
 from gateway.config import CacheConfig
 from gateway.errors import StoreUnavailableError
 from gateway.metrics import KEY_CACHE_LOOKUPS, TALLY
+from policies.limits import NO_LIMITS, Limits
 from policies.records import KeyRecord, SubscriptionRecord
 
 log = logging.getLogger("maas_gateway.keys")
@@ -123,7 +124,10 @@ def encode_record(record: KeyRecord | None) -> bytes:
             "expires_at": record.expires_at,
             "user_active": record.user_active,
             "models": record.models,
-            "subscriptions": [[s.model_id, s.status, s.expires_at] for s in record.subscriptions.values()],
+            "subscriptions": [[s.model_id, s.status, s.expires_at, _limits_list(s.limits), s.reset_at]
+                              for s in record.subscriptions.values()],
+            "limits": _limits_list(record.limits),
+            "user_limits": _limits_list(record.user_limits),
         }
     )
 
@@ -132,9 +136,21 @@ def decode_record(data: bytes) -> KeyRecord | None:
     if data == _NEGATIVE:
         return None
     raw = orjson.loads(data)
-    subscriptions = {m: SubscriptionRecord(m, status, exp) for m, status, exp in raw.pop("subscriptions")}
+    # [model, status, expires_at, limits, reset_at]; records written before limits had three fields
+    subscriptions = {s[0]: SubscriptionRecord(s[0], s[1], s[2], _limits(s[3] if len(s) > 3 else None),
+                                              s[4] if len(s) > 4 else None) for s in raw.pop("subscriptions")}
     raw["models"] = tuple(raw["models"])
+    raw["limits"] = _limits(raw.get("limits"))
+    raw["user_limits"] = _limits(raw.get("user_limits"))
     return KeyRecord(subscriptions=subscriptions, **raw)
+
+
+def _limits_list(limits: Limits) -> list | None:
+    return None if limits is NO_LIMITS or not limits.any() else list(dataclasses.astuple(limits))
+
+
+def _limits(values: list | None) -> Limits:
+    return NO_LIMITS if values is None else Limits(*values)
 
 
 class KeyStore:
@@ -253,11 +269,12 @@ class KeyStore:
             subscriptions_table.clear()
         models = tuple(map(sys.intern, record.models))
         models = models_table.setdefault(models, models)
-        shape = tuple((s.model_id, s.status, s.expires_at) for s in record.subscriptions.values())
+        shape = tuple((s.model_id, s.status, s.expires_at, s.limits, s.reset_at) for s in record.subscriptions.values())
         subscriptions = subscriptions_table.get(shape)
         if subscriptions is None:
             subscriptions = subscriptions_table[shape] = MappingProxyType(
-                {sys.intern(m): SubscriptionRecord(sys.intern(m), sys.intern(status), expires) for m, status, expires in shape}
+                {sys.intern(m): SubscriptionRecord(sys.intern(m), sys.intern(status), expires, limits, reset_at)
+                 for m, status, expires, limits, reset_at in shape}
             )
         compact = dataclasses.replace(record, user_id=sys.intern(record.user_id), models=models)
         object.__setattr__(compact, "subscriptions", subscriptions)  # as it is: __post_init__ copies

@@ -57,7 +57,12 @@ SELECT k.id::text AS id, k.user_id::text AS user_id, k.key_prefix, coalesce(k.is
        ARRAY(SELECT s.model_id::text FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_models,
        ARRAY(SELECT s.status::text FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_statuses,
        ARRAY(SELECT extract(epoch FROM s.expires_at)::float8 FROM subscriptions s
-             WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_expiries
+             WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_expiries,
+       -- LiteMaaS's limit and quota columns are not enforced yet in this mode (its quota 0 means
+       -- "none set", the gateway's 0 "nothing allowed"): no limits, as documented
+       NULL::int AS rpm_limit, NULL::int AS tpm_limit, NULL::int AS max_parallel_requests,
+       NULL::int AS user_rpm_limit, NULL::int AS user_tpm_limit, NULL::int AS user_max_parallel_requests,
+       NULL::float8 AS user_max_budget, NULL::float8[] AS sub_limits
 FROM api_keys k JOIN users u ON u.id = k.user_id
 WHERE k.key_hash = $1
 """

@@ -102,6 +102,29 @@ TOKENS = Counter(
     "Tokens reported in LiteLLM's `usage`, by model and type (prompt, completion).",
     ["model", "type"],
 )
+LIMIT_REFUSALS = Counter(
+    "maas_gateway_limit_refusals_total",
+    "Requests a limit refused (result=refused) or would have refused in shadow mode (result=shadow), "
+    "by scope (key, user, subscription) and limit (rpm_limit, tpm_limit, max_parallel_requests, "
+    "quota_requests, quota_tokens, max_budget).",
+    ["scope", "limit", "result"],
+)
+LIMITER_FALLBACKS = Counter(
+    "maas_gateway_limiter_fallbacks_total",
+    "Limit checks counted in-process (limit / limits.expected_instances) because Redis failed.",
+)
+USAGE_ROWS_DROPPED = Counter(
+    "maas_gateway_usage_rows_dropped_total",
+    "Usage rows dropped because Postgres could not be written for long (usage.max_pending_rows).",
+)
+TOP_OFFENDER = Gauge(
+    "maas_gateway_top_offender_refusals",
+    "The most refusals of any one API key (kind=key: MODEL_ACCESS_DENIED, SUBSCRIPTION_INACTIVE) or client "
+    "address (kind=address: unknown or malformed keys) in the current UTC hour, across instances "
+    "(GET /admin/v1/offenders names them).",
+    ["kind"],
+    multiprocess_mode="max",
+)
 DEPENDENCY_UP = Gauge(
     "maas_gateway_dependency_up",
     "1 when the health probe's last check of a dependency (litellm, postgres, redis) succeeded, else 0.",

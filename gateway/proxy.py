@@ -36,6 +36,7 @@ from gateway.errors import (
 )
 from gateway.failures import answer_unexpected
 from gateway.keys import extract_key, hash_key, well_formed
+from gateway.limiter import Meter
 from gateway.metrics import (
     AUTH_DECISIONS,
     MODEL_ACCESS_DENIALS,
@@ -48,10 +49,11 @@ from gateway.metrics import (
 )
 from gateway.routes import PATH_MODEL_ROUTES, Route
 from gateway.state import GatewayState
+from gateway.streamusage import UsageStripper, ask_for_usage
 from gateway.upstream import END_USER_HEADER, PASSED_HEADERS, forward_headers, response_headers
 from gateway.usage import TAIL_BYTES, TAIL_LIMIT, record_usage
 from policies.access import decide, usable_models
-from policies.records import Allow, Code, Deny, KeyRecord, RequestFacts
+from policies.records import Allow, Code, Deny, KeyRecord, Mode, RequestFacts
 from policies.requests import request_facts
 
 Scope = dict[str, Any]
@@ -145,6 +147,7 @@ async def _authenticate(
         raise refusal
     record = await _look_up(state, key_hash) if found is False and well_formed(key) else None
     if record is None:
+        state.offenders.failed_address(address)  # gateway/offenders.py
         limited = await guard.failed(address)
         if limited is not None:
             _DENY_LIMITED.inc()
@@ -226,6 +229,7 @@ class Proxy:
         request_id = _request_id(scope, id_header, self.new_request_id)
         log: dict[str, Any] = {"request_id": request_id, "route": route.name}
         status, code, model, label = 500, "", None, ""
+        meter: Meter | None = None
         try:
             if scope["method"] not in route.methods:
                 raise MethodNotAllowedError(detail=f"use {', '.join(sorted(route.methods))}")
@@ -245,12 +249,18 @@ class Proxy:
             model = facts.models[0] if facts.models else None
             label = self._model_label(state, model)
             self._decide(state, record, facts, log)
+            if state.mode is not Mode.OFF and (checks := state.limiter.checks(record, model, now := time.time())):
+                meter = await state.limiter.admit(record, model, checks, now, state.mode)  # gateway/limiter.py
+            elif state.usage is not None:  # no limit applies: usage is still recorded (gateway/usage_recorder.py)
+                meter = state.limiter.unlimited(record, model)
             upstream_body = body
             if state.service_auth is not None and reading.json:
                 upstream_body = attribute(body, reading.fields, record.user_id, route.name in _USER_FIELD_ROUTES)
+            if meter is not None and reading.json and (asked := ask_for_usage(upstream_body, reading.fields, route.name)):
+                upstream_body, meter.inject_usage = asked, True  # gateway/streamusage.py
             headers = self._upstream_headers(state, scope, key, request_id, record.user_id)
             status = await self._forward(state, scope, send, route, headers, upstream_body, label, log, receive, id_header,
-                                         key_hash)
+                                         key_hash, meter)
         except GatewayError as error:
             status, code = error.status, error.code
             await send_error(send, error, request_id, id_header)
@@ -260,6 +270,10 @@ class Proxy:
             status, code = 500, "INTERNAL_ERROR"
             await answer_unexpected(send, exc, request_id, id_header, route.name)
         finally:
+            if meter is not None:
+                state.limiter.finish(meter)  # tokens charged, parallel slot released
+                if state.usage is not None:
+                    state.usage.record(meter)
             _account(state, route.labels, label, model, status, code, started, log)
 
     def _decide(self, state: GatewayState, record: KeyRecord, facts: RequestFacts, log: dict) -> None:
@@ -271,6 +285,7 @@ class Proxy:
         denial: Deny = decision if isinstance(decision, Deny) else decision.shadowed  # type: ignore[assignment]
         if denial.code in (Code.MODEL_ACCESS_DENIED, Code.SUBSCRIPTION_INACTIVE):
             MODEL_ACCESS_DENIALS.labels(self._model_label(state, denial.model)).inc()
+            state.offenders.refused_key(record.key_id)  # gateway/offenders.py
         if isinstance(decision, Deny):
             AUTH_DECISIONS.labels("deny", denial.code.value).inc()
             log["decision"] = "deny"
@@ -313,6 +328,7 @@ class Proxy:
         receive: Receive,
         id_header: bytes,
         caller: str = "",
+        meter: Meter | None = None,
     ) -> int:
         path_qs = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string")
@@ -320,6 +336,8 @@ class Proxy:
         request_id = log["request_id"]
         watcher = DisconnectWatcher(state.upstream.ticker, receive)  # type: ignore[arg-type]
         streaming = started = False
+        tail = bytearray()  # the response's end, where `usage` is (gateway/usage.py)
+        stripper: UsageStripper | None = None
         try:
             sent_at = time.perf_counter()
             # model_label is the model when the gateway knows it: then it has a breaker of its own
@@ -331,15 +349,20 @@ class Proxy:
                 log["upstream_ms"] = _ms(upstream_elapsed)
                 out_headers = response_headers(response.raw_headers, self.passed_headers)
                 out_headers.append((id_header, request_id.encode()))
+                if meter is not None:
+                    out_headers += meter.headers  # x-ratelimit-*
                 if response.status >= 300:  # LiteLLM's error: cleaned, or the gateway's own (gateway/relay.py)
                     watcher.stop()
                     return await relay.send_error_answer(state.upstream, response, send, out_headers, log)
                 await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
                 started = True
+                if meter is not None:
+                    meter.served = True
                 content_type = response.headers.get("content-type", "").encode()
                 streaming = content_type.startswith(_SSE)
                 stream_errors = relay.StreamErrors(log) if streaming else None  # LiteLLM's error events, cleaned
-                tail = bytearray()  # the response's end, where `usage` is (gateway/usage.py)
+                if streaming and meter is not None:  # counts events; strips the usage chunk the gateway asked for
+                    stripper = UsageStripper(strip=meter.inject_usage)
                 first = streaming  # a stream's first chunk is timed (STREAM_TTFB)
                 last = b""  # the chunk that completes the body goes out with the end of the response
                 content = response.content
@@ -352,6 +375,8 @@ class Proxy:
                         tail += chunk
                         if len(tail) > TAIL_LIMIT:
                             del tail[:-TAIL_BYTES]
+                        if stripper is not None:  # gateway/streamusage.py
+                            chunk = stripper.feed(chunk)
                         if first:
                             TALLY.observe(STREAM_TTFB, route.labels, time.perf_counter() - sent_at)
                             first = False
@@ -361,6 +386,8 @@ class Proxy:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                         if idle is not None:
                             idle.last = idle.clock()
+                    if stripper is not None:
+                        last += stripper.end()
                     if stream_errors is not None:
                         last += stream_errors.end()
                 except (aiohttp.ClientError, TimeoutError) as exc:
@@ -374,6 +401,7 @@ class Proxy:
                 await send({"type": "http.response.body", "body": last, "more_body": False})
                 if response.status == 200:
                     record_usage(tail, model_label)
+
             finally:
                 response.release()
             return response.status
@@ -391,6 +419,8 @@ class Proxy:
             raise
         finally:
             watcher.stop()
+            if meter is not None and started:  # a 2xx answer, whole or cut: its tokens (gateway/limiter.py)
+                meter.measure(tail, len(body), stripper.events if stripper is not None else 0)
 
     async def models(self, scope: Scope, receive: Receive, send: Send, model_id: str | None) -> None:
         """GET /v1/models (filtered) and GET /v1/models/{id} (404 unless usable)."""

@@ -10,7 +10,10 @@ from gateway.authguard import AuthGuard
 from gateway.breaker import Breaker, ModelBreakers
 from gateway.config import BreakerConfig, Config
 from gateway.keys import KeyStore
+from gateway.limiter import Limiter
+from gateway.offenders import Offenders
 from gateway.routes import RouteTable
+from gateway.usage_recorder import UsageRecorder
 from gateway.upstream import Upstream, dropped_headers
 from policies.records import Mode
 
@@ -33,3 +36,6 @@ class GatewayState:
     access_log: AccessLog = field(default_factory=AccessLog)  # flushed at shutdown
     extras: dict[str, Any] = field(default_factory=dict)  # health probe, reconciler, ...
     auth_guard: AuthGuard = None  # type: ignore[assignment]  # set by the lifespan: failed-auth limiter
+    limiter: Limiter = None  # type: ignore[assignment]  # set by the lifespan: rate limits, quotas, budgets
+    usage: UsageRecorder | None = None  # usage records (None without a database)
+    offenders: Offenders = field(default_factory=lambda: Offenders(None))  # misuse monitoring

@@ -58,6 +58,15 @@ def future_expiry(expires_at: datetime | str | None) -> datetime | None:
     return expires_at
 
 
+def instant(text: str, param: str) -> datetime:
+    """An ISO 8601 date-time (UTC when naive)."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid(f"{param}: {text[:40]!r} is not an ISO 8601 date-time.", param) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
 def clean_models(models: Iterable[str]) -> list[str]:
     cleaned = list(dict.fromkeys(models))
     if not cleaned:

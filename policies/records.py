@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
+from policies.limits import NO_LIMITS, Limits
+
 
 class Mode(enum.Enum):
     """How the gateway acts on a denial."""
@@ -45,6 +47,8 @@ class SubscriptionRecord:
     model_id: str
     status: str
     expires_at: float | None = None
+    limits: Limits = NO_LIMITS  # quota_requests, quota_tokens, max_budget (null: limits.defaults)
+    reset_at: float | None = None  # quota periods are months from here (None: calendar months, UTC)
 
 
 def _frozen(mapping: Mapping[str, SubscriptionRecord]) -> Mapping[str, SubscriptionRecord]:
@@ -66,6 +70,8 @@ class KeyRecord:
     models: tuple[str, ...] = ()
     # the user's subscriptions, by model id.
     subscriptions: Mapping[str, SubscriptionRecord] = field(default_factory=dict)
+    limits: Limits = NO_LIMITS  # the key's rpm_limit, tpm_limit, max_parallel_requests
+    user_limits: Limits = NO_LIMITS  # the user's, and max_budget
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "subscriptions", _frozen(self.subscriptions))

@@ -29,9 +29,11 @@ import asyncpg
 import orjson
 
 from gateway import litemaas
+from gateway import quotas
 from gateway.accounts import Accounts
 from gateway.config import Config, ConfigError, load_config
 from gateway.errors import GatewayError
+from gateway.usage_report import DEFAULT_LIMIT, page_limit
 from gateway.litellm import LiteLLMManagement
 from policies.records import SUBSCRIPTION_STATUSES
 
@@ -39,6 +41,7 @@ Action = Callable[[Accounts, argparse.Namespace], Awaitable[Any]]
 
 KEY_COLUMNS = ("id", "user_id", "name", "key_prefix", "models", "status", "expires_at", "created_at")
 MODEL_COLUMNS = ("id", "is_active", "created_at")
+USAGE_COLUMNS = ("day", "user_id", "key_id", "model_id", "requests", "prompt_tokens", "completion_tokens", "spend")
 
 
 @contextlib.asynccontextmanager
@@ -100,6 +103,11 @@ def show(result: Any, as_json: bool) -> None:
     if as_json:
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return
+    if isinstance(result, dict) and "next_cursor" in result:  # a page (usage)
+        print(table(result["data"], USAGE_COLUMNS) if result["data"] else "(none)")
+        if result["next_cursor"]:
+            print(f"\nmore: --cursor {result['next_cursor']}")
+        return
     if isinstance(result, list):
         columns = KEY_COLUMNS if result and "key_prefix" in result[0] else MODEL_COLUMNS
         print(table(result, columns) if result else "(none)")
@@ -124,18 +132,55 @@ def _models(text: str) -> list[str]:
     return [m.strip() for m in text.split(",") if m.strip()]
 
 
+def _limit(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A limit's value on the command line: a number, or `default` (null: limits.defaults in config.yaml)."""
+    def parse(text: str) -> Any:
+        return None if text == "default" else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _limit_options(parser: argparse.ArgumentParser, names: tuple[str, ...], settable: bool) -> None:
+    """--rpm-limit and the like; only the options given reach the call (argparse.SUPPRESS)."""
+    for name in names:
+        kind = str if name == "reset_at" else float if name.endswith(("budget", "per_token")) else int
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS,
+                            type=_limit(kind) if settable else kind,
+                            help="`default`: back to limits.defaults" if settable else None)
+
+
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
 async def _users_create(a: Accounts, args: argparse.Namespace) -> Any:
-    return await a.create_user(email=args.email, id=args.id, username=args.username, max_budget=args.max_budget,
-                               tpm_limit=args.tpm_limit, rpm_limit=args.rpm_limit)
+    return await a.create_user(email=args.email, id=args.id, username=args.username,
+                               **_given(args, quotas.USER_LIMITS))
 
 
 async def _subscriptions_create(a: Accounts, args: argparse.Namespace) -> Any:
     return await a.create_subscription(user_id=args.user, model_id=args.model, status=args.status,
-                                       generate_api_key=args.generate_api_key, api_key_name=args.api_key_name)
+                                       generate_api_key=args.generate_api_key, api_key_name=args.api_key_name,
+                                       **_given(args, quotas.SUBSCRIPTION_LIMITS))
 
 
 async def _keys_create(a: Accounts, args: argparse.Namespace) -> Any:
-    return await a.create_key(user_id=args.user, models=_models(args.models), name=args.name, expires_at=args.expires_at)
+    return await a.create_key(user_id=args.user, models=_models(args.models), name=args.name, expires_at=args.expires_at,
+                              **_given(args, quotas.KEY_LIMITS))
+
+
+async def _usage(a: Accounts, args: argparse.Namespace) -> Any:
+    return await a.usage(user_id=args.user, key_id=args.key, model=args.model, from_=args.from_, to=args.to,
+                         limit=page_limit(args.limit), cursor=args.cursor)
+
+
+def _set_limits(method: str, names: tuple[str, ...]) -> Action:
+    async def action(a: Accounts, args: argparse.Namespace) -> Any:
+        values = _given(args, names)
+        if not values:
+            raise ConfigError(f"name at least one of: {', '.join('--' + n.replace('_', '-') for n in names)}")
+        return await getattr(a, method)(args.id, **values)
+    return action
 
 
 async def _sync(a: Accounts, args: argparse.Namespace) -> Any:
@@ -182,16 +227,20 @@ def register(commands: Any) -> None:
     p.add_argument("--email", required=True)
     p.add_argument("--id", help="user id (default: a new UUID)")
     p.add_argument("--username")
-    p.add_argument("--max-budget", type=float)
-    p.add_argument("--tpm-limit", type=int)
-    p.add_argument("--rpm-limit", type=int)
+    _limit_options(p, quotas.USER_LIMITS, settable=False)
     leaf(users, "get", "show a user", lambda a, args: a.get_user(args.id), writes=False).add_argument("id")
+    p = leaf(users, "set-limits", "change a user's limits", _set_limits("update_user", quotas.USER_LIMITS))
+    p.add_argument("id")
+    _limit_options(p, quotas.USER_LIMITS, settable=True)
     leaf(users, "activate", "activate a user", lambda a, args: a.set_user_active(args.id, True)).add_argument("id")
     leaf(users, "deactivate", "deactivate a user (their keys are refused at once)",
          lambda a, args: a.set_user_active(args.id, False)).add_argument("id")
 
     models = group("models", "manage models")
-    leaf(models, "add", "add a model (its LiteLLM name)", lambda a, args: a.create_model(id=args.id)).add_argument("id")
+    p = leaf(models, "add", "add a model (its LiteLLM name)",
+             lambda a, args: a.create_model(id=args.id, **_given(args, quotas.MODEL_PRICES)))
+    p.add_argument("id")
+    _limit_options(p, quotas.MODEL_PRICES, settable=False)
     leaf(models, "list", "list models", lambda a, args: a.list_models(), writes=False)
 
     subscriptions = group("subscriptions", "manage subscriptions")
@@ -201,6 +250,11 @@ def register(commands: Any) -> None:
     p.add_argument("--status", default="active", choices=sorted(SUBSCRIPTION_STATUSES))
     p.add_argument("--generate-api-key", action="store_true", help="also create a key for this model")
     p.add_argument("--api-key-name")
+    _limit_options(p, quotas.SUBSCRIPTION_LIMITS, settable=False)
+    p = leaf(subscriptions, "set-limits", "change a subscription's quotas",
+             _set_limits("update_subscription", quotas.SUBSCRIPTION_LIMITS))
+    p.add_argument("id")
+    _limit_options(p, quotas.SUBSCRIPTION_LIMITS, settable=True)
     p = leaf(subscriptions, "set-status", "change a subscription's status",
              lambda a, args: a.set_subscription_status(args.id, args.status))
     p.add_argument("id")
@@ -212,8 +266,21 @@ def register(commands: Any) -> None:
     p.add_argument("--models", required=True, help="comma-separated: a,b or openai/*")
     p.add_argument("--name")
     p.add_argument("--expires-at", help="ISO 8601 date-time")
+    _limit_options(p, quotas.KEY_LIMITS, settable=False)
+    p = leaf(keys, "set-limits", "change a key's rate limits", _set_limits("update_key", quotas.KEY_LIMITS))
+    p.add_argument("id")
+    _limit_options(p, quotas.KEY_LIMITS, settable=True)
     leaf(keys, "list", "list API keys (never the key itself)",
          lambda a, args: a.list_keys(args.user), writes=False).add_argument("--user")
     leaf(keys, "revoke", "revoke an API key", lambda a, args: a.revoke_key(args.id)).add_argument("id")
+
+    p = leaf(commands, "usage", "requests, tokens and spend per key, user, model and UTC day", _usage, writes=False)
+    p.add_argument("--user")
+    p.add_argument("--key", help="key id")
+    p.add_argument("--model")
+    p.add_argument("--from", dest="from_", help="first UTC day, YYYY-MM-DD")
+    p.add_argument("--to", help="last UTC day, YYYY-MM-DD")
+    p.add_argument("--limit", help=f"rows per page (default {DEFAULT_LIMIT})")
+    p.add_argument("--cursor", help="the next page, as the previous one said")
 
     leaf(commands, "sync", "ensure every pending/error user in LiteLLM now", _sync)

@@ -23,6 +23,8 @@ from gateway.accounts import Accounts
 from gateway.admin import schema
 from gateway.admin.schema import Body
 from gateway.errors import AdminError, GatewayError
+from gateway.offenders import HOURS_KEPT
+from gateway.usage_report import page_limit
 from gateway.validation import invalid
 
 log = logging.getLogger("maas_gateway.admin")
@@ -78,7 +80,7 @@ async def get_user(request: Request, accounts: Accounts) -> Response:
 
 async def update_user(request: Request, accounts: Accounts) -> Response:
     body = await read_body(request, schema.USER_UPDATE)
-    return json_response(await accounts.set_user_active(request.path_params["id"], body["is_active"]))
+    return json_response(await accounts.update_user(request.path_params["id"], **body))
 
 
 async def create_model(request: Request, accounts: Accounts) -> Response:
@@ -97,7 +99,7 @@ async def create_subscription(request: Request, accounts: Accounts) -> Response:
 
 async def update_subscription(request: Request, accounts: Accounts) -> Response:
     body = await read_body(request, schema.SUBSCRIPTION_UPDATE)
-    return json_response(await accounts.set_subscription_status(request.path_params["id"], body["status"]))
+    return json_response(await accounts.update_subscription(request.path_params["id"], **body))
 
 
 async def create_key(request: Request, accounts: Accounts) -> Response:
@@ -108,8 +110,30 @@ async def list_keys(request: Request, accounts: Accounts) -> Response:
     return json_response({"data": await accounts.list_keys(**query(request, "user_id"))})
 
 
+async def update_key(request: Request, accounts: Accounts) -> Response:
+    body = await read_body(request, schema.KEY_UPDATE)
+    return json_response(await accounts.update_key(request.path_params["id"], **body))
+
+
 async def revoke_key(request: Request, accounts: Accounts) -> Response:
     return json_response(await accounts.revoke_key(request.path_params["id"]))
+
+
+async def list_usage(request: Request, accounts: Accounts) -> Response:
+    params = query(request, "user_id", "key_id", "model", "from", "to", "limit", "cursor")
+    limit = page_limit(params.pop("limit", None))
+    if "from" in params:
+        params["from_"] = params.pop("from")
+    return json_response(await accounts.usage(limit=limit, **params))
+
+
+async def list_offenders(request: Request, accounts: Accounts) -> Response:
+    params = query(request, "hours", "limit")
+    hours = params.get("hours", "24")
+    if not hours.isdigit() or not 1 <= int(hours) <= HOURS_KEPT:
+        raise invalid(f"hours: expected an integer from 1 to {HOURS_KEPT}, got {hours[:20]!r}.", "hours")
+    offenders = request.app.state.holder.state.offenders
+    return json_response({"data": await offenders.top(int(hours), page_limit(params.get("limit"))), "next_cursor": None})
 
 
 @dataclass(frozen=True)
@@ -129,18 +153,25 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/users", create_user, "Create a user and ensure it in LiteLLM", 201, "User",
              schema.USER_CREATE, errors=(400, 401, 409, 422)),
     Endpoint("GET", "/users/{id}", get_user, "Get a user, with its LiteLLM sync status", 200, "User", errors=(401, 404)),
-    Endpoint("PATCH", "/users/{id}", update_user, "Activate or deactivate a user", 200, "User", schema.USER_UPDATE),
+    Endpoint("PATCH", "/users/{id}", update_user, "Activate or deactivate a user, or change its limits", 200, "User",
+             schema.USER_UPDATE),
     Endpoint("POST", "/models", create_model, "Add a model (its LiteLLM name)", 201, "Model", schema.MODEL_CREATE,
              errors=(400, 401, 409, 422)),
     Endpoint("GET", "/models", list_models, "List models", 200, "ModelList", errors=(401,)),
     Endpoint("POST", "/subscriptions", create_subscription,
              "Subscribe a user to a model, optionally with an API key (200 with created: false when it exists)",
              201, "SubscriptionCreated", schema.SUBSCRIPTION_CREATE, errors=(400, 401, 404, 409, 422, 503)),
-    Endpoint("PATCH", "/subscriptions/{id}", update_subscription, "Change a subscription's status", 200,
+    Endpoint("PATCH", "/subscriptions/{id}", update_subscription, "Change a subscription's status or quotas", 200,
              "Subscription", schema.SUBSCRIPTION_UPDATE),
     Endpoint("POST", "/keys", create_key, "Create an API key; the key is in this answer only", 201, "ApiKeyCreated",
              schema.KEY_CREATE, errors=(400, 401, 404, 409, 422, 503)),
     Endpoint("GET", "/keys", list_keys, "List API keys (never the key itself)", 200, "ApiKeyList", query=("user_id",)),
+    Endpoint("PATCH", "/keys/{id}", update_key, "Change an API key's rate limits", 200, "ApiKey", schema.KEY_UPDATE),
+    Endpoint("GET", "/usage", list_usage, "Requests, tokens and spend per key, user, model and UTC day", 200,
+             "UsageList", query=("user_id", "key_id", "model", "from", "to", "limit", "cursor"), errors=(401, 422)),
+    Endpoint("GET", "/offenders", list_offenders,
+             "Keys refused most for model access and client addresses with most failed authentications", 200,
+             "OffenderList", query=("hours", "limit"), errors=(401, 422)),
     Endpoint("DELETE", "/keys/{id}", revoke_key, "Revoke an API key (refused at once on every instance)", 200,
              "ApiKey", errors=(401, 404)),
 )

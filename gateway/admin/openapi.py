@@ -23,6 +23,8 @@ def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+_INT = {"type": ["integer", "null"]}
+_NUMBER = {"type": ["number", "null"]}
 _KEY = {
     "id": _ID, "user_id": _ID, "name": {"type": ["string", "null"]},
     "key_prefix": {"type": "string", "description": "The first 7 characters, for display."},
@@ -30,24 +32,28 @@ _KEY = {
     "expires_at": _TIME, "is_active": {"type": "boolean"}, "revoked_at": _TIME, "last_used_at": _TIME,
     "sync_status": {"type": "string", "enum": ["pending", "synced", "error"]},
     "status": {"type": "string", "enum": ["active", "revoked", "inactive", "expired"]},
+    "rpm_limit": _INT, "tpm_limit": _INT, "max_parallel_requests": _INT,
     "created_at": _TIME,
 }
 _SUBSCRIPTION = {
     "id": _ID, "user_id": _ID, "model_id": _ID, "status": {"type": "string", "enum": list(STATUSES)},
-    "expires_at": _TIME, "created_at": _TIME, "updated_at": _TIME,
+    "expires_at": _TIME, "quota_requests": _INT, "quota_tokens": _INT, "max_budget": _NUMBER, "reset_at": _TIME,
+    "used_requests": {"type": "integer"}, "used_tokens": {"type": "integer"},
+    "created_at": _TIME, "updated_at": _TIME,
 }
 
 RESPONSES: dict[str, dict] = {
     "User": _obj({
         "id": _ID, "username": {"type": "string"}, "email": {"type": "string"}, "is_active": {"type": "boolean"},
         "max_budget": {"type": ["number", "null"]}, "tpm_limit": {"type": ["integer", "null"]},
-        "rpm_limit": {"type": ["integer", "null"]},
+        "rpm_limit": {"type": ["integer", "null"]}, "max_parallel_requests": _INT,
         "sync_status": {"type": "string", "enum": ["pending", "synced", "error"],
                         "description": "Whether LiteLLM has the user; error heals in the background."},
         "sync_error": {"type": ["string", "null"]}, "last_synced_at": _TIME, "created_at": _TIME, "updated_at": _TIME,
     }),
     "Model": _obj({"id": _ID, "name": {"type": ["string", "null"]}, "provider": {"type": ["string", "null"]},
-                   "is_active": {"type": "boolean"}, "created_at": _TIME}),
+                   "is_active": {"type": "boolean"}, "input_cost_per_token": _NUMBER,
+                   "output_cost_per_token": _NUMBER, "created_at": _TIME}),
     "ModelList": _obj({"data": {"type": "array", "items": _ref("Model")}}),
     "Subscription": _obj(_SUBSCRIPTION),
     "ApiKey": _obj(_KEY),
@@ -57,6 +63,19 @@ RESPONSES: dict[str, dict] = {
         {"subscription": _ref("Subscription"), "created": {"type": "boolean"}, "api_key": _ref("ApiKeyCreated")},
         ["subscription", "created"],
     ),
+    "Usage": _obj({
+        "day": {"type": "string", "format": "date"}, "key_id": _ID, "user_id": _ID, "model_id": _ID,
+        "requests": {"type": "integer"}, "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"},
+        "spend": {"type": "number", "description": "USD: tokens x the model's cost per token."},
+    }),
+    "UsageList": _obj({"data": {"type": "array", "items": _ref("Usage")},
+                       "next_cursor": {"type": ["string", "null"], "description": "Pass as `cursor` for the next page."}}),
+    "Offender": _obj({
+        "kind": {"type": "string", "enum": ["key", "address"]},
+        "id": {"type": "string", "description": "The key's id, or the client address."},
+        "refused": {"type": "integer", "description": "Model access refusals (key) or failed authentications (address)."},
+    }),
+    "OffenderList": _obj({"data": {"type": "array", "items": _ref("Offender")}, "next_cursor": {"type": "null"}}),
     "Error": _obj({"error": _obj({
         "message": {"type": "string"}, "type": {"type": "string"},
         "param": {"type": ["string", "null"]}, "code": {"type": "string"},

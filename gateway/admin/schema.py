@@ -2,7 +2,8 @@
 
 Unknown fields, wrong types, missing required fields and values outside an enum are
 refused with 422 INVALID_REQUEST naming the field (`param`). An optional field sent
-as null counts as absent. Formats (ids, emails, dates) are checked by the service
+as null counts as absent, except a `nullable` one (a limit in a PATCH), where null means
+"back to the default". Formats (ids, emails, dates) are checked by the service
 layer, so the CLI gets the same answers.
 """
 
@@ -53,9 +54,12 @@ class Field:
     description: str
     required: bool = False
     enum: tuple[str, ...] = ()
+    nullable: bool = False  # null is a value (the default from config.yaml), not absence
 
     def json_schema(self) -> dict:
         schema = dict(_JSON_TYPES[self.kind], description=self.description)
+        if self.nullable:
+            schema["type"] = [schema["type"], "null"]
         if self.enum:
             schema["enum"] = list(self.enum)
         return schema
@@ -72,6 +76,7 @@ class Field:
 class Body:
     name: str  # the OpenAPI component's name
     fields: tuple[Field, ...]
+    at_least_one: bool = False  # a PATCH: an empty body is refused
 
     def validate(self, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
@@ -84,10 +89,15 @@ class Body:
         for field in self.fields:
             value = data.get(field.name)
             if value is None:
+                if field.nullable and field.name in data:
+                    values[field.name] = None
+                    continue
                 if field.required:
                     raise invalid(f"{field.name}: required.", field.name)
                 continue
             values[field.name] = field.check(value)
+        if self.at_least_one and not values:
+            raise invalid(f"The body must set at least one of: {', '.join(known)}.", None)
         return values
 
     def json_schema(self) -> dict:
@@ -99,6 +109,8 @@ class Body:
         required = [f.name for f in self.fields if f.required]
         if required:
             schema["required"] = required
+        if self.at_least_one:
+            schema["minProperties"] = 1
         return schema
 
 
@@ -112,6 +124,28 @@ def _describe(value: Any) -> str:
 
 
 STATUSES = tuple(sorted(SUBSCRIPTION_STATUSES))
+_DEFAULT = " Null: the default from config.yaml (limits.defaults); 0 allows nothing."
+
+
+def _rates(nullable: bool, scope: str) -> tuple[Field, ...]:
+    return (
+        Field("rpm_limit", "integer", f"Requests per minute of {scope}." + _DEFAULT, nullable=nullable),
+        Field("tpm_limit", "integer", f"Tokens per minute of {scope}." + _DEFAULT, nullable=nullable),
+        Field("max_parallel_requests", "integer", f"Requests of {scope} in flight at once." + _DEFAULT,
+              nullable=nullable),
+    )
+
+
+def _quotas(nullable: bool) -> tuple[Field, ...]:
+    return (
+        Field("quota_requests", "integer", "Requests per period (a calendar month in UTC, or a month from reset_at)."
+              + _DEFAULT, nullable=nullable),
+        Field("quota_tokens", "integer", "Tokens per period." + _DEFAULT, nullable=nullable),
+        Field("max_budget", "number", "Spend per period in USD (tokens x the model's cost per token)." + _DEFAULT,
+              nullable=nullable),
+        Field("reset_at", "date-time", "Periods are months counted from this instant (default: calendar months).",
+              nullable=nullable),
+    )
 
 USER_CREATE = Body("UserCreate", (
     Field("id", "string", "User id (default: a new UUID); the same id is used in LiteLLM."),
@@ -120,12 +154,17 @@ USER_CREATE = Body("UserCreate", (
     Field("max_budget", "number", "LiteLLM budget in USD (default: litellm.user_defaults.max_budget)."),
     Field("tpm_limit", "integer", "Tokens per minute in LiteLLM (default: litellm.user_defaults.tpm_limit)."),
     Field("rpm_limit", "integer", "Requests per minute in LiteLLM (default: litellm.user_defaults.rpm_limit)."),
+    Field("max_parallel_requests", "integer", "Requests of all the user's keys in flight at once." + _DEFAULT),
 ))
 USER_UPDATE = Body("UserUpdate", (
-    Field("is_active", "boolean", "false deactivates the user: every key of theirs is refused at once.", required=True),
-))
+    Field("is_active", "boolean", "false deactivates the user: every key of theirs is refused at once."),
+    *_rates(True, "all the user's keys together"),
+    Field("max_budget", "number", "Spend per calendar month in USD, all models." + _DEFAULT, nullable=True),
+), at_least_one=True)
 MODEL_CREATE = Body("ModelCreate", (
     Field("id", "string", "The LiteLLM model name, e.g. gpt-4o or openai/gpt-4o.", required=True),
+    Field("input_cost_per_token", "number", "USD per prompt token, for budgets."),
+    Field("output_cost_per_token", "number", "USD per completion token, for budgets."),
 ))
 SUBSCRIPTION_CREATE = Body("SubscriptionCreate", (
     Field("user_id", "string", "An existing user.", required=True),
@@ -133,14 +172,18 @@ SUBSCRIPTION_CREATE = Body("SubscriptionCreate", (
     Field("status", "string", "Initial status (default: active).", enum=STATUSES),
     Field("generate_api_key", "boolean", "Also create an API key for this model, in the same transaction."),
     Field("api_key_name", "string", "Name of the generated key."),
+    *_quotas(False),
 ))
 SUBSCRIPTION_UPDATE = Body("SubscriptionUpdate", (
-    Field("status", "string", "New status; anything but active refuses the model at once.", required=True, enum=STATUSES),
-))
+    Field("status", "string", "New status; anything but active refuses the model at once.", enum=STATUSES),
+    *_quotas(True),
+), at_least_one=True)
 KEY_CREATE = Body("KeyCreate", (
     Field("user_id", "string", "An existing, active user.", required=True),
     Field("models", "string-list", "Models (or patterns such as openai/*) the key may use; each needs an active "
           "subscription.", required=True),
     Field("name", "string", "A name for the key."),
     Field("expires_at", "date-time", "When the key stops working (ISO 8601; UTC when no offset is given)."),
+    *_rates(False, "this key"),
 ))
+KEY_UPDATE = Body("KeyUpdate", _rates(True, "this key"), at_least_one=True)

@@ -21,6 +21,8 @@ SEED_ALERTS = {
     "MaasGatewayLiteLLMUserSyncFailureRateHigh": ("maas_gateway_litellm_user_sync_total", "0.02"),
     "MaasGatewayModelAccessDenialRateHigh": ("maas_gateway_model_access_denials_total", "0.01"),
     "MaasGatewayCircuitBreakerOpen": ("maas_gateway_circuit_breaker_state", "1"),
+    "MaasGatewayQuotaExhaustionSustained": ("maas_gateway_limit_refusals_total", "0.01"),
+    "MaasGatewayApiKeyMisuse": ("maas_gateway_top_offender_refusals", "100"),
 }
 
 
@@ -46,7 +48,7 @@ def rules() -> list[dict]:
 
 def test_promtool_check_rules() -> None:
     out = check([tool("promtool"), "check", "rules", str(ALERTS)])
-    assert "SUCCESS: 4 rules found" in out
+    assert "SUCCESS: 6 rules found" in out
 
 
 def test_promtool_test_rules() -> None:

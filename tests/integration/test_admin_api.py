@@ -25,14 +25,16 @@ DESIGN_ENDPOINTS = {
     ("post", "/admin/v1/users"), ("get", "/admin/v1/users/{id}"), ("patch", "/admin/v1/users/{id}"),
     ("post", "/admin/v1/models"), ("get", "/admin/v1/models"),
     ("post", "/admin/v1/subscriptions"), ("patch", "/admin/v1/subscriptions/{id}"),
-    ("post", "/admin/v1/keys"), ("get", "/admin/v1/keys"), ("delete", "/admin/v1/keys/{id}"),
+    ("post", "/admin/v1/keys"), ("get", "/admin/v1/keys"), ("get", "/admin/v1/usage"), ("get", "/admin/v1/offenders"),
+    ("patch", "/admin/v1/keys/{id}"), ("delete", "/admin/v1/keys/{id}"),
 }
 REQUESTS = [
     ("POST", "/admin/v1/users", {"email": "x@example.com"}), ("GET", "/admin/v1/users/u", None),
     ("PATCH", "/admin/v1/users/u", {"is_active": False}), ("POST", "/admin/v1/models", {"id": "m"}),
     ("GET", "/admin/v1/models", None), ("POST", "/admin/v1/subscriptions", {"user_id": "u", "model_id": "m"}),
     ("PATCH", "/admin/v1/subscriptions/s", {"status": "active"}), ("POST", "/admin/v1/keys", {"user_id": "u", "models": ["m"]}),
-    ("GET", "/admin/v1/keys", None), ("DELETE", "/admin/v1/keys/k", None),
+    ("GET", "/admin/v1/keys", None), ("GET", "/admin/v1/usage", None), ("GET", "/admin/v1/offenders", None),
+    ("PATCH", "/admin/v1/keys/k", {"rpm_limit": 5}), ("DELETE", "/admin/v1/keys/k", None),
 ]
 UNAUTHORIZED = error("authentication_error", "UNAUTHORIZED",
                      "Missing or wrong admin token: send 'Authorization: Bearer <GATEWAY_ADMIN_TOKEN>'.")
@@ -91,7 +93,7 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(gateway, admin, pool
     uid = user["id"]
     cases = [
         ("POST", "/admin/v1/users", {"email": "a@example.com", "role": "admin"}, 422,
-         invalid("role: unknown field (known: id, email, username, max_budget, tpm_limit, rpm_limit).", "role")),
+         invalid("role: unknown field (known: id, email, username, max_budget, tpm_limit, rpm_limit, max_parallel_requests).", "role")),
         ("POST", "/admin/v1/users", {"email": 42}, 422, invalid("email: expected a non-empty string, got 42.", "email")),
         ("POST", "/admin/v1/users", {"email": "a@example.com", "tpm_limit": "10"}, 422,
          invalid("tpm_limit: expected a non-negative integer, got '10'.", "tpm_limit")),
@@ -134,7 +136,7 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(gateway, admin, pool
         ("POST", "/admin/v1/keys", {"user_id": "nobody", "models": [model]}, 404,
          error("not_found_error", "NOT_FOUND", "No user with id 'nobody'.", "user_id")),
         ("POST", "/admin/v1/keys", {"user_id": uid, "models": [model], "key": "sk-chosen"}, 422,
-         invalid("key: unknown field (known: user_id, models, name, expires_at).", "key")),
+         invalid("key: unknown field (known: user_id, models, name, expires_at, rpm_limit, tpm_limit, max_parallel_requests).", "key")),
         ("GET", "/admin/v1/keys?user_id=nobody", None, 404, error("not_found_error", "NOT_FOUND", "No user with id 'nobody'.", "user_id")),
         ("GET", "/admin/v1/keys?owner=x", None, 422, invalid("owner: unknown query parameter (known: user_id).", "owner")),
         ("DELETE", "/admin/v1/keys/nothing", None, 404, error("not_found_error", "NOT_FOUND", "No API key with id 'nothing'.")),

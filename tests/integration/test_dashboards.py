@@ -85,6 +85,8 @@ async def test_every_metric_the_dashboards_use_is_exported(pool, postgres_url, r
         for metric in METRIC.findall(query)
     }
     seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    limited = await seed_key(pool, models=["gpt-4o-mini"])
+    await pool.execute("UPDATE api_keys SET rpm_limit = 0 WHERE id = $1", limited.key_id)
     chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
     async with running_gateway(make_config(postgres_url, redis_url, fake_upstream.url)) as gw, aiohttp.ClientSession() as http:
         for body, headers in (
@@ -92,6 +94,7 @@ async def test_every_metric_the_dashboards_use_is_exported(pool, postgres_url, r
             ({**chat, "stream": True}, bearer(seeded.key)),
             ({**chat, "model": "gpt-4o"}, bearer(seeded.key)),
             (chat, bearer("sk-nobody-0000000000")),
+            (chat, bearer(limited.key)),  # refused by its limit
         ):
             async with http.post(gw.url + "/v1/chat/completions", json=body, headers=headers) as r:
                 await r.read()
@@ -116,5 +119,6 @@ async def test_every_metric_the_dashboards_use_is_exported(pool, postgres_url, r
     for name in ("maas_gateway_requests_total", "maas_gateway_auth_decisions_total", "maas_gateway_tokens_total",
                  "maas_gateway_model_access_denials_total", "maas_gateway_upstream_duration_seconds_bucket",
                  "maas_gateway_stream_time_to_first_byte_seconds_bucket", "maas_gateway_circuit_breaker_state",
-                 "maas_gateway_dependency_up"):
+                 "maas_gateway_dependency_up", "maas_gateway_limit_refusals_total",
+                 "maas_gateway_top_offender_refusals"):
         assert re.search(rf"^{name}{{", text, re.MULTILINE), name

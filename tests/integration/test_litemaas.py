@@ -335,7 +335,8 @@ async def test_the_admin_api_reads_litemaas_and_refuses_writes(litemaas_url, con
             paths = (await r.json())["paths"]
         assert [(path, method) for path, ops in sorted(paths.items()) for method, op in sorted(ops.items())
                 if "403" in op["responses"]] == [
-            ("/admin/v1/keys", "post"), ("/admin/v1/keys/{id}", "delete"), ("/admin/v1/models", "post"),
+            ("/admin/v1/keys", "post"), ("/admin/v1/keys/{id}", "delete"), ("/admin/v1/keys/{id}", "patch"),
+            ("/admin/v1/models", "post"),
             ("/admin/v1/subscriptions", "post"), ("/admin/v1/subscriptions/{id}", "patch"), ("/admin/v1/users", "post"),
             ("/admin/v1/users/{id}", "patch")]
     assert await conn.fetchval("SELECT is_active FROM api_keys WHERE id = $1", key.id) is True

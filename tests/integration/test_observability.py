@@ -117,7 +117,7 @@ async def test_metrics_after_traffic(pool, postgres_url, redis_url, fake_upstrea
         assert secret not in text
     assert model_labels(text) - models_before <= known | {"other", ""}
     assert {k for k, _ in labels} <= {"route", "model", "status", "code", "result", "reason", "tier", "type", "target",
-                                     "from_state", "to_state", "dependency", "mode", "le"}
+                                     "from_state", "to_state", "dependency", "mode", "le", "scope", "limit", "kind"}
 
 
 async def test_tokens_of_a_stream_longer_than_the_tail_the_gateway_keeps(pool, postgres_url, redis_url, fake_upstream, http):

@@ -72,7 +72,7 @@ def problem(body: schema.Body, data) -> tuple[str, str | None]:
 def test_body_validation_is_strict_and_names_the_field():
     assert schema.KEY_CREATE.validate({"user_id": "u", "models": ["a"], "name": None}) == {"user_id": "u", "models": ["a"]}
     assert problem(schema.KEY_CREATE, {"user_id": "u", "models": ["a"], "zzz": 1, "aaa": 2}) == (
-        "aaa: unknown field (known: user_id, models, name, expires_at).", "aaa")
+        "aaa: unknown field (known: user_id, models, name, expires_at, rpm_limit, tpm_limit, max_parallel_requests).", "aaa")
     assert problem(schema.KEY_CREATE, {"user_id": None, "models": ["a"]}) == ("user_id: required.", "user_id")
     assert problem(schema.KEY_CREATE, {"user_id": "u", "models": ["a", ""]}) == (
         "models: expected a non-empty list of non-empty strings, got a list.", "models")

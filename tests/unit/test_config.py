@@ -92,7 +92,8 @@ def test_input_is_not_mutated_by_env_overrides() -> None:
 
 # -- rejections name the key path -----------------------------------------------------
 
-KNOWN_TOP = "admin, breaker, cache, console, database, enforcement, health, litellm, logging, redis, response_headers, routes, security, server"
+KNOWN_TOP = ("admin, breaker, cache, console, database, enforcement, health, limits, litellm, logging, redis, "
+             "response_headers, routes, security, server, usage")
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import hashlib
 import pytest
 
 from gateway.keys import decode_record, encode_record, extract_key, hash_key, key_prefix
+from policies.limits import Limits
 from policies.records import KeyRecord, SubscriptionRecord
 
 pytestmark = pytest.mark.unit
@@ -108,6 +109,13 @@ RECORDS = {
             "openai/o1": SubscriptionRecord("openai/o1", "cancelled", 1_700_000_123.0),
         },
     ),
+    "limits": KeyRecord(
+        "k4", "u4", "sk-ijkl", models=("gpt-4o",),
+        subscriptions={"gpt-4o": SubscriptionRecord("gpt-4o", "active", None, Limits(quota_requests=100, quota_tokens=0,
+                                                                                      max_budget=2.5), 1_700_000_000.0)},
+        limits=Limits(rpm_limit=5, max_parallel_requests=1),
+        user_limits=Limits(tpm_limit=1000, max_budget=100.0),
+    ),
     "unicode": KeyRecord("k3", "usér", "sk-\u00e9", models=("caf\u00e9",),
                          subscriptions={"caf\u00e9": SubscriptionRecord("caf\u00e9", "pending")}),
 }
@@ -122,6 +130,13 @@ def test_codec_round_trip(record: KeyRecord) -> None:
     assert isinstance(decoded.models, tuple)
     assert dict(decoded.subscriptions) == dict(record.subscriptions)
     assert encode_record(decoded) == data
+
+
+def test_a_record_cached_before_limits_existed_decodes_without_limits() -> None:
+    old = b'{"key_id":"k1","user_id":"u1","key_prefix":"sk-abcd","is_active":true,"revoked_at":null,' \
+          b'"expires_at":null,"user_active":true,"models":["m"],"subscriptions":[["m","active",null]]}'
+    assert decode_record(old) == KeyRecord("k1", "u1", "sk-abcd", models=("m",),
+                                           subscriptions={"m": SubscriptionRecord("m", "active")})
 
 
 def test_codec_negative_entry() -> None:

@@ -1,0 +1,300 @@
+"""Rate limits, quotas and budgets: which apply, whether a request is admitted, what to tell the client.
+
+    Limits          one scope's limits (key, user or subscription); None: no limit, 0: nothing allowed
+    effective()     a scope's own limits, each null field replaced by the configured default
+    plan()          the checks that apply to one request at `now` (none: no counter is touched)
+    verdict()       given what each check has counted: admitted, or which check refuses and for
+                    how long; and the binding limits for the x-ratelimit-* headers
+
+Per-minute limits are sliding-window counters (the `limits` library's): the current UTC minute's
+count plus the previous minute's weighted by how much of it still lies in the last 60 s. A
+request costs 1 request at admission; tokens and spend are charged after the answer, so a token
+or spend check admits while what is already charged is below the limit (the overshoot is at most
+the tokens of the requests in flight). Quota periods are calendar months in UTC, or months
+counted from the subscription's `reset_at`; user budgets count per calendar month.
+
+Time is a parameter; the counting (Redis, or in-process when Redis is down) is gateway/limiter.py's.
+"""
+
+from __future__ import annotations
+
+import calendar
+import enum
+import math
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
+
+MINUTE = 60.0
+MAX_RETRY_AFTER = 60  # seconds: the OpenAI SDK retries a 429 whose Retry-After is at most this
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    max_parallel_requests: int | None = None
+    quota_requests: int | None = None
+    quota_tokens: int | None = None
+    max_budget: float | None = None
+
+    def any(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in fields(self))
+
+
+NO_LIMITS = Limits()
+
+
+def effective(own: Limits | None, default: Limits) -> Limits:
+    """`own`'s fields, each None taken from `default`."""
+    if own is None:
+        return default
+    return Limits(*(getattr(own, f.name) if getattr(own, f.name) is not None else getattr(default, f.name)
+                    for f in fields(Limits)))
+
+
+class Scope(enum.Enum):
+    KEY = "key"
+    USER = "user"
+    SUBSCRIPTION = "subscription"
+
+
+class Kind(enum.Enum):
+    """What a check counts; `window` kinds count per minute, `period` kinds per quota period."""
+
+    REQUESTS_PER_MINUTE = "rpm_limit"
+    TOKENS_PER_MINUTE = "tpm_limit"
+    PARALLEL = "max_parallel_requests"
+    QUOTA_REQUESTS = "quota_requests"
+    QUOTA_TOKENS = "quota_tokens"
+    BUDGET = "max_budget"
+
+    @property
+    def per_minute(self) -> bool:
+        return self in (Kind.REQUESTS_PER_MINUTE, Kind.TOKENS_PER_MINUTE)
+
+    @property
+    def quota(self) -> bool:
+        """Refusals answer QUOTA_EXCEEDED (the rest RATE_LIMITED)."""
+        return self in (Kind.QUOTA_REQUESTS, Kind.QUOTA_TOKENS, Kind.BUDGET)
+
+    @property
+    def cost(self) -> int:
+        """What admission charges: one request, or nothing (tokens and spend come after the answer)."""
+        return 1 if self in (Kind.REQUESTS_PER_MINUTE, Kind.PARALLEL, Kind.QUOTA_REQUESTS) else 0
+
+
+_WORDS = {
+    (Scope.KEY, Kind.REQUESTS_PER_MINUTE): "requests per minute of this API key",
+    (Scope.KEY, Kind.TOKENS_PER_MINUTE): "tokens per minute of this API key",
+    (Scope.KEY, Kind.PARALLEL): "concurrent requests of this API key",
+    (Scope.USER, Kind.REQUESTS_PER_MINUTE): "requests per minute of your account",
+    (Scope.USER, Kind.TOKENS_PER_MINUTE): "tokens per minute of your account",
+    (Scope.USER, Kind.PARALLEL): "concurrent requests of your account",
+    (Scope.USER, Kind.BUDGET): "monthly budget of your account",
+    (Scope.SUBSCRIPTION, Kind.QUOTA_REQUESTS): "request quota of your subscription to this model",
+    (Scope.SUBSCRIPTION, Kind.QUOTA_TOKENS): "token quota of your subscription to this model",
+    (Scope.SUBSCRIPTION, Kind.BUDGET): "budget of your subscription to this model",
+}
+_CHECKED = {
+    Scope.KEY: (Kind.REQUESTS_PER_MINUTE, Kind.TOKENS_PER_MINUTE, Kind.PARALLEL),
+    Scope.USER: (Kind.REQUESTS_PER_MINUTE, Kind.TOKENS_PER_MINUTE, Kind.PARALLEL, Kind.BUDGET),
+    Scope.SUBSCRIPTION: (Kind.QUOTA_REQUESTS, Kind.QUOTA_TOKENS, Kind.BUDGET),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One limit that applies to a request, and the counter that holds it.
+
+    `counter` names the counter within its scope ("key:<id>:rpm:<minute>" and the like);
+    per-minute checks also read `previous` (the last minute's counter) weighted by `weight`.
+    `ends` is when the counter's window or period ends (POSIX seconds)."""
+
+    scope: Scope
+    kind: Kind
+    limit: float
+    counter: str
+    ends: float
+    previous: str | None = None
+    weight: float = 0.0
+
+    @property
+    def words(self) -> str:
+        return _WORDS[(self.scope, self.kind)]
+
+
+def month_start(now: float) -> float:
+    """The start of the calendar month (UTC) of `now`."""
+    t = datetime.fromtimestamp(now, timezone.utc)
+    return datetime(t.year, t.month, 1, tzinfo=timezone.utc).timestamp()
+
+
+def add_months(moment: float, months: int) -> float:
+    """`moment` plus whole months, the day clamped to the month's end (Jan 31 + 1 month: Feb 28/29)."""
+    t = datetime.fromtimestamp(moment, timezone.utc)
+    index = t.year * 12 + (t.month - 1) + months
+    year, month = divmod(index, 12)
+    day = min(t.day, calendar.monthrange(year, month + 1)[1])
+    return t.replace(year=year, month=month + 1, day=day).timestamp()
+
+
+def period(now: float, reset_at: float | None) -> tuple[float, float]:
+    """The quota period [start, end) holding `now`: calendar months in UTC, or months counted from `reset_at`."""
+    if reset_at is None:
+        start = month_start(now)
+        return start, add_months(start, 1)
+    t_now = datetime.fromtimestamp(now, timezone.utc)
+    t_anchor = datetime.fromtimestamp(reset_at, timezone.utc)
+    months = (t_now.year - t_anchor.year) * 12 + (t_now.month - t_anchor.month)
+    start = add_months(reset_at, months)
+    while start > now:
+        months -= 1
+        start = add_months(reset_at, months)
+    while add_months(reset_at, months + 1) <= now:
+        months += 1
+        start = add_months(reset_at, months)
+    return start, add_months(reset_at, months + 1)
+
+
+def plan(
+    key_id: str,
+    model: str,
+    key: Limits,
+    user: Limits,
+    subscription: Limits,
+    now: float,
+    reset_at: float | None = None,
+) -> tuple[Check, ...]:
+    """Every check that applies to one request of `key_id` for `model` (limits already `effective`)."""
+    checks: list[Check] = []
+    minute = int(now // MINUTE)
+    minute_ends = (minute + 1) * MINUTE
+    weight = 1.0 - (now - minute * MINUTE) / MINUTE
+    for scope, limits, name in ((Scope.KEY, key, f"key:{key_id}"), (Scope.USER, user, "user"),
+                                (Scope.SUBSCRIPTION, subscription, f"sub:{model}")):
+        for kind in _CHECKED[scope]:
+            limit = getattr(limits, kind.value)
+            if limit is None:
+                continue
+            if kind.per_minute:
+                tag = "rpm" if kind is Kind.REQUESTS_PER_MINUTE else "tpm"
+                checks.append(Check(scope, kind, limit, f"{name}:{tag}:{minute}", minute_ends,
+                                    f"{name}:{tag}:{minute - 1}", weight))
+            elif kind is Kind.PARALLEL:
+                checks.append(Check(scope, kind, limit, f"{name}:par", math.inf))
+            else:
+                start, end = period(now, reset_at) if scope is Scope.SUBSCRIPTION else (month_start(now), add_months(month_start(now), 1))
+                tag = {Kind.QUOTA_REQUESTS: "req", Kind.QUOTA_TOKENS: "tok", Kind.BUDGET: "spend"}[kind]
+                checks.append(Check(scope, kind, limit, f"{name}:{tag}:{int(start)}", end))
+    return tuple(checks)
+
+
+def used(check: Check, current: float, previous: float = 0.0) -> float:
+    """What `check` counts now: the current counter, plus the previous minute's weighted (per-minute checks)."""
+    return previous * check.weight + current if check.previous is not None else current
+
+
+def fits(check: Check, count: float) -> bool:
+    """Is one more request admitted under `check` with `count` already counted? A check that admission
+    charges nothing for (tokens, spend) admits while the count is below its limit."""
+    cost = check.kind.cost
+    return count + cost <= check.limit if cost else count < check.limit
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """The x-ratelimit-* values for requests or for tokens: the check with the least remaining."""
+
+    limit: int
+    remaining: int
+    reset_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    admitted: bool
+    refused_by: Check | None = None  # the first refusing check: quotas before rate limits
+    retry_after: int | None = None  # RATE_LIMITED's Retry-After; None for a quota
+    requests: Binding | None = None
+    tokens: Binding | None = None
+
+
+def verdict(checks: tuple[Check, ...], counts: tuple[tuple[float, float], ...], now: float) -> Verdict:
+    """Decide on `checks` given each one's (current, previous) counts before this request's charge."""
+    refusals: list[tuple[Check, float]] = []
+    requests: Binding | None = None
+    tokens: Binding | None = None
+    for check, (current, previous) in zip(checks, counts):
+        count = used(check, current, previous)
+        if not fits(check, count):
+            refusals.append((check, count))
+        if check.kind in (Kind.REQUESTS_PER_MINUTE, Kind.QUOTA_REQUESTS, Kind.TOKENS_PER_MINUTE, Kind.QUOTA_TOKENS):
+            charged = count + check.kind.cost
+            binding = Binding(int(check.limit), max(0, math.floor(check.limit - charged)),
+                              _reset(check, current + check.kind.cost, previous, now))
+            if check.kind in (Kind.REQUESTS_PER_MINUTE, Kind.QUOTA_REQUESTS):
+                if requests is None or binding.remaining < requests.remaining:
+                    requests = binding
+            elif tokens is None or binding.remaining < tokens.remaining:
+                tokens = binding
+    if not refusals:
+        return Verdict(True, requests=requests, tokens=tokens)
+    refusals.sort(key=lambda r: not r[0].kind.quota)
+    check, count = refusals[0]
+    wait = None if check.kind.quota else retry_after(check, counts[checks.index(check)], now)
+    return Verdict(False, check, wait, requests, tokens)
+
+
+def _reset(check: Check, current: float, previous: float, now: float) -> float:
+    """Seconds until `check`'s count is back to zero (the header's reset)."""
+    if check.previous is None:
+        return max(0.0, check.ends - now)
+    if current > 0:
+        return check.ends - now + MINUTE
+    return check.ends - now if previous > 0 else 0.0
+
+
+def retry_after(check: Check, counts: tuple[float, float], now: float) -> int:
+    """Whole seconds until a request refused by a rate limit would be admitted (1..MAX_RETRY_AFTER)."""
+    current, previous = counts
+    if check.kind is Kind.PARALLEL or check.previous is None:
+        return 1
+    cost = check.kind.cost
+    target = check.limit - cost  # the count must fall to this (strictly below, for tokens)
+    left = check.ends - now
+    if current <= target and previous > 0:
+        # the previous minute's weight falls by 1/60 a second until the count fits
+        wait = (used(check, current, previous) - target) / previous * MINUTE
+        wait = wait if wait <= left else left
+    elif current > 0 and target >= 0:
+        # this minute's count becomes the previous one, then decays
+        wait = left + (1 - target / current) * MINUTE
+    else:
+        wait = MAX_RETRY_AFTER
+    seconds = math.ceil(wait) + (0 if cost else 1)
+    return min(MAX_RETRY_AFTER, max(1, seconds))
+
+
+def format_reset(seconds: float) -> str:
+    """A duration as OpenAI writes x-ratelimit-reset-*: `1s`, `6m0s`, `1h2m3s`, `20ms`."""
+    if seconds <= 0:
+        return "0s"
+    if seconds < 1:
+        return f"{max(1, math.ceil(seconds * 1000))}ms"
+    whole = math.ceil(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def refusal_detail(check: Check) -> str:
+    """Which limit refused, and for a quota when it resets; for the error's message."""
+    limit = f"{check.limit:g}" if check.kind is not Kind.BUDGET else f"${check.limit:g}"
+    if check.kind.quota:
+        when = datetime.fromtimestamp(check.ends, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        return f"the {check.words} ({limit}) is used up; it resets at {when}"
+    return f"the {check.words} ({limit}) is reached"
