@@ -135,6 +135,11 @@ async def wait_until_serving(http: Any, url: str, timeout: float) -> None:
     await eventually(alive, timeout=timeout, interval=0.1)
 
 
+def sse_events(body: bytes) -> list[bytes]:
+    """The data of each event of an SSE body, in order (b"[DONE]" included)."""
+    return [e.removeprefix(b"data: ") for e in body.split(b"\n\n") if e]
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 

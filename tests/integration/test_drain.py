@@ -4,64 +4,24 @@ streams from the fake upstream (chunk_gap), and the signal sent mid-stream."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 import time
-from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
-import yaml
 
-from gateway.devservices import free_port
-from tests.support import MASTER_KEY, bearer, eventually, seed_key, wait_until_serving
+from tests.processes import Gateway, gateway_env
+from tests.support import bearer, eventually, seed_key, sse_events
 
 pytestmark = pytest.mark.integration
 
-CLI = [sys.executable, "-m", "gateway.cli"]
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-
-
-class Gateway:
-    """`maas-gateway serve` in a subprocess; its log goes to a file (a pipe could fill up)."""
-
-    def __init__(self, tmp_path: Path, env: dict[str, str], server: dict) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.config = tmp_path / "config.yaml"
-        self.config.write_text(yaml.safe_dump({"server": server, "litellm": {"sync_users": False}}))
-        self.log = tmp_path / "gateway.log"
-        self.env = env
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self, http: aiohttp.ClientSession) -> None:
-        with self.log.open("wb") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                *CLI, "serve", "--config", str(self.config), "--port", str(self.port),
-                env={**os.environ, **self.env}, stdout=log, stderr=log,
-            )
-        await wait_until_serving(http, self.url, timeout=30)
-
-    def terminate(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-
-    async def wait(self, timeout: float) -> int:
-        assert self.process is not None
-        return await asyncio.wait_for(self.process.wait(), timeout)
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
 
 
 @pytest.fixture
 def env(postgres_url, redis_url, fake_upstream) -> dict[str, str]:
-    return {"DATABASE_URL": postgres_url, "REDIS_URL": redis_url, "LITELLM_URL": fake_upstream.url,
-            "LITELLM_API_KEY": MASTER_KEY}
+    return gateway_env(postgres_url, redis_url, fake_upstream.url)
 
 
 async def new_connection_status(url: str, key: str) -> int | None:
@@ -82,10 +42,6 @@ async def ready_status(url: str) -> tuple[int, dict] | None:
                 return r.status, await r.json()
         except aiohttp.ClientConnectorError:
             return None
-
-
-def events(body: bytes) -> list[bytes]:
-    return [e.removeprefix(b"data: ") for e in body.split(b"\n\n") if e]
 
 
 async def test_sigterm_mid_stream_cuts_no_stream_and_serves_new_requests_during_the_delay(
@@ -128,7 +84,7 @@ async def test_sigterm_mid_stream_cuts_no_stream_and_serves_new_requests_during_
 
             bodies = await asyncio.wait_for(asyncio.gather(*streams), 30)
             for body in bodies:
-                parts = events(body)
+                parts = sse_events(body)
                 assert parts[-1] == b"[DONE]"  # every stream ran to its end
                 chunks = [orjson.loads(p) for p in parts[:-1]]
                 assert [c["object"] for c in chunks] == ["chat.completion.chunk"] * 16  # 16 chunks; no usage chunk (not asked for)
@@ -162,7 +118,7 @@ async def test_what_still_runs_when_the_drain_time_is_over_ends_cleanly(pool, fa
                 started = time.monotonic()
                 body = head + await asyncio.wait_for(r.content.read(), 30)
                 elapsed = time.monotonic() - started
-            parts = events(body)
+            parts = sse_events(body)
             assert orjson.loads(parts[-1]) == {
                 "error": {
                     "message": "This gateway instance is shutting down. Please try again.",
@@ -248,7 +204,7 @@ async def test_two_instances_one_stopped_mid_stream_cut_no_stream_and_fail_no_re
             for gw in gateways:
                 await gw.stop()
     for body in bodies:
-        assert events(body)[-1] == b"[DONE]"
-        assert not any(b'"error"' in e for e in events(body))
+        assert sse_events(body)[-1] == b"[DONE]"
+        assert not any(b'"error"' in e for e in sse_events(body))
     assert len(statuses) >= 10 and set(statuses) == {200}, statuses
     assert "draining; readiness is 503" in stopping.log.read_text()

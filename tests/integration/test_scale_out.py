@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import signal
-import sys
 import time
 
 import aiohttp
 import pytest
 
-from gateway.devservices import free_port
-from tests.support import MASTER_KEY, bearer, wait_until_serving
+from tests.processes import Gateway, gateway_env
+from tests.support import bearer, wait_until_serving
 
 pytestmark = pytest.mark.integration
 
@@ -32,23 +29,20 @@ PROPAGATION_DEADLINE = 3.0
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
-async def test_three_instances_deny_a_revoked_key_and_lose_no_request(postgres_url, redis_url, fake_upstream):
-    env = {**os.environ, "DATABASE_URL": postgres_url, "REDIS_URL": redis_url, "LITELLM_URL": fake_upstream.url,
-           "LITELLM_API_KEY": MASTER_KEY, "LITELLM_SYNC_USERS": "false", "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN}
-    ports = [free_port() for _ in range(INSTANCES)]
-    processes = [
-        await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )
-        for port in ports
-    ]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
+async def test_three_instances_deny_a_revoked_key_and_lose_no_request(postgres_url, redis_url, fake_upstream, tmp_path):
+    env = {**gateway_env(postgres_url, redis_url, fake_upstream.url), "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN}
+    gateways = []
+    for n in range(INSTANCES):
+        (tmp_path / str(n)).mkdir()
+        gateways.append(Gateway(tmp_path / str(n), env, {"drain_delay_seconds": 0}))  # no balancer to tell
+    for gateway in gateways:
+        await gateway.spawn()
+    urls = [gateway.url for gateway in gateways]
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     try:
         async with aiohttp.ClientSession() as http:
-            for url in urls:
-                await wait_until_serving(http, url, timeout=60)
+            for gateway in gateways:
+                await wait_until_serving(http, gateway.url, timeout=60)
             # a user, a model, a subscription with a key: through the admin API of the first instance
             async with http.post(urls[0] + "/admin/v1/users", json={"email": "scale@example.com"}, headers=admin) as r:
                 assert r.status == 201, await r.text()
@@ -89,9 +83,13 @@ async def test_three_instances_deny_a_revoked_key_and_lose_no_request(postgres_u
             stop.set()
             await asyncio.gather(*workers)
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        await asyncio.gather(*(p.wait() for p in processes))
+        for gateway in gateways:
+            gateway.terminate()
+        try:
+            await asyncio.gather(*(gateway.wait(timeout=30) for gateway in gateways))
+        finally:
+            for gateway in gateways:
+                await gateway.stop()
 
     # nothing lost: every request got an answer, and only these two
     assert {(status, code) for *_, status, code in results} <= {(200, None), (401, "API_KEY_REVOKED")}
