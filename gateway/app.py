@@ -38,7 +38,7 @@ from gateway.breaker import Breaker, ModelBreakers
 from gateway.cli import CONFIG_ENV
 from gateway.config import Config, ConfigError, check_serving
 from gateway.console import console_app
-from gateway.errors import GatewayError, InternalError, RouteNotFoundError, ServerBusyError
+from gateway.errors import GatewayError, InternalError, MethodNotAllowedError, RouteNotFoundError, ServerBusyError
 from gateway.failures import answer_unexpected
 from gateway.health import health_routes, start_health
 from gateway.invalidation import Invalidator
@@ -78,6 +78,8 @@ def _error_response(error: GatewayError) -> Response:
 async def _http_exception(request: Request, exc: Exception) -> Response:
     if isinstance(exc, HTTPException) and exc.status_code == 404:
         return _error_response(RouteNotFoundError())
+    if isinstance(exc, HTTPException) and exc.status_code == 405:  # Starlette's router names the methods in Allow
+        return _error_response(MethodNotAllowedError((exc.headers or {}).get("Allow", "").split(", ")))
     status = getattr(exc, "status_code", 500)
     error = GatewayError("INVALID_REQUEST" if status < 500 else "INTERNAL_ERROR")
     error.status = status
