@@ -252,13 +252,18 @@ class GatewayApp:
         response.headers[id_header.decode()] = request_id
         return response
 
+    async def _not_found(self, scope: dict, send: Any) -> None:
+        """404 ROUTE_NOT_FOUND, with the request id every answer carries (the client's, or a new one)."""
+        request_id = _request_id(scope, self.proxy.id_header, self.proxy.new_request_id)
+        await send_error(send, RouteNotFoundError(), request_id, self.proxy.id_header)
+
     async def _dispatch(self, scope: dict, receive: Any, send: Any) -> None:
         raw_path = scope.get("raw_path") or scope["path"].encode()
         if self.admin_port is not None and (scope.get("server") or ("", None))[1] == self.admin_port:
             if raw_path.startswith(_OPERATOR_PATHS):  # the admin listener: nothing else
                 await self.starlette(scope, receive, send)
             else:
-                await send_error(send, RouteNotFoundError(), "-", self.proxy.id_header)
+                await self._not_found(scope, send)
             return
         route, path_model = self.routes.match(raw_path)
         if route is not None:
@@ -271,7 +276,7 @@ class GatewayApp:
         if raw_path.startswith(self.public_paths):
             await self.starlette(scope, receive, send)
             return
-        await send_error(send, RouteNotFoundError(), "-", self.proxy.id_header)
+        await self._not_found(scope, send)
 
 
 def create_app(config: Config, config_path: str | None = None) -> GatewayApp:
