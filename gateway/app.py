@@ -38,7 +38,7 @@ from gateway.breaker import Breaker, ModelBreakers
 from gateway.cli import CONFIG_ENV
 from gateway.config import Config, ConfigError, check_serving
 from gateway.console import console_app
-from gateway.errors import GatewayError, InternalError, RouteNotFoundError, ServerBusyError
+from gateway.errors import GatewayError, InternalError, MethodNotAllowedError, RouteNotFoundError, ServerBusyError
 from gateway.failures import answer_unexpected
 from gateway.health import health_routes, start_health
 from gateway.invalidation import Invalidator
@@ -81,6 +81,8 @@ def _error_response(error: GatewayError) -> Response:
 async def _http_exception(request: Request, exc: Exception) -> Response:
     if isinstance(exc, HTTPException) and exc.status_code == 404:
         return _error_response(RouteNotFoundError())
+    if isinstance(exc, HTTPException) and exc.status_code == 405:  # Starlette's router names the methods in Allow
+        return _error_response(MethodNotAllowedError((exc.headers or {}).get("Allow", "").split(", ")))
     status = getattr(exc, "status_code", 500)
     error = GatewayError("INVALID_REQUEST" if status < 500 else "INTERNAL_ERROR")
     error.status = status
@@ -266,13 +268,18 @@ class GatewayApp:
         response.headers[id_header.decode()] = request_id
         return response
 
+    async def _not_found(self, scope: dict, send: Any) -> None:
+        """404 ROUTE_NOT_FOUND, with the request id every answer carries (the client's, or a new one)."""
+        request_id = _request_id(scope, self.proxy.id_header, self.proxy.new_request_id)
+        await send_error(send, RouteNotFoundError(), request_id, self.proxy.id_header)
+
     async def _dispatch(self, scope: dict, receive: Any, send: Any) -> None:
         raw_path = scope.get("raw_path") or scope["path"].encode()
         if self.admin_port is not None and (scope.get("server") or ("", None))[1] == self.admin_port:
             if raw_path.startswith(_OPERATOR_PATHS):  # the admin listener: nothing else
                 await self.starlette(scope, receive, send)
             else:
-                await send_error(send, RouteNotFoundError(), "-", self.proxy.id_header)
+                await self._not_found(scope, send)
             return
         route, path_model = self.routes.match(raw_path)
         if route is not None:
@@ -285,7 +292,7 @@ class GatewayApp:
         if raw_path.startswith(self.public_paths):
             await self.starlette(scope, receive, send)
             return
-        await send_error(send, RouteNotFoundError(), "-", self.proxy.id_header)
+        await self._not_found(scope, send)
 
 
 def create_app(config: Config, config_path: str | None = None) -> GatewayApp:

@@ -7,7 +7,7 @@
     │                                          USER_INACTIVE
     ├── InvalidRequestError            400     INVALID_REQUEST | MODEL_REQUIRED
     ├── RouteNotFoundError             404     ROUTE_NOT_FOUND | MODEL_NOT_FOUND
-    ├── MethodNotAllowedError          405     METHOD_NOT_ALLOWED
+    ├── MethodNotAllowedError          405     METHOD_NOT_ALLOWED    (+ Allow)
     ├── RequestTooLargeError           413     REQUEST_TOO_LARGE
     ├── UnsupportedMediaTypeError      415     UNSUPPORTED_MEDIA_TYPE
     ├── UpstreamError
@@ -31,6 +31,8 @@ Messages never contain key material.
 """
 
 from __future__ import annotations
+
+from typing import Iterable
 
 import orjson
 
@@ -151,8 +153,17 @@ class RouteNotFoundError(GatewayError):
 
 
 class MethodNotAllowedError(GatewayError):
+    """Names the route's methods in the detail and in `Allow` (RFC 9110: a 405 must send it)."""
+
     status = 405
     code = "METHOD_NOT_ALLOWED"
+
+    def __init__(self, allow: Iterable[str]) -> None:
+        self.allow = ", ".join(sorted(allow))
+        super().__init__(detail=f"use {self.allow}")
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [*super().headers(), (b"allow", self.allow.encode())]
 
 
 class RequestTooLargeError(GatewayError):

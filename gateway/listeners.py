@@ -10,6 +10,7 @@ holds the connection (and the request's task) forever. `ReadDeadlines` adds, per
     body      within server.body_read_timeout_seconds of the headers; then 408
               REQUEST_TIMEOUT (OpenAI-shaped) if no response has started, and the
               connection is closed (the handler reading it sees a disconnect).
+    Both refusals carry the request id (server.request_id_header), as every answer does.
 
 One timer per request, armed when it begins and cancelled when its body is complete.
 With server.admin_port set, `serve` binds two sockets for one uvicorn server (and its
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import socket
 from typing import Any, Callable
 
@@ -27,18 +29,28 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.config import ServerConfig
 from gateway.errors import GatewayError, InvalidRequestError, RequestTimeoutError
+from gateway.proxy import _request_id
 
 MAX_HEAD_BYTES = 65_536  # request line and headers; uvicorn's h11 default is 16 KiB
 
 
+def _new_request_id() -> str:
+    """For a refusal of a request that brought no request id: as rare as refusals are."""
+    return os.urandom(12).hex()
+
+
 class ReadDeadlines(HttpToolsProtocol):
-    def __init__(self, *args: Any, header_timeout: float, body_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, header_timeout: float, body_timeout: float, id_header: str = "x-request-id",
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._id_header = id_header.encode()  # server.request_id_header: on the refusals here too
         self._header_timeout = header_timeout
         self._body_timeout = body_timeout
         self._deadline: asyncio.TimerHandle | None = None
         self._headers_at: float | None = None  # loop time the current request's headers completed
-        self._head_bytes = 0
+        self._head_bytes = 0  # bytes read while the head was incomplete (bounds the parser's buffer)
+        self._head_size = 0  # the head as parsed: URL and headers, however many reads brought them
+        self._refused = False
 
     def _arm(self, delay: float) -> None:
         self._deadline = self.loop.call_later(delay, self._expired)
@@ -67,17 +79,38 @@ class ReadDeadlines(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._headers_at = None
-        self._head_bytes = 0
+        self._head_bytes = self._head_size = 0
         if self._deadline is None:
             self._arm(self._header_timeout)
 
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4  # ": " and CRLF
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        # A head that ends in the read that takes it over the limit passes the check in
+        # data_received (which sees only heads still incomplete after a read): checked here,
+        # before the request reaches the app.
+        if self._head_size > MAX_HEAD_BYTES and not self.transport.is_closing():
+            self._refused = True
+            error = InvalidRequestError(detail=f"request line and headers over {MAX_HEAD_BYTES} bytes")
+            self._refuse(431, b"Request Header Fields Too Large", error, self.cycle is None or self.cycle.response_complete)
+            return
         self._headers_at = self.loop.time()
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:  # else no request cycle was made for this body
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
         self._disarm()
-        super().on_message_complete()
+        if not self._refused:
+            super().on_message_complete()
 
     def _expired(self) -> None:
         self._deadline = None
@@ -97,8 +130,9 @@ class ReadDeadlines(HttpToolsProtocol):
         """Answer `error` (when `answer`: no other response is under way) and close the connection."""
         if answer:
             body = error.body()
-            head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-            self.transport.write(head % (status, reason, len(body)) + body)
+            request_id = _request_id({"headers": self.headers or []}, self._id_header, _new_request_id).encode()
+            head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s: %s\r\nconnection: close\r\n\r\n"
+            self.transport.write(head % (status, reason, len(body), self._id_header, request_id) + body)
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the handler's own answer is dropped ...
@@ -109,7 +143,8 @@ class ReadDeadlines(HttpToolsProtocol):
 def protocol(server: ServerConfig) -> Callable[..., ReadDeadlines]:
     """uvicorn's `http` option (picklable, for workers)."""
     return functools.partial(
-        ReadDeadlines, header_timeout=server.header_read_timeout_seconds, body_timeout=server.body_read_timeout_seconds
+        ReadDeadlines, header_timeout=server.header_read_timeout_seconds, body_timeout=server.body_read_timeout_seconds,
+        id_header=server.request_id_header,
     )
 
 

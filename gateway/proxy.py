@@ -232,7 +232,7 @@ class Proxy:
         meter: Meter | None = None
         try:
             if scope["method"] not in route.methods:
-                raise MethodNotAllowedError(detail=f"use {', '.join(sorted(route.methods))}")
+                raise MethodNotAllowedError(route.methods)
             key, key_hash, found = self._credentials(state, scope)
             record = found if found else await _authenticate(state, scope, key, key_hash, found)
             log["key_prefix"] = record.key_prefix
@@ -434,7 +434,7 @@ class Proxy:
         status, code = 500, ""
         try:
             if scope["method"] != "GET":
-                raise MethodNotAllowedError(detail="use GET")
+                raise MethodNotAllowedError(("GET",))
             key, key_hash, found = self._credentials(state, scope)
             record = found if found else await _authenticate(state, scope, key, key_hash, found)
             log["key_prefix"] = record.key_prefix

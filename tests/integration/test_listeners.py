@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 
 import aiohttp
@@ -84,6 +85,7 @@ async def test_a_body_that_stops_coming_gets_408_and_the_connection_closed(slow_
     assert (status, headers["content-type"], body) == (408, "application/json", _error(
         "The request was not received in time. (the body must arrive within 0.5 s of the headers)",
         "invalid_request_error", "REQUEST_TIMEOUT"))
+    assert re.fullmatch(r"[0-9a-f]{24}", headers["x-request-id"])  # one the gateway made: the client sent none
     assert elapsed >= TIMEOUT * 0.9
 
 
@@ -94,6 +96,19 @@ async def test_headers_over_64_kib_get_431(slow_reads_gateway):
     writer.close()
     status, _, body = _response(data)
     assert (status, body) == (431, _error(
+        "The request could not be understood. (request line and headers over 65536 bytes)", "invalid_request_error", "INVALID_REQUEST"))
+
+
+@pytest.mark.parametrize("body", [b"", CHAT], ids=["head only", "with a body"])
+async def test_a_whole_head_over_64_kib_in_one_write_gets_431_with_the_request_id(slow_reads_gateway, body):
+    """The head ends within the read that takes it over the limit: refused all the same, before the app."""
+    reader, writer = await _connect(slow_reads_gateway)
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nX-Request-Id: trace-431\r\nX-Filler: " + b"a" * 70_000
+                 + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    data, _ = await _until_closed(reader)
+    writer.close()
+    status, headers, answer = _response(data)
+    assert (status, headers["x-request-id"], answer) == (431, "trace-431", _error(
         "The request could not be understood. (request line and headers over 65536 bytes)", "invalid_request_error", "INVALID_REQUEST"))
 
 
