@@ -1,9 +1,13 @@
 """LiteMaaS mode (`database.schema: litemaas`): the gateway on an existing LiteMaaS database.
 
     LiteMaaS's tables     read as LiteMaaS made them (UUID ids, VARCHAR model ids, nullable
-                          flags); the gateway never adds, drops or alters a column, nor writes a row
+                          flags, its limit and quota columns: KEY_QUERY); the gateway never adds,
+                          drops or alters a column, and writes only the usage columns LiteMaaS
+                          keeps for it (subscriptions.used_requests / used_tokens,
+                          api_keys.last_used_at: USED_SQL, LAST_USED_SQL)
     schema maas_gateway   the gateway's own state: its migrations bookkeeping and the native
-                          migrations that hold gateway state only (GATEWAY_STATE_MIGRATIONS), run
+                          migrations that hold gateway state only (GATEWAY_STATE_MIGRATIONS: the
+                          LiteLLM outbox, usage_daily), run
                           with search_path maas_gateway; the NOTIFY function. The gateway's pools
                           search it first (db.server_settings)
     NOTIFY triggers       the one addition to LiteMaaS's tables, by explicit steps only:
@@ -29,21 +33,40 @@ log = logging.getLogger("maas_gateway.litemaas")
 
 GATEWAY_SCHEMA = "maas_gateway"
 # Native migrations that create only the gateway's own tables (no LiteMaaS table is named).
-GATEWAY_STATE_MIGRATIONS = ("003_litellm_outbox.sql",)
+GATEWAY_STATE_MIGRATIONS = ("003_litellm_outbox.sql", "006_usage_daily.sql")
 
-# What the key query reads; a database lacking one of these is not one the gateway can serve.
+# What the key query reads and the usage batches write; a database lacking one of these is not one the gateway can serve.
 REQUIRED_COLUMNS = {
-    "users": {"id", "is_active"},
+    "users": {"id", "is_active", "rpm_limit", "tpm_limit", "max_budget"},
     "models": {"id"},
-    "subscriptions": {"id", "user_id", "model_id", "status", "expires_at"},
+    "subscriptions": {"id", "user_id", "model_id", "status", "expires_at", "quota_requests", "quota_tokens",
+                      "max_budget", "reset_at", "used_requests", "used_tokens"},
     "api_keys": {"id", "user_id", "subscription_id", "key_hash", "key_prefix", "is_active", "revoked_at",
-                 "expires_at", "lite_llm_key_value"},
+                 "expires_at", "lite_llm_key_value", "rpm_limit", "tpm_limit", "max_parallel_requests", "last_used_at"},
     "api_key_models": {"api_key_id", "model_id"},
 }
 
 # LiteMaaS's flags are nullable: a NULL is not `true`, and LiteMaaS's own queries (`is_active = true`)
 # treat it as inactive too. A key made before LiteMaaS had api_key_models is bound to its
 # subscription's model (subscription_id), as LiteMaaS's key validation reads it.
+#
+# Limits and quotas, in the gateway's model (policies/limits.py: NULL inherits `limits.defaults`,
+# 0 allows nothing):
+# - users.rpm_limit / tpm_limit / max_budget and api_keys.rpm_limit / tpm_limit /
+#   max_parallel_requests as they are: NULL is "none set" in LiteMaaS too (its UI shows
+#   "Unlimited"), and a number is the limit LiteMaaS gives LiteLLM for that user or key.
+#   LiteMaaS's users table has DEFAULT rpm_limit 60, tpm_limit 10000, max_budget 100: those hold.
+# - subscriptions.quota_requests / quota_tokens are NOT NULL DEFAULT 0 in LiteMaaS, and 0 there
+#   means "no quota set", not "nothing allowed": its subscription service writes explicit quotas
+#   (10000 requests, 1M tokens unless asked; its API's minimum is 1) and rejects a quota <= 0,
+#   while the admin's "assign a model to a user's key" flow (backend/src/routes/admin-users.ts)
+#   INSERTs an `active` subscription without quotas, i.e. 0, that is meant to be used
+#   (rh-aiservices-bu/litemaas at f6b748f). So 0 reads as NULL. Its max_budget is written
+#   `maxBudget || null`: a 0 reads as NULL too.
+# - subscriptions.reset_at is LiteMaaS's *next* reset (the 1st of next month); the gateway's
+#   quota periods are months counted from it (policies.limits.period), the same calendar months.
+# Not read (the limiter has no such check): api_keys.max_budget, subscriptions.rpm_limit / tpm_limit,
+# the per-model JSON limits of api_keys; LiteLLM still applies those it was given.
 KEY_QUERY = """
 SELECT k.id::text AS id, k.user_id::text AS user_id, k.key_prefix, coalesce(k.is_active, false) AS is_active,
        k.key_hash,
@@ -58,14 +81,26 @@ SELECT k.id::text AS id, k.user_id::text AS user_id, k.key_prefix, coalesce(k.is
        ARRAY(SELECT s.status::text FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_statuses,
        ARRAY(SELECT extract(epoch FROM s.expires_at)::float8 FROM subscriptions s
              WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_expiries,
-       -- LiteMaaS's limit and quota columns are not enforced yet in this mode (its quota 0 means
-       -- "none set", the gateway's 0 "nothing allowed"): no limits, as documented
-       NULL::int AS rpm_limit, NULL::int AS tpm_limit, NULL::int AS max_parallel_requests,
-       NULL::int AS user_rpm_limit, NULL::int AS user_tpm_limit, NULL::int AS user_max_parallel_requests,
-       NULL::float8 AS user_max_budget, NULL::float8[] AS sub_limits
+       k.rpm_limit, k.tpm_limit, k.max_parallel_requests,
+       u.rpm_limit AS user_rpm_limit, u.tpm_limit AS user_tpm_limit, NULL::int AS user_max_parallel_requests,
+       u.max_budget::float8 AS user_max_budget,
+       ARRAY(SELECT array[nullif(s.quota_requests, 0)::float8, nullif(s.quota_tokens, 0)::float8,
+                          nullif(s.max_budget, 0)::float8, extract(epoch FROM s.reset_at)::float8]
+             FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_limits
 FROM api_keys k JOIN users u ON u.id = k.user_id
 WHERE k.key_hash = $1
 """
+
+# gateway/usage_recorder.py's writes to LiteMaaS's tables, for its types: UUID ids (usage_daily keeps
+# them as text) and INTEGER used_requests / used_tokens (capped: an overflow would fail every flush).
+USED_SQL = """
+UPDATE subscriptions s SET used_requests = least(u.requests, 2147483647), used_tokens = least(u.tokens, 2147483647)
+FROM (SELECT coalesce(sum(requests), 0) AS requests, coalesce(sum(prompt_tokens + completion_tokens), 0) AS tokens
+      FROM usage_daily WHERE user_id = $1::text AND model_id = $2::text AND day >= $3) u
+WHERE s.user_id = $1::text::uuid AND s.model_id = $2::text
+"""
+LAST_USED_SQL = ("UPDATE api_keys SET last_used_at = $2 WHERE id = $1::text::uuid "
+                 "AND (last_used_at IS NULL OR last_used_at < $2)")
 
 def read_only_error() -> AdminError:
     """What the admin API and CLI answer a write with: LiteMaaS creates users, subscriptions and
@@ -79,8 +114,9 @@ def read_only_error() -> AdminError:
 
 WATCHED_TABLES = ("api_keys", "api_key_models", "users", "subscriptions")
 
-# Announced: only changes a decision depends on. LiteMaaS rewrites other columns often
-# (spend, last_used_at, sync bookkeeping). A key whose hash changes (LiteMaaS regenerates
+# Announced: only changes a decision depends on (limits and quotas included). LiteMaaS rewrites
+# other columns often (spend, sync bookkeeping), and the gateway's usage batches write
+# used_requests / used_tokens / last_used_at, which are not announced. A key whose hash changes (LiteMaaS regenerates
 # keys in place) is announced under both hashes.
 TRIGGERS_SQL = f"""
 CREATE SCHEMA IF NOT EXISTS {GATEWAY_SCHEMA};
@@ -109,17 +145,19 @@ $$ LANGUAGE plpgsql;
 
 DROP TRIGGER IF EXISTS maas_gateway_notify ON api_keys;
 CREATE TRIGGER maas_gateway_notify
-    AFTER INSERT OR DELETE OR UPDATE OF is_active, revoked_at, expires_at, key_hash, user_id, subscription_id
+    AFTER INSERT OR DELETE OR UPDATE OF is_active, revoked_at, expires_at, key_hash, user_id, subscription_id,
+                                        rpm_limit, tpm_limit, max_parallel_requests
     ON api_keys FOR EACH ROW EXECUTE FUNCTION {GATEWAY_SCHEMA}.notify();
 DROP TRIGGER IF EXISTS maas_gateway_notify ON api_key_models;
 CREATE TRIGGER maas_gateway_notify AFTER INSERT OR UPDATE OR DELETE
     ON api_key_models FOR EACH ROW EXECUTE FUNCTION {GATEWAY_SCHEMA}.notify();
 DROP TRIGGER IF EXISTS maas_gateway_notify ON users;
-CREATE TRIGGER maas_gateway_notify AFTER DELETE OR UPDATE OF is_active
+CREATE TRIGGER maas_gateway_notify AFTER DELETE OR UPDATE OF is_active, rpm_limit, tpm_limit, max_budget
     ON users FOR EACH ROW EXECUTE FUNCTION {GATEWAY_SCHEMA}.notify();
 DROP TRIGGER IF EXISTS maas_gateway_notify ON subscriptions;
 CREATE TRIGGER maas_gateway_notify
-    AFTER INSERT OR DELETE OR UPDATE OF status, expires_at, user_id, model_id
+    AFTER INSERT OR DELETE OR UPDATE OF status, expires_at, user_id, model_id,
+                                        quota_requests, quota_tokens, max_budget, reset_at
     ON subscriptions FOR EACH ROW EXECUTE FUNCTION {GATEWAY_SCHEMA}.notify();
 """
 

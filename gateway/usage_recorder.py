@@ -3,7 +3,9 @@
     record(meter)   in memory, no I/O: one served request's counts added to its row
     flush()         every usage.flush_seconds, in one transaction: usage_daily upserted (added to),
                     the subscriptions' used_requests / used_tokens set to their current period's sums,
-                    the keys' last_used_at moved forward; a failed flush keeps its rows for the next
+                    the keys' last_used_at moved forward; a failed flush keeps its rows for the next.
+                    On a LiteMaaS database usage_daily is in the schema maas_gateway and these
+                    two UPDATEs are LiteMaaS's (gateway/litemaas.py USED_SQL, LAST_USED_SQL)
     close()         the last flush, at the lifespan's end: after the drain (gateway/drain.py) every
                     request has finished, so a SIGTERM loses nothing
 
@@ -51,8 +53,11 @@ Row = list  # [user_id, requests, prompt_tokens, completion_tokens, spend]
 
 
 class UsageRecorder:
-    def __init__(self, pool: Any, config: UsageConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, pool: Any, config: UsageConfig, clock: Callable[[], float] = time.time, *,
+                 used_sql: str = USED, last_used_sql: str = LAST_USED) -> None:
         self._pool = pool
+        self._used_sql = used_sql  # the schema's: LiteMaaS's types differ (gateway/litemaas.py)
+        self._last_used_sql = last_used_sql
         self._config = config
         self._clock = clock
         self._rows: dict[tuple[date, str, str], Row] = {}
@@ -91,9 +96,9 @@ class UsageRecorder:
                 async with self._pool.acquire() as conn, conn.transaction():
                     await conn.executemany(UPSERT, [(day, key, r[0], model, r[1], r[2], r[3], r[4])
                                                     for (day, key, model), r in rows.items()])
-                    await conn.executemany(USED, [(user, model, _period_day(now, reset_at))
+                    await conn.executemany(self._used_sql, [(user, model, _period_day(now, reset_at))
                                                   for (user, model), reset_at in periods.items()])
-                    await conn.executemany(LAST_USED, [(key, datetime.fromtimestamp(t, timezone.utc))
+                    await conn.executemany(self._last_used_sql, [(key, datetime.fromtimestamp(t, timezone.utc))
                                                        for key, t in last_used.items()])
             except Exception as exc:  # kept for the next flush (asyncpg and OSError alike)
                 log.warning("usage flush failed, %d rows kept for the next one: %s", len(rows), type(exc).__name__)

@@ -71,11 +71,22 @@ async def columns(conn: Any) -> list[tuple]:
     return [tuple(r) for r in rows]
 
 
-async def rows(conn: Any) -> dict[str, list[tuple]]:
-    """Every row of LiteMaaS's tables (updated_at aside: LiteMaaS's own trigger moves it)."""
+# The columns LiteMaaS keeps for usage, which the gateway's usage batches write (gateway/litemaas.py),
+# and updated_at, which LiteMaaS's own trigger moves when they are written.
+WRITTEN_BY_GATEWAY = {"subscriptions": ("used_requests", "used_tokens", "updated_at"),
+                      "api_keys": ("last_used_at", "updated_at")}
+
+
+async def rows(conn: Any, *, usage_columns: bool = True) -> dict[str, list[tuple]]:
+    """Every row of LiteMaaS's tables; without `usage_columns`, those of WRITTEN_BY_GATEWAY left out."""
     found = {}
     for table in LITEMAAS_TABLES:
-        found[table] = [tuple(r) for r in await conn.fetch(f"SELECT * FROM {table} ORDER BY 1, 2")]
+        names = [r["column_name"] for r in await conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1 "
+            "ORDER BY ordinal_position", table)]
+        left_out = () if usage_columns else WRITTEN_BY_GATEWAY.get(table, ())
+        selected = ", ".join(f'"{n}"' for n in names if n not in left_out)
+        found[table] = [tuple(r) for r in await conn.fetch(f"SELECT {selected} FROM {table} ORDER BY 1, 2")]
     return found
 
 

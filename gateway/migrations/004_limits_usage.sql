@@ -1,5 +1,5 @@
 -- Limits, quotas and usage (LiteMaaS's column names): rate limits on keys and users, quotas
--- and a budget on subscriptions (user x model), prices on models, and the daily usage table.
+-- and a budget on subscriptions (user x model), prices on models.
 -- Null means "the default from config.yaml" (limits.defaults); 0 allows nothing.
 ALTER TABLE users ADD COLUMN IF NOT EXISTS max_parallel_requests INTEGER;
 
@@ -18,19 +18,7 @@ ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS used_tokens BIGINT NOT NULL D
 ALTER TABLE models ADD COLUMN IF NOT EXISTS input_cost_per_token NUMERIC;
 ALTER TABLE models ADD COLUMN IF NOT EXISTS output_cost_per_token NUMERIC;
 
--- Requests, tokens and spend per key, model and UTC day (the key's user kept beside it).
-CREATE TABLE IF NOT EXISTS usage_daily (
-    day                DATE NOT NULL,
-    key_id             TEXT NOT NULL,
-    user_id            TEXT NOT NULL,
-    model_id           TEXT NOT NULL,
-    requests           BIGINT NOT NULL DEFAULT 0,
-    prompt_tokens      BIGINT NOT NULL DEFAULT 0,
-    completion_tokens  BIGINT NOT NULL DEFAULT 0,
-    spend              NUMERIC NOT NULL DEFAULT 0,
-    PRIMARY KEY (day, key_id, model_id)
-);
-CREATE INDEX IF NOT EXISTS usage_daily_user_idx ON usage_daily (user_id, day);
+-- The usage_daily table is 006_usage_daily.sql's: LiteMaaS mode creates it in the gateway's own schema.
 
 -- The counters the gateway keeps current (used_requests, used_tokens, last_used_at) must not
 -- invalidate every cached key of a user at each batch: announce only what decisions read.

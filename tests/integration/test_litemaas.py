@@ -230,10 +230,13 @@ async def test_litemaas_tables_keep_their_columns_and_rows_through_migrate_and_t
     columns_before, rows_before = await litemaas.columns(conn), await litemaas.rows(conn)
 
     code, out, err = await run_cli("migrate", "--litemaas-triggers", url=litemaas_url)
-    assert (code, out, err) == (0, "applied 1 migration(s): 003_litellm_outbox.sql\n"
+    assert (code, out, err) == (0, "applied 2 migration(s): 003_litellm_outbox.sql, 006_usage_daily.sql\n"
                                    "NOTIFY triggers installed on LiteMaaS's tables\n", "")
     assert await litemaas.columns(conn) == columns_before
-    assert await gateway_tables(conn) == ["maas_gateway.gateway_migrations", "maas_gateway.litellm_outbox"]
+    assert await litemaas.rows(conn) == rows_before
+    assert await gateway_tables(conn) == ["maas_gateway.gateway_migrations", "maas_gateway.litellm_outbox",
+                                          "maas_gateway.usage_daily"]
+    rows_before = await litemaas.rows(conn, usage_columns=False)
 
     async with gateways(litemaas_url, redis_url, fake_upstream.url, count=2) as instances:  # a day of traffic, in small
         for gw in instances:
@@ -246,7 +249,14 @@ async def test_litemaas_tables_keep_their_columns_and_rows_through_migrate_and_t
             async with http.get(gw.url + "/v1/models", headers=bearer(key.key)) as r:
                 assert r.status == 200
     assert await litemaas.columns(conn) == columns_before
-    assert await litemaas.rows(conn) == rows_before
+    # the usage batches wrote LiteMaaS's usage columns (flushed as the gateways stopped), and nothing else
+    assert await litemaas.rows(conn, usage_columns=False) == rows_before
+    used = await conn.fetch("SELECT model_id, used_requests, used_tokens FROM subscriptions WHERE user_id = $1 "
+                            "ORDER BY model_id", key.user_id)
+    assert [tuple(r) for r in used] == [("gpt-4o", 0, 0), ("gpt-4o-mini", 6, 6 * 12)]  # 5 + 7 tokens an answer
+    assert await conn.fetchval("SELECT last_used_at IS NOT NULL FROM api_keys WHERE id = $1", key.id)
+    assert await conn.fetchval("SELECT last_used_at FROM api_keys WHERE id = $1", other.id) is None
+    assert await conn.fetchval("SELECT sum(requests) FROM maas_gateway.usage_daily") == 6
 
     code, out, err = await run_cli("migrate", "--remove-litemaas-triggers", url=litemaas_url)
     assert (code, out, err) == (0, "schema is up to date\nNOTIFY triggers removed from LiteMaaS's tables\n", "")
