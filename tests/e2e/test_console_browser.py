@@ -182,6 +182,7 @@ async def test_the_console_end_to_end(console, browser, pool):
         await page.wait_for_selector("tr.subscription[data-model='llama-3-8b'] .state-cancelled")
         await page.get_by_role("link", name="My keys", exact=True).click()
         both = page.locator("section.key", has_text="both")
+        await both.locator("tr[data-model='llama-3-8b']").wait_for()  # the page has loaded: all_inner_texts() does not wait
         assert await both.locator("tr[data-model='gpt-4o-mini'] td").all_inner_texts() == [
             "gpt-4o-mini", "active", "allowed"]
         assert await both.locator("tr[data-model='llama-3-8b'] td").all_inner_texts() == [
