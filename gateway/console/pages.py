@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -23,6 +24,7 @@ from gateway.console.access import key_access, subscription_records
 from gateway.console.security import check_csrf
 from gateway.console.session import Viewer, render, require, viewer
 from gateway.errors import GatewayError
+from gateway.usage_report import key_totals
 
 NOT_YOURS = "No such item among yours."
 
@@ -42,7 +44,14 @@ async def keys(request: Request) -> Response:
     now = time.time()
     listed = [key_access(k, subscriptions, me.user["is_active"], now) for k in await me.accounts.list_keys(me.id)]
     listed.sort(key=lambda k: (k.status != "active", k.key["created_at"]), reverse=False)
-    return render(request, "keys.html", me, keys=listed)
+    period = month_start(now)
+    usage = await key_totals(me.pool, user_id=me.id, from_=period)
+    return render(request, "keys.html", me, keys=listed, usage=usage, period=period)
+
+
+def month_start(now: float) -> str:
+    """The usage period My keys shows: this calendar month, in UTC (YYYY-MM-01)."""
+    return datetime.fromtimestamp(now, timezone.utc).date().replace(day=1).isoformat()
 
 
 def _usable(rows: list[Any], now: float) -> list[str]:

@@ -187,6 +187,16 @@ async def test_the_console_end_to_end(console, browser, pool):
         assert await both.locator("tr[data-model='llama-3-8b'] td").all_inner_texts() == [
             "llama-3-8b", "cancelled",
             "refused: Your subscription to this model is not active. Please check your subscription."]
+        # Usage this month and last use: the notebook key's one answered call (the refused one is not counted).
+        await console["gateway"].state.usage.flush()
+        await page.reload()
+        notebook = page.locator(f"section.key[data-key-id='{key_id}'] .usage")
+        assert await notebook.locator(".requests").inner_text() == "1"
+        assert int(await notebook.locator(".prompt-tokens").inner_text()) > 0
+        assert int(await notebook.locator(".completion-tokens").inner_text()) > 0
+        last_used = await pool.fetchval("SELECT last_used_at FROM api_keys WHERE id = $1", key_id)
+        assert await notebook.locator(".last-used").inner_text() == f"last used {last_used:%Y-%m-%d %H:%M} UTC"
+        assert await both.locator(".usage .last-used").inner_text() == "never used"
         await shot(page, "6-my-keys")
 
         # A second user sees none of Alice's keys and cannot revoke them.

@@ -1,7 +1,8 @@
 """Console sign-in through the real OIDC provider (scripts/oidc), without a browser: the user
 is upserted by (issuer, sub) and ensured in LiteLLM (the management double); a LiteLLM
 failure does not block the sign-in, the page says the account is being set up, and the
-reconciler heals it. Plus the console's refusals: CSRF, disabled, email already taken.
+reconciler heals it. My keys shows each key's usage this month and when it was last used.
+Plus the console's refusals: CSRF, disabled, email already taken.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -23,15 +25,15 @@ from gateway import devservices
 from gateway.config import ConsoleConfig, parse_config
 from gateway.console import console_app
 from tests.admin_support import admin_config, double, litellm_double_server  # noqa: F401 - fixtures
-from tests.support import running_gateway
+from tests.support import bearer, running_gateway
 
 pytestmark = pytest.mark.integration
 
 RUN = secrets.token_hex(3)
 SETUP = "Account setup in progress. Please try again in a moment."
 USERS = [{"sub": f"{name}-{RUN}", "username": name, "password": f"{name}-pw", "email": f"{name}-{RUN}@example.com",
-          "name": name.title(), "groups": []} for name in ("carol", "dave", "erin", "frank")]
-CAROL, DAVE, ERIN, FRANK = USERS
+          "name": name.title(), "groups": []} for name in ("carol", "dave", "erin", "frank", "grace")]
+CAROL, DAVE, ERIN, FRANK, GRACE = USERS
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +167,53 @@ def test_the_console_can_be_off(environ):
             "SESSION_SECRET": "x" * 32}
     assert console_app(parse_config({}, full), None) is not None
     assert console_app(parse_config({}, {**full, **environ}), None) is None
+
+
+async def csrf_from(session: aiohttp.ClientSession, url: str) -> str:
+    async with session.get(url) as response:
+        return re.search(r'name="csrf" value="([^"]+)"', await response.text()).group(1)
+
+
+def usage_line(page: str, prefix: str) -> str:
+    """The usage line of the key section with this prefix, its tags removed."""
+    section = page[page.index(f'data-key-prefix="{prefix}"'):]
+    line = re.search(r'<p class="usage">(.*?)</p>', section, re.S).group(1)
+    return " ".join(re.sub(r"<[^>]+>", "", line).split())
+
+
+async def test_my_keys_shows_usage_this_month_and_last_use(gateway, pool):
+    session, page = await sign_in(gateway.url, GRACE)
+    async with session:
+        model = await _a_model(pool)
+        csrf = await csrf_from(session, gateway.url + "/console/subscriptions")
+        async with session.post(gateway.url + "/console/subscriptions", data={"csrf": csrf, "model_id": model}) as r:
+            assert r.status == 200
+        keys = []
+        for name in ("used", "idle"):
+            async with session.post(gateway.url + "/console/keys",
+                                    data={"csrf": csrf, "name": name, "models": model}) as response:
+                keys.append(re.search(r'<code id="new-key">([^<]+)</code>', await response.text()).group(1))
+        used, idle = keys
+        month = datetime.now(timezone.utc).date().replace(day=1)
+        async with session.get(gateway.url + "/console/") as response:
+            page = await response.text()
+        assert usage_line(page, used[:7]) == (
+            f"Since {month.isoformat()} (UTC): 0 requests, 0 prompt and 0 completion tokens · never used")
+        # Three calls through the gateway (the upstream reports 1 prompt and 1 completion token each),
+        # and a row from last month that this period leaves out.
+        for _ in range(3):
+            async with session.post(gateway.url + "/v1/chat/completions", headers=bearer(used),
+                                    json={"model": model, "messages": [{"role": "user", "content": "hi"}]}) as r:
+                assert r.status == 200, await r.text()
+        await gateway.state.usage.flush()
+        key_id, user_id = await pool.fetchrow("SELECT id, user_id FROM api_keys WHERE key_prefix = $1", used[:7])
+        await pool.execute(
+            "INSERT INTO usage_daily (day, key_id, user_id, model_id, requests, prompt_tokens, completion_tokens) "
+            "VALUES ($1, $2, $3, $4, 50, 500, 5000)", month - timedelta(days=1), key_id, user_id, model)
+        last_used = await pool.fetchval("SELECT last_used_at FROM api_keys WHERE id = $1", key_id)
+        async with session.get(gateway.url + "/console/") as response:
+            page = await response.text()
+        assert usage_line(page, used[:7]) == (f"Since {month.isoformat()} (UTC): 3 requests, 3 prompt and "
+                                              f"3 completion tokens · last used {last_used:%Y-%m-%d %H:%M} UTC")
+        assert usage_line(page, idle[:7]) == (
+            f"Since {month.isoformat()} (UTC): 0 requests, 0 prompt and 0 completion tokens · never used")
