@@ -109,8 +109,8 @@ async def subscriptions(request: Request, error: str | None = None, status_code:
 
 
 def _restricted(model: Any) -> bool:
-    """LiteMaaS's models.restricted_access, where the schema has it."""
-    return "restricted_access" in model.keys() and bool(model["restricted_access"])
+    """models.restricted_access (LiteMaaS's column; migration 006 in the native schema)."""
+    return bool(model["restricted_access"])
 
 
 async def subscribe(request: Request) -> Response:

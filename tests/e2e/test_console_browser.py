@@ -237,20 +237,32 @@ async def test_the_console_end_to_end(console, browser, pool):
         assert await section.locator(".refusal").inner_text() == "This API key has been revoked. Create a new key to continue."
         await shot(page, "7-key-revoked")
 
-    # The admin view (Alice is in OIDC_ADMIN_GROUP; Bob is not): approve Bob's pending subscription.
+    # The admin view (Alice is in OIDC_ADMIN_GROUP; Bob is not): Alice restricts gpt-4o, Bob's
+    # subscription to it waits for her, she approves it.
     bob_id = await pool.fetchval("SELECT id FROM users WHERE oauth_id = $1", BOB["sub"])
-    accounts = console["gateway"].state.extras["accounts"]
-    await accounts.create_subscription(user_id=bob_id, model_id="gpt-4o", status="pending")
     not_admin = await bob_page.goto(console["url"] + "/console/admin")
     assert not_admin.status == 403
     assert await bob_page.get_by_role("alert").inner_text() == "This page is for administrators."
     await page.get_by_role("link", name="Admin").click()
+    gpt_4o = page.locator("tr.admin-model[data-model='gpt-4o']")
+    await gpt_4o.get_by_role("button", name="Restrict").click()
+    await gpt_4o.locator(".access", has_text="restricted: needs approval").wait_for()
+    await bob_page.goto(console["url"] + "/console/subscriptions")
+    assert await bob_page.locator("#model_id option[value='gpt-4o']").inner_text() == "gpt-4o (needs approval)"
+    await bob_page.select_option("#model_id", "gpt-4o")
+    await bob_page.get_by_role("button", name="Subscribe").click()
+    assert await bob_page.locator("tr.subscription[data-model='gpt-4o'] td").nth(1).inner_text() == (
+        "pending (waiting for an administrator)")
+    await page.reload()
     row = page.locator(f"tr.pending-subscription[data-email='{BOB['email']}']")
     await shot(page, "8-admin")
     await row.get_by_role("button", name="Approve").click()
     await row.wait_for(state="detached")
     assert await pool.fetchval(
         "SELECT status FROM subscriptions WHERE user_id = $1 AND model_id = 'gpt-4o'", bob_id) == "active"
+    await gpt_4o.get_by_role("button", name="Open to all").click()  # as the session's other tests expect
+    await gpt_4o.locator(".access", has_text="open").wait_for()
+    assert await pool.fetchval("SELECT restricted_access FROM models WHERE id = 'gpt-4o'") is False
 
     # Add a model; the same again is refused in the admin API's words.
     model = f"mistral-{RUN}"

@@ -2,6 +2,7 @@
 is upserted by (issuer, sub) and ensured in LiteLLM (the management double); a LiteLLM
 failure does not block the sign-in, the page says the account is being set up, and the
 reconciler heals it. My keys shows each key's usage this month and when it was last used.
+An admin restricts a model: its subscriptions stay pending (the key refused) until approved, or are denied.
 Plus the console's refusals: CSRF, disabled, email already taken.
 """
 
@@ -31,9 +32,11 @@ pytestmark = pytest.mark.integration
 
 RUN = secrets.token_hex(3)
 SETUP = "Account setup in progress. Please try again in a moment."
+ADMIN_GROUP = "maas-admins"
 USERS = [{"sub": f"{name}-{RUN}", "username": name, "password": f"{name}-pw", "email": f"{name}-{RUN}@example.com",
-          "name": name.title(), "groups": []} for name in ("carol", "dave", "erin", "frank", "grace")]
-CAROL, DAVE, ERIN, FRANK, GRACE = USERS
+          "name": name.title(), "groups": [ADMIN_GROUP] if name == "heidi" else []}
+         for name in ("carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")]
+CAROL, DAVE, ERIN, FRANK, GRACE, HEIDI, IVAN, JUDY = USERS
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +56,8 @@ async def gateway(provider_and_port, double, postgres_url, redis_url):
     provider, port, client = provider_and_port
     config = admin_config(postgres_url, redis_url, double.url)
     console = ConsoleConfig(oidc_issuer=provider.url, oidc_client_id=client["client_id"],
-                            oidc_client_secret=client["client_secret"], session_secret=secrets.token_urlsafe(32))
+                            oidc_client_secret=client["client_secret"], session_secret=secrets.token_urlsafe(32),
+                            oidc_admin_group=ADMIN_GROUP)
     async with running_gateway(dataclasses.replace(config, console=console), port=port) as gw:
         yield gw
 
@@ -217,3 +221,98 @@ async def test_my_keys_shows_usage_this_month_and_last_use(gateway, pool):
                                               f"3 completion tokens · last used {last_used:%Y-%m-%d %H:%M} UTC")
         assert usage_line(page, idle[:7]) == (
             f"Since {month.isoformat()} (UTC): 0 requests, 0 prompt and 0 completion tokens · never used")
+
+
+def inactive(model: str) -> dict:
+    return {"error": {"message": f"Your subscription to this model is not active. Please check your subscription. "
+                                 f"(model: {model})",
+                      "type": "permission_denied_error", "param": "model", "code": "SUBSCRIPTION_INACTIVE"}}
+
+
+async def post(session: aiohttp.ClientSession, url: str, data: dict) -> tuple[int, str]:
+    async with session.post(url, data=data) as response:
+        return response.status, await response.text()
+
+
+async def test_a_restricted_model_waits_for_an_admin(gateway, pool):
+    model = f"restricted-{RUN}"
+    await gateway.state.extras["accounts"].create_model(id=model)
+    admin, _ = await sign_in(gateway.url, HEIDI)
+    user, _ = await sign_in(gateway.url, IVAN)
+    async with admin, user:
+        admin_csrf = await csrf_from(admin, gateway.url + "/console/admin")
+        csrf = await csrf_from(user, gateway.url + "/console/subscriptions")
+        # Open to all at first: Ivan subscribes (active), makes a key, and cancels.
+        assert (await post(user, gateway.url + "/console/subscriptions", {"csrf": csrf, "model_id": model}))[0] == 200
+        status, created = await post(user, gateway.url + "/console/keys", {"csrf": csrf, "name": "r", "models": model})
+        key = re.search(r'<code id="new-key">([^<]+)</code>', created).group(1)
+        ivan = await pool.fetchval("SELECT id FROM users WHERE oauth_id = $1", IVAN["sub"])
+        subscription = await pool.fetchval(
+            "SELECT id FROM subscriptions WHERE user_id = $1 AND model_id = $2", ivan, model)
+        await post(user, f"{gateway.url}/console/subscriptions/{subscription}/cancel", {"csrf": csrf})
+
+        # The admin restricts the model (a non-admin, or a form without the token, cannot).
+        form = {"csrf": admin_csrf, "model_id": model, "restricted": "1"}
+        status, page = await post(user, gateway.url + "/console/admin/models/access", {**form, "csrf": csrf})
+        assert status == 403 and 'role="alert">This page is for administrators.<' in page
+        status, page = await post(admin, gateway.url + "/console/admin/models/access", {**form, "csrf": "x"})
+        assert status == 403 and "The form expired or did not come from this console." in page
+        assert await pool.fetchval("SELECT restricted_access FROM models WHERE id = $1", model) is False
+        status, page = await post(admin, gateway.url + "/console/admin/models/access", form)
+        assert status == 200 and await pool.fetchval("SELECT restricted_access FROM models WHERE id = $1", model)
+        row = page[page.index(f'data-model="{model}"'):]
+        assert "restricted: needs approval" in row[:row.index("</tr>")]
+
+        # Subscribing again makes it pending; the key is refused until the admin approves.
+        status, page = await post(user, gateway.url + "/console/subscriptions", {"csrf": csrf, "model_id": model})
+        assert status == 200 and "(waiting for an administrator)" in page
+        assert await pool.fetchval("SELECT status FROM subscriptions WHERE id = $1", subscription) == "pending"
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+
+        async def answer() -> tuple[int, dict]:
+            async with user.post(gateway.url + "/v1/chat/completions", headers=bearer(key), json=body) as response:
+                return response.status, await response.json()
+
+        assert await answer() == (403, inactive(model))
+        async with admin.get(gateway.url + "/console/admin") as response:
+            assert f'class="pending-subscription" data-model="{model}" data-email="{IVAN["email"]}"' \
+                in await response.text()
+        status, _ = await post(admin, f"{gateway.url}/console/admin/subscriptions/{subscription}/approve",
+                               {"csrf": admin_csrf})
+        assert status == 200
+        assert await pool.fetchval("SELECT status FROM subscriptions WHERE id = $1", subscription) == "active"
+        deadline = time.monotonic() + 5
+        while (status := (await answer())[0]) != 200:  # the approval reaches the key cache
+            assert (status, time.monotonic() < deadline) == (403, True)
+            await asyncio.sleep(0.05)  # polling the gateway's answer with a deadline
+
+
+async def test_an_admin_denies_a_pending_subscription(gateway, pool):
+    model = f"denied-{RUN}"
+    accounts = gateway.state.extras["accounts"]
+    await accounts.create_model(id=model)
+    await accounts.set_model_restricted(model, True)
+    admin, _ = await sign_in(gateway.url, HEIDI)
+    user, _ = await sign_in(gateway.url, JUDY)
+    async with admin, user:
+        csrf = await csrf_from(user, gateway.url + "/console/subscriptions")
+        assert (await post(user, gateway.url + "/console/subscriptions", {"csrf": csrf, "model_id": model}))[0] == 200
+        judy = await pool.fetchval("SELECT id FROM users WHERE oauth_id = $1", JUDY["sub"])
+        subscription = await pool.fetchval(
+            "SELECT id FROM subscriptions WHERE user_id = $1 AND model_id = $2", judy, model)
+        assert await pool.fetchval("SELECT status FROM subscriptions WHERE id = $1", subscription) == "pending"
+        async with admin.get(gateway.url + "/console/admin") as response:
+            assert f'class="pending-subscription" data-model="{model}"' in await response.text()
+        # Judy cannot decide her own subscription: the admin actions are for admins.
+        status, page = await post(user, f"{gateway.url}/console/admin/subscriptions/{subscription}/approve",
+                                  {"csrf": csrf})
+        assert status == 403 and "This page is for administrators." in page
+        admin_csrf = await csrf_from(admin, gateway.url + "/console/admin")
+        status, page = await post(admin, f"{gateway.url}/console/admin/subscriptions/{subscription}/deny",
+                                  {"csrf": admin_csrf})
+        assert status == 200 and f'class="pending-subscription" data-model="{model}"' not in page  # decided
+        assert await pool.fetchval("SELECT status FROM subscriptions WHERE id = $1", subscription) == "denied"
+        async with user.get(gateway.url + "/console/subscriptions") as response:
+            mine = await response.text()
+        row = mine[mine.index(f'data-model="{model}"'):]
+        assert '<span class="state state-denied">denied</span>' in row[:row.index("</tr>")]
