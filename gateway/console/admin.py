@@ -5,6 +5,7 @@
     POST /console/admin/users/{id}/activate|deactivate
     POST /console/admin/models                            add a model (its LiteLLM name)
     POST /console/admin/models/access                     mark a model restricted (model_id, restricted=1|0)
+On a LiteMaaS database the view only shows, and every POST answers 403 (litemaas_mode.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from gateway.console.litemaas_mode import managed_in_litemaas
 from gateway.console.security import check_csrf
 from gateway.console.session import render, require
 from gateway.errors import GatewayError
@@ -81,8 +83,8 @@ async def set_restricted(request: Request) -> Response:
 def routes() -> list[Route]:
     return [
         Route("/admin", overview, methods=["GET"], name="admin"),
-        Route("/admin/models", add_model, methods=["POST"], name="add_model"),
-        Route("/admin/models/access", set_restricted, methods=["POST"], name="set_restricted"),
-        Route("/admin/subscriptions/{subscription_id}/{action:str}", decide, methods=["POST"]),
-        Route("/admin/users/{user_id}/{action:str}", set_active, methods=["POST"]),
+        Route("/admin/models", managed_in_litemaas(add_model), methods=["POST"], name="add_model"),
+        Route("/admin/models/access", managed_in_litemaas(set_restricted), methods=["POST"], name="set_restricted"),
+        Route("/admin/subscriptions/{subscription_id}/{action:str}", managed_in_litemaas(decide), methods=["POST"]),
+        Route("/admin/users/{user_id}/{action:str}", managed_in_litemaas(set_active), methods=["POST"]),
     ]
