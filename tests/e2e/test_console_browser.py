@@ -181,6 +181,7 @@ async def test_the_console_end_to_end(console, browser, pool):
         await page.locator("tr.subscription[data-model='llama-3-8b'] button", has_text="Cancel").click()
         await page.wait_for_selector("tr.subscription[data-model='llama-3-8b'] .state-cancelled")
         await page.get_by_role("link", name="My keys", exact=True).click()
+        await page.wait_for_url(console["url"] + "/console/")  # all_inner_texts() does not wait for the page
         both = page.locator("section.key", has_text="both")
         assert await both.locator("tr[data-model='gpt-4o-mini'] td").all_inner_texts() == [
             "gpt-4o-mini", "active", "allowed"]
