@@ -205,6 +205,16 @@ class Accounts:
         return model_view(row)
 
     @_mapped
+    async def set_model_restricted(self, model_id: str, restricted: bool) -> dict:
+        """Subscriptions asked for from now on are `pending` (restricted) or `active`; existing ones stay."""
+        row = await self._pool.fetchrow(
+            "UPDATE models SET restricted_access = $2 WHERE id = $1 RETURNING *", model_id, restricted)
+        if row is None:
+            raise _not_found("model", model_id, param="model_id")
+        log.info("model access changed", extra={"fields": {"model_id": model_id, "restricted": restricted}})
+        return {**model_view(row), "restricted_access": row["restricted_access"]}
+
+    @_mapped
     async def list_models(self) -> list[dict]:
         return [model_view(r) for r in await self._pool.fetch("SELECT * FROM models ORDER BY id")]
 

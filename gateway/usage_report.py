@@ -3,6 +3,8 @@
     usage_page(pool, user_id?, key_id?, model?, from?, to?, limit, cursor?)
         -> {"data": [{day, key_id, user_id, model_id, requests, prompt_tokens, completion_tokens,
                       spend}, ...], "next_cursor": str | None}
+    key_totals(pool, user_id?, key_id?, model?, from?, to?)
+        -> {key_id: {requests, prompt_tokens, completion_tokens, spend}}   (the console's My keys)
 
 Rows come in (day, key_id, model_id) order; the cursor is the last row's place, opaque to clients.
 `from` and `to` are UTC days (YYYY-MM-DD), both included.
@@ -49,9 +51,9 @@ def page_limit(text: str | None) -> int:
     return int(text)
 
 
-async def usage_page(pool: Any, *, user_id: str | None = None, key_id: str | None = None, model: str | None = None,
-                     from_: str | None = None, to: str | None = None, limit: int = DEFAULT_LIMIT,
-                     cursor: str | None = None) -> dict:
+def _filters(*, user_id: str | None = None, key_id: str | None = None, model: str | None = None,
+             from_: str | None = None, to: str | None = None, cursor: str | None = None) -> tuple[str, list[Any]]:
+    """The WHERE clause (or "") and its arguments, for usage_daily."""
     where, args = [], []  # type: ignore[var-annotated]
 
     def add(condition: str, *values: Any) -> None:
@@ -70,9 +72,15 @@ async def usage_page(pool: Any, *, user_id: str | None = None, key_id: str | Non
         add("day <= {}", _day(to, "to"))
     if cursor:
         add("(day, key_id, model_id) > ({}, {}, {})", *decode_cursor(cursor))
+    return ("WHERE " + " AND ".join(where) if where else ""), args
+
+
+async def usage_page(pool: Any, *, user_id: str | None = None, key_id: str | None = None, model: str | None = None,
+                     from_: str | None = None, to: str | None = None, limit: int = DEFAULT_LIMIT,
+                     cursor: str | None = None) -> dict:
+    where, args = _filters(user_id=user_id, key_id=key_id, model=model, from_=from_, to=to, cursor=cursor)
     sql = ("SELECT day, key_id, user_id, model_id, requests, prompt_tokens, completion_tokens, spend::float8 AS spend "
-           f"FROM usage_daily {'WHERE ' + ' AND '.join(where) if where else ''} "
-           f"ORDER BY day, key_id, model_id LIMIT {limit + 1}")
+           f"FROM usage_daily {where} ORDER BY day, key_id, model_id LIMIT {limit + 1}")
     rows = await pool.fetch(sql, *args)
     more = len(rows) > limit
     rows = rows[:limit]
@@ -80,3 +88,14 @@ async def usage_page(pool: Any, *, user_id: str | None = None, key_id: str | Non
     last = rows[-1] if rows else None
     return {"data": data,
             "next_cursor": encode_cursor(last["day"], last["key_id"], last["model_id"]) if more and last else None}
+
+
+async def key_totals(pool: Any, *, user_id: str | None = None, key_id: str | None = None, model: str | None = None,
+                     from_: str | None = None, to: str | None = None) -> dict[str, dict]:
+    """The same rows as usage_page, summed per key (all models, all days in range)."""
+    where, args = _filters(user_id=user_id, key_id=key_id, model=model, from_=from_, to=to)
+    rows = await pool.fetch(
+        "SELECT key_id, sum(requests)::int8 AS requests, sum(prompt_tokens)::int8 AS prompt_tokens, "
+        "sum(completion_tokens)::int8 AS completion_tokens, sum(spend)::float8 AS spend "
+        f"FROM usage_daily {where} GROUP BY key_id", *args)
+    return {r["key_id"]: {k: r[k] for k in ("requests", "prompt_tokens", "completion_tokens", "spend")} for r in rows}

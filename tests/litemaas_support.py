@@ -99,9 +99,9 @@ async def add_model(conn: Any, model_id: str, *, restricted: bool = False) -> No
     )
 
 
-async def add_user(conn: Any, *, is_active: bool = True) -> uuid.UUID:
-    """As LiteMaaS's OAuth sign-in writes it."""
-    sub = secrets.token_hex(8)
+async def add_user(conn: Any, *, is_active: bool = True, oauth_id: str | None = None) -> uuid.UUID:
+    """As LiteMaaS's OAuth sign-in writes it (`oauth_id`: the provider's subject, random by default)."""
+    sub = oauth_id or secrets.token_hex(8)
     return await conn.fetchval(
         """INSERT INTO users (username, email, full_name, oauth_provider, oauth_id, roles, max_budget,
                               tpm_limit, rpm_limit, last_login_at, is_active, sync_status)

@@ -7,9 +7,10 @@ their own API keys and subscriptions; members of OIDC_ADMIN_GROUP also get the a
                    sign-out, the signed-in user of a request
     users.py       sign-in's upsert by (oauth_provider, oauth_id) and the LiteLLM sync
     access.py      per key and model: may it be called now? (policies.access, the proxy's code)
-    pages.py       My keys, create / revoke key, My subscriptions
-    admin.py       the admin view: pending subscriptions, users
+    pages.py       My keys (with usage this month), create / revoke key, My subscriptions
+    admin.py       the admin view: pending subscriptions, users, models (restricted or not)
     security.py    CSP and other headers, CSRF tokens
+    litemaas_mode.py   on a LiteMaaS database: sign-in finds LiteMaaS's user, pages only show
 Every change goes through gateway/accounts.py, the admin API's service layer.
 """
 

@@ -4,6 +4,8 @@
     POST /console/admin/subscriptions/{id}/approve|deny   pending -> active | denied
     POST /console/admin/users/{id}/activate|deactivate
     POST /console/admin/models                            add a model (its LiteLLM name)
+    POST /console/admin/models/access                     mark a model restricted (model_id, restricted=1|0)
+On a LiteMaaS database the view only shows, and every POST answers 403 (litemaas_mode.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from gateway.console.litemaas_mode import managed_in_litemaas
 from gateway.console.security import check_csrf
 from gateway.console.session import render, require
 from gateway.errors import GatewayError
@@ -33,7 +36,7 @@ async def overview(request: Request, error: str | None = None) -> Response:
         """SELECT id, email, username, is_active, sync_status, last_login_at FROM users
            WHERE email ILIKE $1 OR username ILIKE $1 ORDER BY email LIMIT $2 OFFSET $3""",
         pattern, PAGE_SIZE + 1, (page - 1) * PAGE_SIZE)
-    models = await me.accounts.list_models()
+    models = await me.pool.fetch("SELECT id, restricted_access FROM models ORDER BY id")
     return render(request, "admin.html", me, pending=pending, users=users[:PAGE_SIZE], query=query, page=page,
                   more=len(users) > PAGE_SIZE, models=models, error=error)
 
@@ -70,10 +73,18 @@ async def add_model(request: Request) -> Response:
     return RedirectResponse(request.url_for("admin"), status_code=303)
 
 
+async def set_restricted(request: Request) -> Response:
+    me = await require(request, admin=True)
+    form = await check_csrf(request)
+    await me.accounts.set_model_restricted(str(form.get("model_id") or ""), form.get("restricted") == "1")
+    return RedirectResponse(request.url_for("admin"), status_code=303)
+
+
 def routes() -> list[Route]:
     return [
         Route("/admin", overview, methods=["GET"], name="admin"),
-        Route("/admin/models", add_model, methods=["POST"], name="add_model"),
-        Route("/admin/subscriptions/{subscription_id}/{action:str}", decide, methods=["POST"]),
-        Route("/admin/users/{user_id}/{action:str}", set_active, methods=["POST"]),
+        Route("/admin/models", managed_in_litemaas(add_model), methods=["POST"], name="add_model"),
+        Route("/admin/models/access", managed_in_litemaas(set_restricted), methods=["POST"], name="set_restricted"),
+        Route("/admin/subscriptions/{subscription_id}/{action:str}", managed_in_litemaas(decide), methods=["POST"]),
+        Route("/admin/users/{user_id}/{action:str}", managed_in_litemaas(set_active), methods=["POST"]),
     ]

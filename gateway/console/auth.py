@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from gateway.config import Config
 from gateway.console.security import check_csrf, csrf_token
+from gateway.console.litemaas_mode import find_user, read_only
 from gateway.console.users import EmailTaken, Identity, sign_in
 
 log = logging.getLogger("maas_gateway.console")
@@ -83,12 +84,15 @@ async def callback(request: Request) -> Response:
     if accounts is None:
         raise HTTPException(503, "The console needs the database: set DATABASE_URL.")
     try:
-        user = await sign_in(accounts, state.pool, identity)
+        if read_only(request):  # LiteMaaS made the user; its row is not the console's to write
+            user = await find_user(state.pool, identity.subject)
+        else:
+            user = await sign_in(accounts, state.pool, identity)
     except EmailTaken:
         raise HTTPException(
             409, "Another account already uses this email address. Ask an administrator to link it.") from None
     request.session.clear()
-    request.session["uid"] = user["id"]
+    request.session["uid"] = str(user["id"])  # LiteMaaS's ids are UUIDs
     admin_group = config.console.oidc_admin_group
     request.session["admin"] = bool(admin_group and admin_group in identity.groups)
     csrf_token(request)

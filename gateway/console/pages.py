@@ -7,11 +7,14 @@
     GET  /console/subscriptions             the models, and the user's subscriptions
     POST /console/subscriptions             subscribe (pending when the model is restricted)
     POST /console/subscriptions/{id}/cancel cancel one of the user's own subscriptions
+On a LiteMaaS database the pages only show, and the key / subscription routes answer 403
+(litemaas_mode.py): LiteMaaS creates and changes those rows itself.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -20,9 +23,11 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from gateway.console.access import key_access, subscription_records
+from gateway.console.litemaas_mode import managed_in_litemaas, read_only
 from gateway.console.security import check_csrf
 from gateway.console.session import Viewer, render, require, viewer
 from gateway.errors import GatewayError
+from gateway.usage_report import key_totals
 
 NOT_YOURS = "No such item among yours."
 
@@ -42,7 +47,15 @@ async def keys(request: Request) -> Response:
     now = time.time()
     listed = [key_access(k, subscriptions, me.user["is_active"], now) for k in await me.accounts.list_keys(me.id)]
     listed.sort(key=lambda k: (k.status != "active", k.key["created_at"]), reverse=False)
-    return render(request, "keys.html", me, keys=listed)
+    period = month_start(now)
+    # LiteMaaS mode records no usage_daily (LiteLLM and LiteMaaS count it there): last use only.
+    usage = None if read_only(request) else await key_totals(me.pool, user_id=me.id, from_=period)
+    return render(request, "keys.html", me, keys=listed, usage=usage, period=period)
+
+
+def month_start(now: float) -> str:
+    """The usage period My keys shows: this calendar month, in UTC (YYYY-MM-01)."""
+    return datetime.fromtimestamp(now, timezone.utc).date().replace(day=1).isoformat()
 
 
 def _usable(rows: list[Any], now: float) -> list[str]:
@@ -92,7 +105,7 @@ async def subscriptions(request: Request, error: str | None = None, status_code:
     me = await require(request)
     mine = await _subscriptions(me)
     held = {r["model_id"]: r for r in mine}
-    models = await me.pool.fetch("SELECT * FROM models WHERE is_active ORDER BY id")
+    models = [] if read_only(request) else await me.pool.fetch("SELECT * FROM models WHERE is_active ORDER BY id")
     offered = [{"id": m["id"], "restricted": _restricted(m)} for m in models
                if m["id"] not in held or held[m["id"]]["status"] == "cancelled"]
     return render(request, "subscriptions.html", me, status_code=status_code,
@@ -100,8 +113,8 @@ async def subscriptions(request: Request, error: str | None = None, status_code:
 
 
 def _restricted(model: Any) -> bool:
-    """LiteMaaS's models.restricted_access, where the schema has it."""
-    return "restricted_access" in model.keys() and bool(model["restricted_access"])
+    """models.restricted_access (LiteMaaS's column; migration 006 in the native schema)."""
+    return bool(model["restricted_access"])
 
 
 async def subscribe(request: Request) -> Response:
@@ -136,10 +149,10 @@ async def cancel(request: Request) -> Response:
 def routes() -> list[Route]:
     return [
         Route("/", keys, methods=["GET"], name="keys"),
-        Route("/keys/new", new_key, methods=["GET"], name="new_key"),
-        Route("/keys", create_key, methods=["POST"], name="create_key"),
-        Route("/keys/{key_id}/revoke", revoke_key, methods=["POST"], name="revoke_key"),
+        Route("/keys/new", managed_in_litemaas(new_key), methods=["GET"], name="new_key"),
+        Route("/keys", managed_in_litemaas(create_key), methods=["POST"], name="create_key"),
+        Route("/keys/{key_id}/revoke", managed_in_litemaas(revoke_key), methods=["POST"], name="revoke_key"),
         Route("/subscriptions", subscriptions, methods=["GET"], name="subscriptions"),
-        Route("/subscriptions", subscribe, methods=["POST"], name="subscribe"),
-        Route("/subscriptions/{subscription_id}/cancel", cancel, methods=["POST"], name="cancel"),
+        Route("/subscriptions", managed_in_litemaas(subscribe), methods=["POST"], name="subscribe"),
+        Route("/subscriptions/{subscription_id}/cancel", managed_in_litemaas(cancel), methods=["POST"], name="cancel"),
     ]

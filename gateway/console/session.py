@@ -66,5 +66,6 @@ def render(request: Request, name: str, me: Viewer | None, status_code: int = 20
         admin=bool(me and me.admin),
         csrf=csrf_token(request) if me else "",
         setup_pending=bool(me and setup_pending(me.accounts, me.user)),
+        read_only=request.app.state.config.database.schema == "litemaas",  # see litemaas_mode.py
     )
     return request.app.state.templates.TemplateResponse(request, name, context, status_code=status_code)

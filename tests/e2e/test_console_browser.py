@@ -181,6 +181,7 @@ async def test_the_console_end_to_end(console, browser, pool):
         await page.locator("tr.subscription[data-model='llama-3-8b'] button", has_text="Cancel").click()
         await page.wait_for_selector("tr.subscription[data-model='llama-3-8b'] .state-cancelled")
         await page.get_by_role("link", name="My keys", exact=True).click()
+        await page.wait_for_url(console["url"] + "/console/")  # all_inner_texts() does not wait for the page
         both = page.locator("section.key", has_text="both")
         await both.locator("tr[data-model='llama-3-8b']").wait_for()  # the page has loaded: all_inner_texts() does not wait
         assert await both.locator("tr[data-model='gpt-4o-mini'] td").all_inner_texts() == [
@@ -188,6 +189,16 @@ async def test_the_console_end_to_end(console, browser, pool):
         assert await both.locator("tr[data-model='llama-3-8b'] td").all_inner_texts() == [
             "llama-3-8b", "cancelled",
             "refused: Your subscription to this model is not active. Please check your subscription."]
+        # Usage this month and last use: the notebook key's one answered call (the refused one is not counted).
+        await console["gateway"].state.usage.flush()
+        await page.reload()
+        notebook = page.locator(f"section.key[data-key-id='{key_id}'] .usage")
+        assert await notebook.locator(".requests").inner_text() == "1"
+        assert int(await notebook.locator(".prompt-tokens").inner_text()) > 0
+        assert int(await notebook.locator(".completion-tokens").inner_text()) > 0
+        last_used = await pool.fetchval("SELECT last_used_at FROM api_keys WHERE id = $1", key_id)
+        assert await notebook.locator(".last-used").inner_text() == f"last used {last_used:%Y-%m-%d %H:%M} UTC"
+        assert await both.locator(".usage .last-used").inner_text() == "never used"
         await shot(page, "6-my-keys")
 
         # A second user sees none of Alice's keys and cannot revoke them.
@@ -228,20 +239,32 @@ async def test_the_console_end_to_end(console, browser, pool):
         assert await section.locator(".refusal").inner_text() == "This API key has been revoked. Create a new key to continue."
         await shot(page, "7-key-revoked")
 
-    # The admin view (Alice is in OIDC_ADMIN_GROUP; Bob is not): approve Bob's pending subscription.
+    # The admin view (Alice is in OIDC_ADMIN_GROUP; Bob is not): Alice restricts gpt-4o, Bob's
+    # subscription to it waits for her, she approves it.
     bob_id = await pool.fetchval("SELECT id FROM users WHERE oauth_id = $1", BOB["sub"])
-    accounts = console["gateway"].state.extras["accounts"]
-    await accounts.create_subscription(user_id=bob_id, model_id="gpt-4o", status="pending")
     not_admin = await bob_page.goto(console["url"] + "/console/admin")
     assert not_admin.status == 403
     assert await bob_page.get_by_role("alert").inner_text() == "This page is for administrators."
     await page.get_by_role("link", name="Admin").click()
+    gpt_4o = page.locator("tr.admin-model[data-model='gpt-4o']")
+    await gpt_4o.get_by_role("button", name="Restrict").click()
+    await gpt_4o.locator(".access", has_text="restricted: needs approval").wait_for()
+    await bob_page.goto(console["url"] + "/console/subscriptions")
+    assert await bob_page.locator("#model_id option[value='gpt-4o']").inner_text() == "gpt-4o (needs approval)"
+    await bob_page.select_option("#model_id", "gpt-4o")
+    await bob_page.get_by_role("button", name="Subscribe").click()
+    assert await bob_page.locator("tr.subscription[data-model='gpt-4o'] td").nth(1).inner_text() == (
+        "pending (waiting for an administrator)")
+    await page.reload()
     row = page.locator(f"tr.pending-subscription[data-email='{BOB['email']}']")
     await shot(page, "8-admin")
     await row.get_by_role("button", name="Approve").click()
     await row.wait_for(state="detached")
     assert await pool.fetchval(
         "SELECT status FROM subscriptions WHERE user_id = $1 AND model_id = 'gpt-4o'", bob_id) == "active"
+    await gpt_4o.get_by_role("button", name="Open to all").click()  # as the session's other tests expect
+    await gpt_4o.locator(".access", has_text="open").wait_for()
+    assert await pool.fetchval("SELECT restricted_access FROM models WHERE id = 'gpt-4o'") is False
 
     # Add a model; the same again is refused in the admin API's words.
     model = f"mistral-{RUN}"

@@ -1,7 +1,9 @@
 """Console sign-in through the real OIDC provider (scripts/oidc), without a browser: the user
 is upserted by (issuer, sub) and ensured in LiteLLM (the management double); a LiteLLM
 failure does not block the sign-in, the page says the account is being set up, and the
-reconciler heals it. Plus the console's refusals: CSRF, disabled, email already taken.
+reconciler heals it. My keys shows each key's usage this month and when it was last used.
+An admin restricts a model: its subscriptions stay pending (the key refused) until approved, or are denied.
+Plus the console's refusals: CSRF, disabled, email already taken.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -23,15 +26,17 @@ from gateway import devservices
 from gateway.config import ConsoleConfig, parse_config
 from gateway.console import console_app
 from tests.admin_support import admin_config, double, litellm_double_server  # noqa: F401 - fixtures
-from tests.support import running_gateway
+from tests.support import bearer, running_gateway
 
 pytestmark = pytest.mark.integration
 
 RUN = secrets.token_hex(3)
 SETUP = "Account setup in progress. Please try again in a moment."
+ADMIN_GROUP = "maas-admins"
 USERS = [{"sub": f"{name}-{RUN}", "username": name, "password": f"{name}-pw", "email": f"{name}-{RUN}@example.com",
-          "name": name.title(), "groups": []} for name in ("carol", "dave", "erin", "frank")]
-CAROL, DAVE, ERIN, FRANK = USERS
+          "name": name.title(), "groups": [ADMIN_GROUP] if name == "heidi" else []}
+         for name in ("carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")]
+CAROL, DAVE, ERIN, FRANK, GRACE, HEIDI, IVAN, JUDY = USERS
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +56,8 @@ async def gateway(provider_and_port, double, postgres_url, redis_url):
     provider, port, client = provider_and_port
     config = admin_config(postgres_url, redis_url, double.url)
     console = ConsoleConfig(oidc_issuer=provider.url, oidc_client_id=client["client_id"],
-                            oidc_client_secret=client["client_secret"], session_secret=secrets.token_urlsafe(32))
+                            oidc_client_secret=client["client_secret"], session_secret=secrets.token_urlsafe(32),
+                            oidc_admin_group=ADMIN_GROUP)
     async with running_gateway(dataclasses.replace(config, console=console), port=port) as gw:
         yield gw
 
@@ -165,3 +171,148 @@ def test_the_console_can_be_off(environ):
             "SESSION_SECRET": "x" * 32}
     assert console_app(parse_config({}, full), None) is not None
     assert console_app(parse_config({}, {**full, **environ}), None) is None
+
+
+async def csrf_from(session: aiohttp.ClientSession, url: str) -> str:
+    async with session.get(url) as response:
+        return re.search(r'name="csrf" value="([^"]+)"', await response.text()).group(1)
+
+
+def usage_line(page: str, prefix: str) -> str:
+    """The usage line of the key section with this prefix, its tags removed."""
+    section = page[page.index(f'data-key-prefix="{prefix}"'):]
+    line = re.search(r'<p class="usage">(.*?)</p>', section, re.S).group(1)
+    return " ".join(re.sub(r"<[^>]+>", "", line).split())
+
+
+async def test_my_keys_shows_usage_this_month_and_last_use(gateway, pool):
+    session, page = await sign_in(gateway.url, GRACE)
+    async with session:
+        model = await _a_model(pool)
+        csrf = await csrf_from(session, gateway.url + "/console/subscriptions")
+        async with session.post(gateway.url + "/console/subscriptions", data={"csrf": csrf, "model_id": model}) as r:
+            assert r.status == 200
+        keys = []
+        for name in ("used", "idle"):
+            async with session.post(gateway.url + "/console/keys",
+                                    data={"csrf": csrf, "name": name, "models": model}) as response:
+                keys.append(re.search(r'<code id="new-key">([^<]+)</code>', await response.text()).group(1))
+        used, idle = keys
+        month = datetime.now(timezone.utc).date().replace(day=1)
+        async with session.get(gateway.url + "/console/") as response:
+            page = await response.text()
+        assert usage_line(page, used[:7]) == (
+            f"Since {month.isoformat()} (UTC): 0 requests, 0 prompt and 0 completion tokens · never used")
+        # Three calls through the gateway (the upstream reports 1 prompt and 1 completion token each),
+        # and a row from last month that this period leaves out.
+        for _ in range(3):
+            async with session.post(gateway.url + "/v1/chat/completions", headers=bearer(used),
+                                    json={"model": model, "messages": [{"role": "user", "content": "hi"}]}) as r:
+                assert r.status == 200, await r.text()
+        await gateway.state.usage.flush()
+        key_id, user_id = await pool.fetchrow("SELECT id, user_id FROM api_keys WHERE key_prefix = $1", used[:7])
+        await pool.execute(
+            "INSERT INTO usage_daily (day, key_id, user_id, model_id, requests, prompt_tokens, completion_tokens) "
+            "VALUES ($1, $2, $3, $4, 50, 500, 5000)", month - timedelta(days=1), key_id, user_id, model)
+        last_used = await pool.fetchval("SELECT last_used_at FROM api_keys WHERE id = $1", key_id)
+        async with session.get(gateway.url + "/console/") as response:
+            page = await response.text()
+        assert usage_line(page, used[:7]) == (f"Since {month.isoformat()} (UTC): 3 requests, 3 prompt and "
+                                              f"3 completion tokens · last used {last_used:%Y-%m-%d %H:%M} UTC")
+        assert usage_line(page, idle[:7]) == (
+            f"Since {month.isoformat()} (UTC): 0 requests, 0 prompt and 0 completion tokens · never used")
+
+
+def inactive(model: str) -> dict:
+    return {"error": {"message": f"Your subscription to this model is not active. Please check your subscription. "
+                                 f"(model: {model})",
+                      "type": "permission_denied_error", "param": "model", "code": "SUBSCRIPTION_INACTIVE"}}
+
+
+async def post(session: aiohttp.ClientSession, url: str, data: dict) -> tuple[int, str]:
+    async with session.post(url, data=data) as response:
+        return response.status, await response.text()
+
+
+async def test_a_restricted_model_waits_for_an_admin(gateway, pool):
+    model = f"restricted-{RUN}"
+    await gateway.state.extras["accounts"].create_model(id=model)
+    admin, _ = await sign_in(gateway.url, HEIDI)
+    user, _ = await sign_in(gateway.url, IVAN)
+    async with admin, user:
+        admin_csrf = await csrf_from(admin, gateway.url + "/console/admin")
+        csrf = await csrf_from(user, gateway.url + "/console/subscriptions")
+        # Open to all at first: Ivan subscribes (active), makes a key, and cancels.
+        assert (await post(user, gateway.url + "/console/subscriptions", {"csrf": csrf, "model_id": model}))[0] == 200
+        status, created = await post(user, gateway.url + "/console/keys", {"csrf": csrf, "name": "r", "models": model})
+        key = re.search(r'<code id="new-key">([^<]+)</code>', created).group(1)
+        ivan = await pool.fetchval("SELECT id FROM users WHERE oauth_id = $1", IVAN["sub"])
+        subscription = await pool.fetchval(
+            "SELECT id FROM subscriptions WHERE user_id = $1 AND model_id = $2", ivan, model)
+        await post(user, f"{gateway.url}/console/subscriptions/{subscription}/cancel", {"csrf": csrf})
+
+        # The admin restricts the model (a non-admin, or a form without the token, cannot).
+        form = {"csrf": admin_csrf, "model_id": model, "restricted": "1"}
+        status, page = await post(user, gateway.url + "/console/admin/models/access", {**form, "csrf": csrf})
+        assert status == 403 and 'role="alert">This page is for administrators.<' in page
+        status, page = await post(admin, gateway.url + "/console/admin/models/access", {**form, "csrf": "x"})
+        assert status == 403 and "The form expired or did not come from this console." in page
+        assert await pool.fetchval("SELECT restricted_access FROM models WHERE id = $1", model) is False
+        status, page = await post(admin, gateway.url + "/console/admin/models/access", form)
+        assert status == 200 and await pool.fetchval("SELECT restricted_access FROM models WHERE id = $1", model)
+        row = page[page.index(f'data-model="{model}"'):]
+        assert "restricted: needs approval" in row[:row.index("</tr>")]
+
+        # Subscribing again makes it pending; the key is refused until the admin approves.
+        status, page = await post(user, gateway.url + "/console/subscriptions", {"csrf": csrf, "model_id": model})
+        assert status == 200 and "(waiting for an administrator)" in page
+        assert await pool.fetchval("SELECT status FROM subscriptions WHERE id = $1", subscription) == "pending"
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+
+        async def answer() -> tuple[int, dict]:
+            async with user.post(gateway.url + "/v1/chat/completions", headers=bearer(key), json=body) as response:
+                return response.status, await response.json()
+
+        assert await answer() == (403, inactive(model))
+        async with admin.get(gateway.url + "/console/admin") as response:
+            assert f'class="pending-subscription" data-model="{model}" data-email="{IVAN["email"]}"' \
+                in await response.text()
+        status, _ = await post(admin, f"{gateway.url}/console/admin/subscriptions/{subscription}/approve",
+                               {"csrf": admin_csrf})
+        assert status == 200
+        assert await pool.fetchval("SELECT status FROM subscriptions WHERE id = $1", subscription) == "active"
+        deadline = time.monotonic() + 5
+        while (status := (await answer())[0]) != 200:  # the approval reaches the key cache
+            assert (status, time.monotonic() < deadline) == (403, True)
+            await asyncio.sleep(0.05)  # polling the gateway's answer with a deadline
+
+
+async def test_an_admin_denies_a_pending_subscription(gateway, pool):
+    model = f"denied-{RUN}"
+    accounts = gateway.state.extras["accounts"]
+    await accounts.create_model(id=model)
+    await accounts.set_model_restricted(model, True)
+    admin, _ = await sign_in(gateway.url, HEIDI)
+    user, _ = await sign_in(gateway.url, JUDY)
+    async with admin, user:
+        csrf = await csrf_from(user, gateway.url + "/console/subscriptions")
+        assert (await post(user, gateway.url + "/console/subscriptions", {"csrf": csrf, "model_id": model}))[0] == 200
+        judy = await pool.fetchval("SELECT id FROM users WHERE oauth_id = $1", JUDY["sub"])
+        subscription = await pool.fetchval(
+            "SELECT id FROM subscriptions WHERE user_id = $1 AND model_id = $2", judy, model)
+        assert await pool.fetchval("SELECT status FROM subscriptions WHERE id = $1", subscription) == "pending"
+        async with admin.get(gateway.url + "/console/admin") as response:
+            assert f'class="pending-subscription" data-model="{model}"' in await response.text()
+        # Judy cannot decide her own subscription: the admin actions are for admins.
+        status, page = await post(user, f"{gateway.url}/console/admin/subscriptions/{subscription}/approve",
+                                  {"csrf": csrf})
+        assert status == 403 and "This page is for administrators." in page
+        admin_csrf = await csrf_from(admin, gateway.url + "/console/admin")
+        status, page = await post(admin, f"{gateway.url}/console/admin/subscriptions/{subscription}/deny",
+                                  {"csrf": admin_csrf})
+        assert status == 200 and f'class="pending-subscription" data-model="{model}"' not in page  # decided
+        assert await pool.fetchval("SELECT status FROM subscriptions WHERE id = $1", subscription) == "denied"
+        async with user.get(gateway.url + "/console/subscriptions") as response:
+            mine = await response.text()
+        row = mine[mine.index(f'data-model="{model}"'):]
+        assert '<span class="state state-denied">denied</span>' in row[:row.index("</tr>")]
