@@ -48,7 +48,7 @@ async def keys(request: Request) -> Response:
     listed = [key_access(k, subscriptions, me.user["is_active"], now) for k in await me.accounts.list_keys(me.id)]
     listed.sort(key=lambda k: (k.status != "active", k.key["created_at"]), reverse=False)
     period = month_start(now)
-    # LiteMaaS mode records no usage_daily (LiteLLM and LiteMaaS count it there): last use only.
+    # LiteMaaS mode: last use only (its usage rows are in maas_gateway.usage_daily, not read here yet).
     usage = None if read_only(request) else await key_totals(me.pool, user_id=me.id, from_=period)
     return render(request, "keys.html", me, keys=listed, usage=usage, period=period)
 
