@@ -229,6 +229,7 @@ class Proxy:
             if state.service_auth is not None and parsed is not None and "user" not in parsed and route.name in _USER_FIELD_ROUTES:
                 upstream_body = splice_user(body, record.user_id)
             headers = self._upstream_headers(state, scope, key, request_id)
+            message = body = parsed = None  # type: ignore[assignment]  # a stream may last minutes: keep only what is sent
             status = await self._forward(state, scope, send, route, headers, upstream_body, label, log, receive, id_header,
                                          key_hash)
         except GatewayError as error:
