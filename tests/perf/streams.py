@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
+import importlib.util
 import json
 import math
 import os
@@ -115,10 +117,17 @@ def passes(run: dict, direct: dict, threshold_ms: float) -> bool:
             and run["events_in_window"] >= 0.9 * direct["events_in_window"])
 
 
+def load_cores(direct: dict) -> float:
+    """Cores the upstream and the generator used together in a direct run (both on CPU 0)."""
+    return (direct["cpu"]["target_cpu_s"] + direct["generator_cpu_s"]) / direct["cpu"]["wall_s"]
+
+
 def load_side_ok(direct: dict, threshold_ms: float) -> bool:
-    """The upstream and the generator keep up on their own: direct's own p99 within the threshold."""
-    p99 = direct["lateness_ms"].get("p99")
-    return p99 is not None and p99 <= threshold_ms and not direct["errors"]
+    """The upstream and the generator keep up on their own: no errors, 90% of the events due delivered,
+    under 0.9 of their core. Not direct's p99: on a shared host, another job's stall moves that
+    (the proxies' delays are measured against it, so it is the floor either way)."""
+    return (not direct["errors"] and direct["events_in_window"] >= 0.9 * direct["expected_events_per_s"] * direct["window_s"]
+            and load_cores(direct) < 0.9)
 
 
 def capacity(runs: dict[int, dict[str, dict]], name: str, threshold_ms: float) -> dict[str, Any]:
@@ -210,7 +219,8 @@ def table_rows(runs: dict[int, dict[str, dict]], threshold_ms: float, names: tup
             late = run["lateness_ms"]
             if name == "direct":
                 extra = f"(own {ms(late['p50'])} / {ms(late['p99'])})"
-                verdict = "load side ok" if load_side_ok(run, threshold_ms) else "**load side saturated**"
+                verdict = (f"load side ok ({load_cores(run):.2f} core)" if load_side_ok(run, threshold_ms)
+                           else f"**load side saturated** ({load_cores(run):.2f} core)")
             else:
                 assert direct is not None
                 extra = f"{ms(added(run, direct, 'p50'), True)} / {ms(added(run, direct, 'p99'), True)}"
@@ -461,10 +471,17 @@ class Scenario:
             order.reverse()
         for name in order:
             row[name] = self.one(name, streams)
-        for name in names:  # a failure while other jobs had the CPU: measured once more, the quieter run kept
-            if not passes(row[name], row["direct"], self.s.threshold) and row[name]["disturbed"]:
+        # A failure while other jobs had the CPU is measured once more and the better run kept:
+        # their load only ever adds delay, so the lower of two is the nearer to the row's own.
+        threshold = self.s.threshold
+        if (row["direct"]["lateness_ms"]["p99"] or 1e9) > threshold and row["direct"]["disturbed"]:
+            again = self.one("direct", streams)
+            if (again["lateness_ms"]["p99"] or 1e9) < (row["direct"]["lateness_ms"]["p99"] or 1e9):
+                row["direct"] = again
+        for name in names:
+            if not passes(row[name], row["direct"], threshold) and row[name]["disturbed"]:
                 again = self.one(name, streams)
-                if again["cpu"]["foreign_load"] < row[name]["cpu"]["foreign_load"]:
+                if (added(again, row["direct"], "p99") or 1e9) < (added(row[name], row["direct"], "p99") or 1e9):
                     row[name] = again
         return row
 
@@ -475,8 +492,9 @@ class Scenario:
         for n in s.steps:
             row = self.step(n, tuple(alive))
             if not load_side_ok(row["direct"], threshold):
-                self.notes.append(f"at {n:,} streams the upstream and generator on CPU 0 fell behind on their own "
-                                  f"(direct p99 {row['direct']['lateness_ms']['p99']} ms): the ladder stops there")
+                self.notes.append(f"at {n:,} streams the upstream and generator on CPU 0 ran out on their own "
+                                  f"({load_cores(row['direct']):.2f} of a core, {row['direct']['events_per_s']:,.0f} of "
+                                  f"{row['direct']['expected_events_per_s']:,.0f} events/s): the ladder stops there")
                 break
             alive = [p for p in alive if passes(row[p], row["direct"], threshold)]
             if not alive:
@@ -521,9 +539,7 @@ class Scenario:
             "wall_seconds": round(time.perf_counter() - started, 1),
         }
         if self.s.litellm:
-            try:
-                import litellm  # noqa: F401
-            except ImportError:
+            if importlib.util.find_spec("litellm") is None:  # not imported here: it would fetch its price list
                 out["notes"].append("LiteLLM not installed: no LiteLLM rows")
             else:
                 out["litellm"] = litellm_ladder(self.bench, self.s)
@@ -549,8 +565,6 @@ def litellm_ladder(bench: Any, settings: StreamSettings) -> dict[str, Any]:
     only delays the start), so LiteLLM gets a real OpenAI-compatible backend: a second fake
     upstream whose every stream is LLM-shaped (LiteLLM does not forward x-bench-* headers).
     """
-    import importlib.metadata
-
     from gateway import devservices
     from tests.perf import bench as b
 

@@ -168,3 +168,14 @@ def test_bisection_probes_between_pass_and_failure_until_within_ten_percent():
     assert streams.next_probe(710, 1000) == 840
     assert streams.next_probe(900, 980) is None
     assert streams.next_probe(0, 100) is None
+
+
+def test_the_load_side_is_judged_by_its_cpu_and_deliveries_not_by_a_p99_a_neighbour_can_move():
+    def direct(p99: float, events: int, cpu: float, generator: float) -> dict:
+        return {"lateness_ms": {"p50": 1.0, "p99": p99}, "errors": {}, "events_in_window": events,
+                "expected_events_per_s": 1000.0, "window_s": 8.0, "generator_cpu_s": generator,
+                "cpu": {"target_cpu_s": cpu, "wall_s": 8.0}}
+
+    assert streams.load_side_ok(direct(70.0, 8000, 2.0, 2.0), 33.3)  # half a core, everything delivered
+    assert not streams.load_side_ok(direct(5.0, 8000, 4.0, 3.5), 33.3)  # 0.94 of a core
+    assert not streams.load_side_ok(direct(5.0, 7000, 2.0, 2.0), 33.3)  # behind on its events
