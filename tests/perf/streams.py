@@ -1,6 +1,6 @@
 """LLM-shaped load: how many concurrent streams one worker carries before tokens arrive late.
 
-    python -m tests.perf.streams [--quick] [--steps 100,250,500] [--no-litellm]   (alone, ~10 min; --quick ~3)
+    python -m tests.perf.streams [--quick] [--steps 100,250,500] [--no-litellm]   (alone, ~14 min; --quick ~5)
     part of `make bench` (tests/perf/bench.py), with the processes it already runs
 
 N users each hold a stream open all the time (closed loop: a stream ends, the same user
@@ -17,10 +17,13 @@ A proxy's *added delay* at N is its lateness percentile minus direct's at the sa
 steps up until each proxy's added p99 passes the threshold (one event interval: a token a
 whole token late), then `refine` geometric bisections between its last pass and first
 failure; the **capacity** is the largest N that passed (within the threshold, no errors).
-Then direct, ceiling and gateway once more at half the ceiling's capacity, for the latency
-ratio. Pinning as in the bench: the proxy alone on CPU 1; upstream, generator, Postgres,
-Redis on CPU 0. The direct row shows when CPU 0 itself runs out: past that, nothing is
-measured (capacities are then "at least").
+Then direct, ceiling and gateway at half the ceiling's capacity (both proxies twice, each
+keeping its better run), for the latency ratio. Pinning as in the bench: the proxy alone on CPU 1; upstream, generator, Postgres,
+Redis on CPU 0. The direct row shows when CPU 0 itself runs out (its upstream and generator
+at 0.9 of a core, or behind on their events): past that, nothing is measured (capacities
+are then "at least"). On a shared host a failure under other jobs' load is measured once
+more, the better run kept; streams per core by CPU cost (`cpu_capacity`) is stated beside
+the latency capacity, as it hardly depends on those jobs.
 
 LiteLLM: its mock streams cannot be paced, so it is measured in front of a second fake
 upstream whose every stream is paced (`litellm_ladder`); it rewrites each event, dropping
@@ -132,8 +135,10 @@ def load_side_ok(direct: dict, threshold_ms: float) -> bool:
 
 def capacity(runs: dict[int, dict[str, dict]], name: str, threshold_ms: float) -> dict[str, Any]:
     """Largest N where `name` passed, the smallest where it failed, and whether the load side ran out first."""
-    passed = [n for n, row in runs.items() if name in row and "direct" in row and passes(row[name], row["direct"], threshold_ms)]
-    failed = [n for n, row in runs.items() if name in row and "direct" in row and not passes(row[name], row["direct"], threshold_ms)]
+    # a step where the load side itself ran out says nothing about the proxy
+    judged = {n: row for n, row in runs.items() if name in row and "direct" in row and load_side_ok(row["direct"], threshold_ms)}
+    passed = [n for n, row in judged.items() if passes(row[name], row["direct"], threshold_ms)]
+    failed = [n for n, row in judged.items() if not passes(row[name], row["direct"], threshold_ms)]
     best = max(passed, default=0)
     first_fail = min((n for n in failed if n > best), default=None)
     return {"streams": best, "first_failure": first_fail, "at_least": first_fail is None}
@@ -156,7 +161,8 @@ def rss_per_stream(runs: dict[int, dict[str, dict]]) -> dict[str, dict]:
     shrink after a larger run (the allocator keeps it), so only the largest N is divided by itself."""
     out = {}
     for name in TARGETS + ("litellm",):
-        sizes = [n for n, row in runs.items() if row.get(name, {}).get("rss_kib_per_stream") is not None]
+        sizes = [n for n, row in runs.items() if row.get(name, {}).get("rss_kib_per_stream") is not None
+                 and "direct" in row and load_side_ok(row["direct"], 0.0)]  # else not all N streams were open
         if sizes:
             n = max(sizes)
             out[name] = {"streams": n, "kib_per_stream": runs[n][name]["rss_kib_per_stream"], "rss_mib": runs[n][name]["rss_mib"]}
@@ -517,6 +523,13 @@ class Scenario:
             if not all(t in self.runs.get(half, {}) for t in TARGETS):
                 log(f"half the ceiling's capacity: {half:,} streams, side by side")
                 self.step(half, PROXIES)
+            # The latency ratio compares two p99s, each open to a neighbour's stall: both proxies
+            # are measured once more (in the other order) and each keeps its better run.
+            row = self.runs[half]
+            for name in reversed(PROXIES):
+                again = self.one(name, half)
+                if (added(again, row["direct"], "p99") or 1e9) < (added(row[name], row["direct"], "p99") or 1e9):
+                    row[name] = again
             summary = summarise(self.runs, s, half)
         return summary
 

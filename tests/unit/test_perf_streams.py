@@ -123,7 +123,8 @@ def test_prompts_span_the_sizes_and_ask_for_a_stream():
 
 def run(p50: float, p99: float, events: int = 1000, errors: dict | None = None, cpu: float = 1.0, cores: float = 0.5) -> dict:
     return {"lateness_ms": {"p50": p50, "p99": p99}, "events_in_window": events, "errors": errors or {},
-            "cpu_ms_per_stream_s": cpu, "proxy_cores": cores}
+            "cpu_ms_per_stream_s": cpu, "proxy_cores": cores, "expected_events_per_s": 125.0, "window_s": 8.0,
+            "generator_cpu_s": 8.0 * cores / 2, "cpu": {"target_cpu_s": 8.0 * cores / 2, "wall_s": 8.0}}
 
 
 def test_added_delay_is_measured_against_direct_at_the_same_n():
@@ -161,6 +162,14 @@ def test_a_capacity_the_load_side_cut_short_is_a_lower_bound_and_tiny_delays_do_
     summary = streams.summarise(runs, streams.StreamSettings(), 100)
     assert summary["capacity"]["gateway"] == {"streams": 100, "first_failure": None, "at_least": True}
     assert summary["latency_ratio"] == 1.0  # 0.3 ms vs 0.1 ms added: both below the 0.5 ms floor
+
+
+def test_a_step_where_the_load_side_ran_out_does_not_count_against_a_proxy():
+    direct, saturated = run(1.0, 2.0), run(900, 2000, events=600, cores=0.95)
+    runs = {100: {"direct": direct, "ceiling": run(1.0, 3.0), "gateway": run(1.0, 3.0)},
+            300: {"direct": saturated, "ceiling": run(1500, 3000, events=500), "gateway": run(1500, 3000, events=500)}}
+    summary = streams.summarise(runs, streams.StreamSettings(), None)
+    assert summary["capacity"]["ceiling"] == {"streams": 100, "first_failure": None, "at_least": True}
 
 
 def test_bisection_probes_between_pass_and_failure_until_within_ten_percent():
