@@ -259,6 +259,7 @@ class Proxy:
             if meter is not None and reading.json and (asked := ask_for_usage(upstream_body, reading.fields, route.name)):
                 upstream_body, meter.inject_usage = asked, True  # gateway/streamusage.py
             headers = self._upstream_headers(state, scope, key, request_id, record.user_id)
+            message = body = reading = None  # type: ignore[assignment]  # a stream may last minutes: keep only what is sent
             status = await self._forward(state, scope, send, route, headers, upstream_body, label, log, receive, id_header,
                                          key_hash, meter)
         except GatewayError as error:

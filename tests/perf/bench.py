@@ -1,6 +1,6 @@
 """`make bench`: the gateway side by side with its floor, its ceiling and LiteLLM, in one run.
 
-    python -m tests.perf.bench [--quick] [--no-litellm] [--profile] [--update-docs]
+    python -m tests.perf.bench [--quick] [--no-litellm] [--no-llm] [--profile] [--update-docs]
 
 Rows, each measured with wrk (64 connections; and 1 connection for added latency):
     direct    the fast fake upstream alone (tests/perf/upstream.py): the floor
@@ -10,7 +10,8 @@ Rows, each measured with wrk (64 connections; and 1 connection for added latency
     litellm   the real LiteLLM proxy with a mock model (when installed)
 and, for the gateway: streaming TTFB overhead and chunk-by-chunk forwarding, cold/Redis/warm
 key lookups, revocation propagation between two instances, RSS with 100,000 keys cached,
-2 workers vs 1.
+2 workers vs 1; and LLM-shaped load (tests/perf/streams.py): how many concurrent slow streams
+with real prompt sizes direct, ceiling and gateway carry before chunks arrive late.
 
 Pinning (2 cores, 3 roles): the proxy under test runs alone on CPU 1; wrk, the upstream,
 Postgres, Redis and this harness share CPU 0 (`taskset`; this process pins itself first,
@@ -92,11 +93,14 @@ class Settings:
     pair_rounds: int = 15  # ceiling and gateway taking turns: the throughput ratio is the median of these rounds
     pair_duration: float = 2.0  # short rounds: the two of a pair run within seconds of each other
     instruction_requests: int = 1_280  # per valgrind run (a multiple of 64)
+    llm: bool = True  # the LLM-shaped scenario (tests/perf/streams.py)
+    llm_quick: bool = False
 
     @classmethod
     def quick(cls) -> "Settings":
         return cls(duration=3, warmup=1, latency_duration=2, litellm_duration=4, keys=10_000, cold_keys=500,
-                   ttfb_samples=200, paced_samples=10, revocation_trials=3, pair_rounds=3, pair_duration=2.0, instruction_requests=320)
+                   ttfb_samples=200, paced_samples=10, revocation_trials=3, pair_rounds=3, pair_duration=2.0, instruction_requests=320,
+                   llm_quick=True)
 
 
 def log(message: str) -> None:
@@ -438,6 +442,16 @@ class Bench:
         log("gateway: 2 workers vs 1 (everything on both CPUs)")
         self.results["gateway"]["workers"] = self.workers(env, upstream, seeded.key)
 
+        if s.llm:
+            from tests.perf import streams
+
+            log("LLM-shaped load: concurrent slow streams (tests/perf/streams.py)")
+            stream_settings = streams.StreamSettings.quick() if s.llm_quick else streams.StreamSettings()
+            stream_settings.litellm = s.litellm
+            self.results["llm"] = streams.Scenario(self, stream_settings, upstream, upstream_port, env, seeded.key).run()
+        else:
+            self.results["notes"].append("LLM-shaped load skipped (--no-llm)")
+
         self.instructions(database_url, redis_url, upstream_url, seeded.key)
 
         if s.litellm:
@@ -465,11 +479,12 @@ class Bench:
                 f"ratio {counts[kind]['ratio']:.3f}")
         self.results["instructions"] = counts
 
-    def start_gateway(self, name: str, env: dict[str, str], cpus: set[int], workers: int, key: str) -> tuple[subprocess.Popen, int]:
+    def start_gateway(self, name: str, env: dict[str, str], cpus: set[int], workers: int, key: str,
+                      config_text: str = "litellm:\n  sync_users: false\n") -> tuple[subprocess.Popen, int]:
         port = free_port()
         config = self.work / f"{name}.yaml"
         # An operator's file: everything at its default except what a LiteLLM without a database needs.
-        config.write_text("litellm:\n  sync_users: false\n")
+        config.write_text(config_text)
         proc = self.spawn(
             name,
             [str(BIN / "maas-gateway"), "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
@@ -779,6 +794,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.perf.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs and 10,000 keys: checks the harness, not the numbers")
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM row")
+    parser.add_argument("--no-llm", action="store_true", help="skip the LLM-shaped streams (tests/perf/streams.py)")
     parser.add_argument("--profile", action="store_true", help="also profile ceiling and gateway with py-spy under load")
     parser.add_argument("--update-docs", action="store_true", help="write the table into docs/performance.md")
     parser.add_argument("--duration", type=float, help="seconds per measured 64-connection run")
@@ -786,6 +802,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.quick() if args.quick else Settings()
     settings.litellm = not args.no_litellm
     settings.profile = args.profile
+    settings.llm = not args.no_llm
     if args.duration:
         settings.duration = args.duration
     if len(os.sched_getaffinity(0)) < 2 or os.cpu_count() < 2:

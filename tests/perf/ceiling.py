@@ -6,6 +6,7 @@
 Raw ASGI (as gateway/proxy.py) and one pooled aiohttp session (as gateway/upstream.py):
 read the body, send it upstream with the client's headers minus hop-by-hop ones, stream
 the answer back chunk by chunk. No authentication, no policy, no metrics, no logs.
+CEILING_MAX_CONNECTIONS (default 512, the gateway's litellm.max_connections) sizes the pool.
 Whatever the gateway costs above this is the price of its features.
 """
 
@@ -49,7 +50,7 @@ class Ceiling:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.session = aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=512), auto_decompress=False, skip_auto_headers=("User-Agent",)
+                    connector=aiohttp.TCPConnector(limit=int(os.environ.get("CEILING_MAX_CONNECTIONS", "512"))), auto_decompress=False, skip_auto_headers=("User-Agent",)
                 )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

@@ -138,6 +138,10 @@ def evaluate(results: dict) -> None:
                            f"({', '.join(f'{r:.2f}' for r in workers['ratios'])}); both on {workers['cpus'].count(',') + 1} "
                            "CPUs shared with wrk and upstream",
                            workers["ratio"] >= 1.8))
+    if results.get("llm"):
+        from tests.perf import streams
+
+        targets += streams.targets(results["llm"])
     results["ratios"] = ratios
     results["targets"] = targets
 
@@ -224,6 +228,12 @@ def markdown(results: dict) -> str:
         f"{workers['w1']['gateway_cores']:.2f} cores; req/s per gateway core {workers.get('per_core_efficiency', 0):.2f}x |",
         *_instruction_rows(results.get("instructions")),
         "",
+    ]
+    if results.get("llm"):
+        from tests.perf import streams
+
+        out += [streams.markdown(results["llm"]), ""]
+    out += [
         "| target | goal | measured | |",
         "|---|---|---|---|",
     ]

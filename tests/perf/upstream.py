@@ -1,6 +1,6 @@
 """The benchmark's upstream: a fake LiteLLM fast enough never to be the bottleneck.
 
-    python -m tests.perf.upstream PORT
+    python -m tests.perf.upstream PORT [EVENTS GAP_MS]
 
 One process, uvloop, an asyncio.Protocol over httptools' parser: no framework, so
 one request costs a few microseconds (the harness measures it: the "direct" row).
@@ -9,18 +9,25 @@ It answers like LiteLLM with a mock model:
     POST <any inference path>     chat completion JSON (with `usage`), Content-Length
     ... with "stream": true       5 SSE chunks + a usage chunk + [DONE], chunked encoding
     header x-bench-gap-ms: N      (streams) N ms between chunks, for the chunk-timing check
+    ... and x-bench-events: E     an LLM-shaped stream instead (tests/perf/streams.py): E-1 token
+                                  events N ms apart (N may be fractional), then a usage event and
+                                  [DONE]; every event carries `"t":` 10**15 + the CLOCK_MONOTONIC
+                                  microsecond it was due, 16 digits just before its `}\n\n`
     GET /health/liveliness        200 (the gateway's health probe)
     GET /v1/models                a model list
 
 The gateway and the ceiling proxy forward the client's headers, so x-bench-gap-ms
-reaches this server through them unchanged.
+reaches this server through them unchanged. LiteLLM does not: EVENTS and GAP_MS make
+every stream that does not say otherwise an LLM-shaped one (tests/perf/streams.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import socket
 import sys
+import time
 
 import httptools
 import orjson
@@ -79,15 +86,75 @@ ALIVE_RESPONSE = _JSON_HEAD % len(_ALIVE) + _ALIVE
 NOT_FOUND = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
 
 
-class _Connection(asyncio.Protocol):
-    __slots__ = ("transport", "parser", "url", "body", "gap_ms", "loop")
+# LLM-shaped streams: events whose due time (CLOCK_MONOTONIC, microseconds) is in the event,
+# fixed width, so a client finds it at a fixed offset before "}\n\n" without parsing JSON.
+# T_OFFSET + the time: 16 digits and no leading zero (which would not be JSON).
+T_OFFSET = 10**15
+_TIMED = b'{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"' + MODEL.encode() + b'",'
+_TOKEN_EVENT = _TIMED + b'"choices":[{"index":0,"delta":{"content":" token"},"finish_reason":null}],"t":%016d}'
+_USAGE_EVENT = _TIMED + b'"choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d},"t":%016d}'
+
+
+def _timed_chunk(template: bytes, *values: int) -> bytes:
+    return _chunk(template % values)
+
+
+class _Pacer:
+    """Every LLM-shaped stream of this server on one timer: a FIFO of (due, stream), due first.
+
+    All streams of a run share one gap, so appending `due + gap` keeps the FIFO in due order:
+    one timer per tick for all of them instead of one per event (the upstream must stay cheap).
+    """
 
     def __init__(self) -> None:
+        self.queue: collections.deque[list] = collections.deque()
+        self.handle: asyncio.TimerHandle | None = None
+
+    def start(self, transport: asyncio.Transport, events: int, gap: float, prompt_bytes: int) -> None:
+        now = time.monotonic()
+        transport.write(STREAM_HEAD + _timed_chunk(_TOKEN_EVENT, T_OFFSET + int(now * 1e6)))
+        # [transport, events left, due (s), gap (s), prompt tokens (~4 bytes each), token events]
+        self.queue.append([transport, events - 1, now + gap, gap, prompt_bytes // 4, events - 1])
+        if self.handle is None:
+            self.handle = asyncio.get_running_loop().call_later(gap, self.tick)
+
+    def tick(self) -> None:
+        self.handle = None
+        queue = self.queue
+        now = time.monotonic()
+        horizon = now + 0.0005  # libuv timers have 1 ms resolution: what is due within half of it goes now
+        while queue and queue[0][2] <= horizon:
+            stream = queue.popleft()
+            transport, left, due = stream[0], stream[1], stream[2]
+            if transport.is_closing():
+                continue
+            due_us = T_OFFSET + int(due * 1e6)
+            if left > 1:
+                transport.write(_timed_chunk(_TOKEN_EVENT, due_us))
+                stream[1] = left - 1
+                stream[2] = due + stream[3]
+                queue.append(stream)
+            else:
+                prompt, completion = stream[4], stream[5]
+                transport.write(_timed_chunk(_USAGE_EVENT, prompt, completion, prompt + completion, due_us)
+                                + _chunk(b"[DONE]") + b"0\r\n\r\n")
+        if queue:
+            self.handle = asyncio.get_running_loop().call_later(max(0.0, queue[0][2] - now), self.tick)
+
+
+_PACER = _Pacer()
+
+
+class _Connection(asyncio.Protocol):
+    __slots__ = ("transport", "parser", "url", "body", "gap_ms", "events", "loop", "paced")
+
+    def __init__(self, paced: tuple[int, float] = (0, 0.0)) -> None:
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.url = b""
         self.body: list[bytes] = []
-        self.gap_ms = 0
+        self.paced = paced  # (events, gap ms) of a stream whose request does not say
+        self.events, self.gap_ms = paced
         self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -106,14 +173,17 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.url = b""
         self.body = []
-        self.gap_ms = 0
+        self.events, self.gap_ms = self.paced
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"x-bench-gap-ms":
-            self.gap_ms = int(value)
+        lowered = name.lower()
+        if lowered == b"x-bench-gap-ms":
+            self.gap_ms = float(value)
+        elif lowered == b"x-bench-events":
+            self.events = int(value)
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
@@ -126,7 +196,9 @@ class _Connection(asyncio.Protocol):
         if method == b"POST":
             body = b"".join(self.body)
             if b'"stream":true' in body or b'"stream": true' in body:
-                if self.gap_ms:
+                if self.events and self.gap_ms:
+                    _PACER.start(transport, self.events, self.gap_ms / 1000, len(body))
+                elif self.gap_ms:
                     self._paced_stream(transport, self.gap_ms / 1000)
                 else:
                     transport.write(STREAM_RESPONSE)
@@ -155,16 +227,17 @@ def _write_if_open(transport: asyncio.Transport, data: bytes) -> None:
         transport.write(data)
 
 
-async def serve(port: int, host: str = "127.0.0.1") -> None:
+async def serve(port: int, host: str = "127.0.0.1", paced: tuple[int, float] = (0, 0.0)) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(_Connection, host, port, backlog=4096, reuse_address=True)
+    server = await loop.create_server(lambda: _Connection(paced), host, port, backlog=4096, reuse_address=True)
     async with server:
         await server.serve_forever()
 
 
 def main(argv: list[str]) -> int:
     port = int(argv[1])
-    uvloop.run(serve(port))
+    paced = (int(argv[2]), float(argv[3])) if len(argv) > 3 else (0, 0.0)
+    uvloop.run(serve(port, paced=paced))
     return 0
 
 
