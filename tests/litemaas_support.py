@@ -15,10 +15,11 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import pytest
 
 from gateway.keys import hash_key
 
@@ -154,3 +155,19 @@ async def revoke(conn: Any, key_id: uuid.UUID) -> None:
         "UPDATE api_keys SET is_active = false, revoked_at = CURRENT_TIMESTAMP, updated_at = CURRENT_TIMESTAMP WHERE id = $1",
         key_id,
     )
+
+
+@pytest.fixture
+async def litemaas_url(postgres_url: str) -> AsyncIterator[str]:
+    """A fresh database built from LiteMaaS's schema, dropped after the test."""
+    url = await create_litemaas_database(postgres_url)
+    yield url
+    await drop_database(postgres_url, url)
+
+
+@pytest.fixture
+async def conn(litemaas_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to that database, as LiteMaaS would write through."""
+    connection = await asyncpg.connect(litemaas_url)
+    yield connection
+    await connection.close()

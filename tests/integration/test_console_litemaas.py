@@ -35,20 +35,6 @@ CSRF_REFUSED = "The form expired or did not come from this console. Reload the p
 
 
 @pytest.fixture
-async def litemaas_url(postgres_url):
-    url = await litemaas.create_litemaas_database(postgres_url)
-    yield url
-    await litemaas.drop_database(postgres_url, url)
-
-
-@pytest.fixture
-async def conn(litemaas_url):
-    connection = await asyncpg.connect(litemaas_url)
-    yield connection
-    await connection.close()
-
-
-@pytest.fixture
 async def console(litemaas_url, redis_url, fake_upstream):
     port = devservices.free_port()
     client = {"client_id": "console-litemaas", "client_secret": secrets.token_urlsafe(24),

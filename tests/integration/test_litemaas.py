@@ -52,20 +52,6 @@ def chat(model: str) -> dict:
 
 
 @pytest.fixture
-async def litemaas_url(postgres_url):
-    url = await litemaas.create_litemaas_database(postgres_url)
-    yield url
-    await litemaas.drop_database(postgres_url, url)
-
-
-@pytest.fixture
-async def conn(litemaas_url):
-    connection = await asyncpg.connect(litemaas_url)
-    yield connection
-    await connection.close()
-
-
-@pytest.fixture
 async def http():
     async with aiohttp.ClientSession() as session:
         yield session

@@ -20,9 +20,8 @@ from gateway.config import AdminConfig
 from gateway.keys import hash_key
 from policies.limits import NO_LIMITS, Limits, period
 from tests import litemaas_support as litemaas
-from tests.integration.test_litemaas import (  # noqa: F401 - fixtures
-    ADMIN_TOKEN, CONTRACT_SECONDS, a_user_with_key, chat, conn, gateways, http, install_triggers, litemaas_config,
-    litemaas_url,
+from tests.integration.test_litemaas import (  # noqa: F401 - http: a fixture
+    ADMIN_TOKEN, CONTRACT_SECONDS, a_user_with_key, chat, gateways, http, install_triggers, litemaas_config,
 )
 from tests.support import bearer, eventually, running_gateway
 
