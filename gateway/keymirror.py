@@ -95,7 +95,7 @@ class KeyMirror:
         assert self._management is not None
         await self._management.delete_keys(key_hashes)
 
-    async def orphans(self, live_hashes: set[str]) -> list[str]:
-        """Hashes of LiteLLM keys with our alias that no live row names."""
+    async def ours(self) -> list[str]:
+        """Hashes of the LiteLLM keys that carry our alias."""
         assert self._management is not None
-        return [h for h in await self._management.list_key_hashes(ALIAS_PREFIX) if h not in live_hashes]
+        return await self._management.list_key_hashes(ALIAS_PREFIX)

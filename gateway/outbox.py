@@ -142,11 +142,16 @@ class Outbox:
         """Delete LiteLLM keys that carry our alias but have no live row (no pending intent either)."""
         if not self.enabled:
             return 0
+        # LiteLLM first, then the rows: a key is committed (row and intent) before LiteLLM makes
+        # it, so every key listed here has its row by the time the rows are read. The other order
+        # took a key made between the two reads for an orphan and deleted it.
+        listed = await self._mirror.ours()
         rows = await self._pool.fetch(
             """SELECT key_hash FROM api_keys WHERE revoked_at IS NULL
                UNION SELECT key_hash FROM litellm_outbox WHERE status = 'pending'"""
         )
-        orphans = await self._mirror.orphans({r["key_hash"] for r in rows})
+        live = {r["key_hash"] for r in rows}
+        orphans = [h for h in listed if h not in live]
         if orphans:
             log.warning("deleting LiteLLM keys no row holds", extra={"fields": {"count": len(orphans)}})
             for start in range(0, len(orphans), BATCH):

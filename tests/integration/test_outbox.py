@@ -199,3 +199,23 @@ async def test_a_deactivation_made_while_litellm_is_down_reaches_it_when_it_is_b
         await eventually(lambda: double.keys[token]["blocked"] is True, timeout=15)
         await eventually(lambda: agreed(pool, double, user["id"], [token]), timeout=15)
         assert (await both_sides(pool, double, user["id"]))["sync"] == ["synced"]
+
+
+async def test_a_key_made_while_the_sweep_runs_is_not_taken_for_an_orphan(pool, postgres_url, redis_url, double):
+    """A flow commits its row, then LiteLLM makes the key: a sweep that read the rows before
+    LiteLLM's list would see the new key without its row and delete a live key (seen once in ten
+    suite runs). The sweep lists LiteLLM first; here a key is made just before that list."""
+    async with accounts_process(pool, postgres_url, redis_url, double.url) as accounts:
+        user_id, model = await user_with_model(accounts, "sweeprace")
+        made: list[str] = []
+        management = accounts.mirror._management
+        listing = management.list_key_hashes
+
+        async def list_after_a_flow(prefix: str) -> list[str]:
+            if not made:  # the flow completes between the sweep's two reads
+                made.append(hash_key((await accounts.create_key(user_id=user_id, models=[model]))["key"]))
+            return await listing(prefix)
+
+        management.list_key_hashes = list_after_a_flow
+        assert await accounts.outbox.sweep() == 0
+        assert await agreed(pool, double, user_id, made)
