@@ -64,10 +64,11 @@ class UsageStripper:
             return b""
         complete, self._held = data[: end + 2], data[end + 2:]
         self.events += complete.count(b"data: ")
-        if b'"usage"' not in complete:
+        if _USAGE_OBJECT.search(complete) is None:  # no usage object: no event here is a usage event
             return complete
-        kept = [event for event in complete.split(b"\n\n")[:-1] if not is_usage_event(event)]
-        return b"".join(event + b"\n\n" for event in kept)
+        events = complete.split(b"\n\n")[:-1]
+        kept = [event for event in events if b'"usage"' not in event or not is_usage_event(event)]
+        return complete if len(kept) == len(events) else b"".join(event + b"\n\n" for event in kept)
 
     def end(self) -> bytes:
         """Whatever is held when the stream ends (an unterminated last event), as it came."""
