@@ -276,12 +276,23 @@ def _oidc_ready(url: str) -> bool:
         return False
 
 
-def start_oidc_provider(workdir: Path, clients: list[dict], users: list[dict], port: int | None = None) -> Service:
+def start_oidc_provider(workdir: Path, clients: list[dict], users: list[dict], port: int | None = None,
+                        attempts: int = 2) -> Service:
     """panva's oidc-provider (scripts/oidc, `npm ci --prefix scripts/oidc`) with these clients
     ({client_id, client_secret, redirect_uris}) and users ({sub, username, password, email,
-    name, groups}); the Service's url is the issuer."""
+    name, groups}); the Service's url is the issuer.
+
+    It starts in ~0.5 s; once in ~20 test runs here node had not reached its listen after 30 s
+    (cause not found). Without a fixed `port`, such a start is stopped and made once more on a
+    new port, said on stderr."""
     import json
 
+    if port is None and attempts > 1:
+        try:
+            return start_oidc_provider(workdir, clients, users, free_port(), attempts=1)
+        except RuntimeError as exc:
+            print(f"devservices: the OIDC provider did not start, trying once more: {exc}", file=sys.stderr)
+            return start_oidc_provider(workdir, clients, users, free_port(), attempts=1)
     port = port or free_port()
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
