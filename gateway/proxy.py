@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import re
 import time
 from typing import Any, Awaitable, Callable, Mapping
 
@@ -66,7 +65,6 @@ _DENY_INVALID = AUTH_DECISIONS.labels(result="deny", reason="INVALID_API_KEY")
 _DENY_LIMITED = AUTH_DECISIONS.labels(result="deny", reason="RATE_LIMITED")
 _STORE_ERROR = AUTH_DECISIONS.labels(result="error", reason="KEY_STORE_UNAVAILABLE")
 _SSE = b"text/event-stream"
-_EMPTY_REST = re.compile(rb"[ \t\r\n]*}")  # what follows the "{" of an empty JSON object
 # GET /v1/models and /v1/models/{id} (also without /v1): their route label values.
 _MODELS_LIST = ("/v1/models",)
 _MODELS_ONE = ("/v1/models/{model}",)
@@ -174,13 +172,6 @@ async def send_error(send: Send, error: GatewayError, request_id: str, id_header
     await send({"type": "http.response.body", "body": body})
 
 
-def splice_user(body: bytes, user_id: str) -> bytes:
-    """Add `"user": user_id` to a JSON object body without `user`, without re-serialising it."""
-    start = body.find(b"{") + 1
-    comma = b"" if _EMPTY_REST.match(body, start) else b","
-    return body[:start] + b'"user":' + orjson.dumps(user_id) + comma + body[start:]
-
-
 def attribute(body: bytes, fields: Mapping[str, Any] | None, user_id: str, takes_user: bool) -> bytes:
     """service_key mode: the JSON body to forward, whose `user` (when it has one, or the route
     takes one) is the key's user id, whatever the client sent. A client's own `user` is replaced,
@@ -190,7 +181,7 @@ def attribute(body: bytes, fields: Mapping[str, Any] | None, user_id: str, takes
         if fields["user"] == user_id:
             return body
         return orjson.dumps({**fields, "user": user_id})  # one `user`, not a duplicate key: rare
-    return splice_user(body, user_id) if takes_user else body
+    return reader.splice_field(body, "user", user_id) if takes_user else body
 
 
 class Proxy:

@@ -241,3 +241,16 @@ def _finish(coroutine: Coroutine[Any, Any, Any]) -> Any:
         return done.value
     coroutine.close()
     raise RuntimeError("the multipart parser suspended")  # pragma: no cover - a Starlette change
+
+
+_EMPTY_REST = re.compile(rb"[ \t\r\n]*}")  # what follows the "{" of an empty JSON object
+
+
+def splice_field(body: bytes, name: str, value: Any) -> bytes:
+    """The JSON object `body` with `"name": value` added first, the rest not re-serialised: the
+    one way the forwarded bytes are edited (the attribution and the stream usage request).
+    The caller knows the object has no `name` yet (its reading's fields say so)."""
+    start = body.find(b"{") + 1
+    comma = b"" if _EMPTY_REST.match(body, start) else b","
+    return body[:start] + orjson.dumps(name) + b":" + orjson.dumps(value) + comma + body[start:]
+

@@ -20,17 +20,17 @@ import re
 
 import orjson
 
+from gateway.reader import splice_field
+
 # Routes whose streams LiteLLM closes with a usage chunk when asked (OpenAI's stream_options).
 USAGE_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
-_FIELD = b'"stream_options":{"include_usage":true},'
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 
 
 def ask_for_usage(body: bytes, parsed: dict | None, route: str) -> bytes | None:
     if route not in USAGE_ROUTES or parsed is None or parsed.get("stream") is not True or "stream_options" in parsed:
         return None
-    start = body.find(b"{")
-    return body[: start + 1] + _FIELD + body[start + 1:]
+    return splice_field(body, "stream_options", {"include_usage": True})
 
 
 def is_usage_event(event: bytes) -> bool:
