@@ -6,7 +6,7 @@
       /v1/models, /v1/models/{id}          -> proxy.Proxy.models
       /health/*, /metrics, /admin/v1/*     -> Starlette (lifespan, admin API, health); with an
                                               admin port, /health/live|ready only
-      anything raising                     -> 500 INTERNAL_ERROR with the request id (gateway/failures.py)
+      anything raising                     -> 500 INTERNAL_ERROR with the request id (gateway/serving/failures.py)
       /console/*                           -> Starlette, the web console (gateway/console/), when
                                               configured; on the public port
       anything else                        -> 404 ROUTE_NOT_FOUND, never forwarded
@@ -31,27 +31,32 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from gateway import db, drain, litemaas, metrics
+from gateway.store import db
+
+from gateway.runtime import drain
+
+from gateway.store import litemaas
+
+from gateway.ops import metrics
 from gateway.admin import admin_routes
-from gateway.authguard import AuthGuard
-from gateway.breaker import Breaker, ModelBreakers
-from gateway.cli import CONFIG_ENV
-from gateway.config import Config, ConfigError, check_serving
+from gateway.serving.authguard import AuthGuard
+from gateway.serving.breaker import Breaker, ModelBreakers
+from gateway.config import CONFIG_ENV, Config, ConfigError, check_serving
 from gateway.console import console_app
 from gateway.errors import GatewayError, InternalError, MethodNotAllowedError, RouteNotFoundError, ServerBusyError
-from gateway.failures import answer_unexpected
-from gateway.health import health_routes, start_health
-from gateway.invalidation import Invalidator
-from gateway.keys import KeyStore
-from gateway.offenders import Offenders
-from gateway.limiter import Limiter
-from gateway.proxy import Proxy, _request_id, send_error
-from gateway.reconciler import start_account_services
-from gateway.reload import ConfigReloader, set_mode_gauge
-from gateway.routes import RouteTable, model_id_from_models_path
+from gateway.serving.failures import answer_unexpected
+from gateway.runtime.health import health_routes, start_health
+from gateway.store.invalidation import Invalidator
+from gateway.store.keys import KeyStore
+from gateway.ops.offenders import Offenders
+from gateway.limits.limiter import Limiter
+from gateway.serving.proxy import Proxy, _request_id, send_error
+from gateway.accounts.reconciler import start_account_services
+from gateway.runtime.reload import ConfigReloader, set_mode_gauge
+from gateway.serving.routes import RouteTable, model_id_from_models_path
 from gateway.state import GatewayState
-from gateway.upstream import Upstream, allowed_headers, dropped_headers
-from gateway.usage_recorder import UsageRecorder
+from gateway.serving.upstream import Upstream, allowed_headers, dropped_headers
+from gateway.limits.usage_recorder import UsageRecorder
 from policies.forwarded import parse_networks
 
 log = logging.getLogger("maas_gateway.app")
@@ -127,7 +132,7 @@ async def _refresh_known_models(state: GatewayState) -> None:
 class GatewayApp:
     def __init__(self, config: Config, config_path: str | None = None) -> None:
         self.config = config
-        # The file reloaded on SIGHUP or change (gateway/reload.py); `serve --config` names it in the environment.
+        # The file reloaded on SIGHUP or change (gateway/runtime/reload.py); `serve --config` names it in the environment.
         self.config_path = config_path
         self.holder = StateHolder()
         self.routes = RouteTable(config.routes)

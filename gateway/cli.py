@@ -17,16 +17,15 @@ import tempfile
 from typing import Sequence
 
 from gateway.admin.cli import register as register_admin_commands
-from gateway.config import ConfigError, check_serving, load_config
+from gateway.config import CONFIG_ENV, ConfigError, check_serving, load_config
 
-CONFIG_ENV = "MAAS_GATEWAY_CONFIG"
 STARTUP_FAILURE = 3  # uvicorn's exit code when the server could not start
 
 
 def app_factory():
     """uvicorn's factory (one call per worker): the app from the config named in the environment."""
     from gateway.app import create_app
-    from gateway.logs import configure
+    from gateway.ops.logs import configure
 
     config = load_config(os.environ.get(CONFIG_ENV) or None)
     configure(config.logging.level)
@@ -37,7 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    from gateway import listeners
+    from gateway.serving import listeners
 
     environ = dict(os.environ)
     for flag, name in (("host", "GATEWAY_HOST"), ("port", "GATEWAY_PORT"), ("workers", "GATEWAY_WORKERS")):
@@ -67,7 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
         proxy_headers=False,  # X-Forwarded-For is judged by the gateway (server.trusted_proxies), never by uvicorn
         server_header=False,
         timeout_keep_alive=server.keep_alive_timeout_seconds,  # type: ignore[arg-type]
-        # SIGTERM drains (gateway/drain.py): uvicorn's shutdown starts drain_delay_seconds after
+        # SIGTERM drains (gateway/runtime/drain.py): uvicorn's shutdown starts drain_delay_seconds after
         # the signal, and gives in-flight requests the rest of drain_seconds
         timeout_graceful_shutdown=max(0.1, config.server.drain_seconds - config.server.drain_delay_seconds),
     )
@@ -85,7 +84,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from gateway import litemaas
+    from gateway.store import litemaas
 
     config = load_config(args.config)
     if not config.database.url:
@@ -101,7 +100,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from gateway.dev import run_dev
+    from gateway.dev.demo import run_dev
 
     return run_dev(args)
 

@@ -34,14 +34,14 @@ class ServerConfig:
     port: int = 8080
     workers: int = 1
     max_body_bytes: int = 26_214_400  # 25 MiB: audio uploads fit
-    max_json_elements: int = 500_000  # gateway/bodylimits.py: bounds a JSON parse's memory
+    max_json_elements: int = 500_000  # gateway/serving/bodylimits.py: bounds a JSON parse's memory
     migrate_on_start: bool = True
     request_id_header: str = "x-request-id"
     drain_delay_seconds: float = 5.0  # after SIGTERM: readiness 503, still accepting connections
     drain_seconds: float = 120.0  # after SIGTERM: in-flight requests and streams may run this long
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For names the client (policies/forwarded.py)
-    admin_port: int | None = None  # admin API, /metrics, /health/integration only there (gateway/listeners.py)
-    header_read_timeout_seconds: float = 10.0  # gateway/listeners.py: slow clients are cut off
+    admin_port: int | None = None  # admin API, /metrics, /health/integration only there (gateway/serving/listeners.py)
+    header_read_timeout_seconds: float = 10.0  # gateway/serving/listeners.py: slow clients are cut off
     body_read_timeout_seconds: float = 120.0  # 25 MiB at 220 KB/s
     keep_alive_timeout_seconds: float = 5.0  # uvicorn's timeout_keep_alive
     max_concurrency: int = 1000  # requests in flight per worker; beyond, 503 SERVER_BUSY
@@ -100,7 +100,7 @@ class DatabaseConfig:
     pool_max: int = 10
     statement_timeout_ms: int = 2000
     acquire_timeout_ms: int = 1000  # longest wait for a pool connection; then 503 KEY_STORE_UNAVAILABLE
-    # native: the gateway's own tables; litemaas: an existing LiteMaaS database (gateway/litemaas.py)
+    # native: the gateway's own tables; litemaas: an existing LiteMaaS database (gateway/store/litemaas.py)
     schema: Literal["native", "litemaas"] = "native"
     url: str | None = None  # environment only: DATABASE_URL
 
@@ -500,6 +500,9 @@ def _deep_copy(tree: Any) -> Any:
     if isinstance(tree, list):
         return [_deep_copy(v) for v in tree]
     return tree
+
+
+CONFIG_ENV = "MAAS_GATEWAY_CONFIG"  # the config file's path, as `maas-gateway serve --config` passes it to workers
 
 
 def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> Config:

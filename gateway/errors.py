@@ -248,7 +248,7 @@ class LiteLLMSyncError(GatewayError):
 
 
 class InternalError(GatewayError):
-    """Anything unexpected: the message carries the request id (gateway/failures.py)."""
+    """Anything unexpected: the message carries the request id (gateway/serving/failures.py)."""
 
 
 class AdminError(GatewayError):

@@ -5,16 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.accesslog import AccessLog
-from gateway.authguard import AuthGuard
-from gateway.breaker import Breaker, ModelBreakers
+from gateway.ops.accesslog import AccessLog
+from gateway.serving.authguard import AuthGuard
+from gateway.serving.breaker import Breaker, ModelBreakers
 from gateway.config import BreakerConfig, Config
-from gateway.keys import KeyStore
-from gateway.limiter import Limiter
-from gateway.offenders import Offenders
-from gateway.routes import RouteTable
-from gateway.usage_recorder import UsageRecorder
-from gateway.upstream import Upstream, dropped_headers
+from gateway.store.keys import KeyStore
+from gateway.limits.limiter import Limiter
+from gateway.ops.offenders import Offenders
+from gateway.serving.routes import RouteTable
+from gateway.limits.usage_recorder import UsageRecorder
+from gateway.serving.upstream import Upstream, dropped_headers
 from policies.records import Mode
 
 
@@ -30,7 +30,7 @@ class GatewayState:
     mode: Mode  # may change on config reload
     known_models: frozenset[str] = frozenset()  # bounded label values for metrics
     model_breakers: ModelBreakers = field(default_factory=lambda: ModelBreakers(BreakerConfig()))
-    draining: bool = False  # SIGTERM came: readiness 503, requests still served (gateway/drain.py)
+    draining: bool = False  # SIGTERM came: readiness 503, requests still served (gateway/runtime/drain.py)
     service_auth: str | None = None  # "Bearer <LITELLM_API_KEY>" in service_key mode
     dropped_headers: frozenset[bytes] = field(default_factory=lambda: dropped_headers(service_key=False))
     access_log: AccessLog = field(default_factory=AccessLog)  # flushed at shutdown

@@ -4,7 +4,7 @@ Fixed windows aligned on the epoch (`window_seconds`, at most 60), so every inst
 shares a counter names the same window: the count is the failures of an address in the
 window of `now`; over `limit`, the address is refused until the window ends (Retry-After:
 the seconds left, at least 1, never above 60). Time is a parameter; the counting (Redis or
-in-process) is gateway/authguard.py's.
+in-process) is gateway/serving/authguard.py's.
 """
 
 from __future__ import annotations

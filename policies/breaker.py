@@ -14,7 +14,7 @@
 
 An outcome of a call admitted while closed that arrives after the breaker opened says
 nothing new and is dropped. The caller reads `state` before and after a step to see a
-transition (gateway/breaker.py logs and counts them).
+transition (gateway/serving/breaker.py logs and counts them).
 """
 
 from __future__ import annotations

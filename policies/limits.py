@@ -13,7 +13,7 @@ or spend check admits while what is already charged is below the limit (the over
 the tokens of the requests in flight). Quota periods are calendar months in UTC, or months
 counted from the subscription's `reset_at`; user budgets count per calendar month.
 
-Time is a parameter; the counting (Redis, or in-process when Redis is down) is gateway/limiter.py's.
+Time is a parameter; the counting (Redis, or in-process when Redis is down) is gateway/limits/limiter.py's.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a request asks for: the model names found in it, checked for agreement.
 
 A model name can arrive in the body (a JSON object or a form: "body"), the query
-string ("query") and a path segment ("path"); gateway/reader.py finds them, reading
+string ("query") and a path segment ("path"); gateway/serving/reader.py finds them, reading
 the request as LiteLLM will. When more than one is present they must agree. Fields
 with which LiteLLM sends a request to other models (fallbacks) are added to the facts
 so each one is checked like `model`; fields that let a client pick a deployment,

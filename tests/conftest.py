@@ -1,7 +1,7 @@
 """Session services: a real Postgres and Redis (throwaway, free ports) and the fake upstream.
 
 DATABASE_URL / REDIS_URL from the environment are used when set (as CI may); else
-servers are started from the machine's binaries (gateway/devservices.py).
+servers are started from the machine's binaries (gateway/dev/services.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from typing import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
-from gateway import db, devservices
+from gateway.store import db
+
+from gateway.dev import services as devservices
 from tests.fakes.upstream import FakeUpstream
 
 

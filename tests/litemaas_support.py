@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from gateway.keys import hash_key
+from gateway.store.keys import hash_key
 
 SCHEMA_SQL = Path(__file__).resolve().parent / "fixtures" / "litemaas_schema.sql"
 
@@ -72,7 +72,7 @@ async def columns(conn: Any) -> list[tuple]:
     return [tuple(r) for r in rows]
 
 
-# The columns LiteMaaS keeps for usage, which the gateway's usage batches write (gateway/litemaas.py),
+# The columns LiteMaaS keeps for usage, which the gateway's usage batches write (gateway/store/litemaas.py),
 # and updated_at, which LiteMaaS's own trigger moves when they are written.
 WRITTEN_BY_GATEWAY = {"subscriptions": ("used_requests", "used_tokens", "updated_at"),
                       "api_keys": ("last_used_at", "updated_at")}

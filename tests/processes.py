@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from gateway.devservices import free_port
+from gateway.dev.services import free_port
 from tests.support import MASTER_KEY, eventually, wait_until_serving
 
 CLI = [sys.executable, "-m", "gateway.cli"]

@@ -16,11 +16,11 @@ from typing import Any, AsyncIterator
 import aiohttp
 import uvicorn
 
-from gateway import listeners
+from gateway.serving import listeners
 from gateway.app import GatewayApp, create_app
 from gateway.config import Config, parse_config
-from gateway.devservices import free_port
-from gateway.keys import hash_key
+from gateway.dev.services import free_port
+from gateway.store.keys import hash_key
 
 MASTER_KEY = "sk-master-test-0000"
 

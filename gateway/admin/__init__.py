@@ -6,7 +6,10 @@
     gateway/admin/schema.py     request bodies: strict validation + their JSON Schema
     gateway/admin/openapi.py    the OpenAPI document
     gateway/admin/cli.py        the same operations as `maas-gateway` subcommands
-The work itself is done by gateway/accounts.py, shared with the CLI.
+The work itself is done by gateway/accounts/service.py, shared with the CLI.
+
+May import: policies, gateway.config, gateway.errors, gateway.ops, gateway.store, gateway.limits,
+gateway.accounts, gateway.state.
 """
 
 from __future__ import annotations

@@ -28,13 +28,13 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import asyncpg
 import orjson
 
-from gateway import litemaas
-from gateway import quotas
-from gateway.accounts import Accounts
+from gateway.store import litemaas
+from gateway.accounts import quotas
+from gateway.accounts.service import Accounts
 from gateway.config import Config, ConfigError, load_config
 from gateway.errors import GatewayError
-from gateway.usage_report import DEFAULT_LIMIT, page_limit
-from gateway.litellm import LiteLLMManagement
+from gateway.accounts.usage_report import DEFAULT_LIMIT, page_limit
+from gateway.accounts.litellm import LiteLLMManagement
 from policies.records import SUBSCRIPTION_STATUSES
 
 Action = Callable[[Accounts, argparse.Namespace], Awaitable[Any]]
@@ -59,8 +59,8 @@ async def open_accounts(config: Config) -> AsyncIterator[Accounts]:
         if config.redis.url:
             import redis.asyncio as aioredis
 
-            from gateway.invalidation import Invalidator
-            from gateway.keys import KeyStore
+            from gateway.store.invalidation import Invalidator
+            from gateway.store.keys import KeyStore
 
             redis = aioredis.from_url(config.redis.url, socket_timeout=0.5, socket_connect_timeout=0.5)
             stack.push_async_callback(redis.aclose)

@@ -18,14 +18,14 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway import litemaas
-from gateway.accounts import Accounts
+from gateway.store import litemaas
+from gateway.accounts.service import Accounts
 from gateway.admin import schema
 from gateway.admin.schema import Body
 from gateway.errors import AdminError, GatewayError
-from gateway.offenders import HOURS_KEPT
-from gateway.usage_report import page_limit
-from gateway.validation import invalid
+from gateway.ops.offenders import HOURS_KEPT
+from gateway.accounts.usage_report import page_limit
+from gateway.accounts.validation import invalid
 
 log = logging.getLogger("maas_gateway.admin")
 

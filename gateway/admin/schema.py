@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.validation import invalid
+from gateway.accounts.validation import invalid
 from policies.records import SUBSCRIPTION_STATUSES
 
 _JSON_TYPES = {

@@ -11,7 +11,10 @@ their own API keys and subscriptions; members of OIDC_ADMIN_GROUP also get the a
     admin.py       the admin view: pending subscriptions, users, models (restricted or not)
     security.py    CSP and other headers, CSRF tokens
     litemaas_mode.py   on a LiteMaaS database: sign-in finds LiteMaaS's user, pages only show
-Every change goes through gateway/accounts.py, the admin API's service layer.
+Every change goes through gateway/accounts/service.py, the admin API's service layer.
+
+May import: policies, gateway.config, gateway.errors, gateway.ops, gateway.store, gateway.limits,
+gateway.accounts, gateway.state.
 """
 
 from __future__ import annotations

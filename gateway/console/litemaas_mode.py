@@ -1,7 +1,7 @@
 """The console on a LiteMaaS database (database.schema: litemaas): it shows, never writes.
 
 LiteMaaS creates users, subscriptions and keys itself (and their LiteLLM copies), and the gateway
-never writes a row of LiteMaaS's tables (gateway/litemaas.py). So here:
+never writes a row of LiteMaaS's tables (gateway/store/litemaas.py). So here:
 
     read_only(request)      True in LiteMaaS mode: the pages hide every create / revoke / subscribe /
                             cancel / approve / deny / (de)activate / model control

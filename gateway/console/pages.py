@@ -27,7 +27,7 @@ from gateway.console.litemaas_mode import managed_in_litemaas, read_only
 from gateway.console.security import check_csrf
 from gateway.console.session import Viewer, render, require, viewer
 from gateway.errors import GatewayError
-from gateway.usage_report import key_totals
+from gateway.accounts.usage_report import key_totals
 
 NOT_YOURS = "No such item among yours."
 

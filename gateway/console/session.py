@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.accounts import Accounts
+from gateway.accounts.service import Accounts
 from gateway.console.security import csrf_token
 from gateway.console.users import setup_pending
 

@@ -1,5 +1,5 @@
 """Sign-in's database side: the user found by (oauth_provider, oauth_id), created or updated,
-then ensured in LiteLLM the way Accounts.create_user does it (gateway/usersync.py).
+then ensured in LiteLLM the way Accounts.create_user does it (gateway/accounts/usersync.py).
 
     sign_in(accounts, pool, identity)   the user's row after the upsert (and the sync attempt)
     setup_pending(accounts, user)       True while LiteLLM may still lack the user
@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.accounts import Accounts
+from gateway.accounts.service import Accounts
 from gateway.errors import GatewayError
 
 log = logging.getLogger("maas_gateway.console")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from gateway import metrics
+from gateway.ops import metrics
 from tests.deploy.tools import DEPLOY, check, tool
 
 pytestmark = pytest.mark.unit
@@ -27,7 +27,7 @@ SEED_ALERTS = {
 
 
 def exposed_series() -> set[str]:
-    """Every series name gateway/metrics.py can expose."""
+    """Every series name gateway/ops/metrics.py can expose."""
     names = set()
     for value in vars(metrics).values():
         if isinstance(value, MetricWrapperBase):

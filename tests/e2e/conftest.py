@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from gateway import devservices
+from gateway.dev import services as devservices
 from tests.support import MASTER_KEY
 
 LITELLM_TEST_CONFIG = Path(__file__).resolve().parent / "litellm-test.yaml"

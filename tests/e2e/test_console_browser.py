@@ -19,7 +19,7 @@ import openai
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-from gateway import devservices
+from gateway.dev import services as devservices
 from gateway.config import parse_config
 from tests.support import MASTER_KEY, running_gateway
 

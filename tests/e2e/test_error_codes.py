@@ -29,7 +29,7 @@ import aiohttp
 import openai
 import pytest
 
-from gateway.devservices import free_port
+from gateway.dev.services import free_port
 from tests.e2e.conftest import PROVIDER_KEY
 from tests.fakes.tcp_relay import TcpRelay
 from tests.support import RunningGateway, Seeded, bearer, eventually, make_config, running_gateway, seed_key

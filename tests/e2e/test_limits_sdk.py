@@ -12,7 +12,7 @@ import openai
 import pytest
 from prometheus_client import REGISTRY
 
-from gateway.metrics import fold
+from gateway.ops.metrics import fold
 from policies.limits import add_months, month_start
 from tests.support import eventually, make_config, running_gateway, seed_key
 

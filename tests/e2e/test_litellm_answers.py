@@ -16,7 +16,7 @@ import openai
 import orjson
 import pytest
 
-from gateway.accesslog import AccessLog
+from gateway.ops.accesslog import AccessLog
 from tests.e2e.conftest import PROVIDER_KEY
 from tests.support import RunningGateway, bearer, make_config, running_gateway, seed_key
 

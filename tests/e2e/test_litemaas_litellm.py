@@ -12,7 +12,7 @@ import asyncpg
 import openai
 import pytest
 
-from gateway import litemaas as litemaas_mode
+from gateway.store import litemaas as litemaas_mode
 from gateway.config import DatabaseConfig
 from tests import litemaas_support as litemaas
 from tests.support import eventually, make_config, running_gateway

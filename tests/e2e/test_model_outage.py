@@ -66,7 +66,7 @@ async def test_a_broken_backend_opens_only_its_models_breaker_after_three_keys(g
 
 
 async def test_litellm_marks_the_errors_it_relays_with_its_call_id(litellm):
-    """The fact gateway/upstream.py relies on to tell a relayed provider failure (the model's
+    """The fact gateway/serving/upstream.py relies on to tell a relayed provider failure (the model's
     breaker) from LiteLLM's own 502/503/504 (LiteLLM's breaker): LiteLLM's error answers carry
     x-litellm-call-id."""
     body = {"model": "broken-backend", "messages": MESSAGES}

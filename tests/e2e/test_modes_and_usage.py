@@ -8,7 +8,7 @@ import openai
 import pytest
 from prometheus_client import REGISTRY
 
-from gateway.metrics import fold
+from gateway.ops.metrics import fold
 from tests.support import eventually, make_config, running_gateway, seed_key
 
 pytestmark = pytest.mark.e2e

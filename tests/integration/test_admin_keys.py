@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
-from gateway.keys import hash_key
+from gateway.store.keys import hash_key
 from tests.admin_support import (
     admin_gateway,
     call,

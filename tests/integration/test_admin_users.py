@@ -9,8 +9,8 @@ import uuid
 import pytest
 from prometheus_client import REGISTRY
 
-from gateway.accounts import Accounts
-from gateway.litellm import LiteLLMManagement
+from gateway.accounts.service import Accounts
+from gateway.accounts.litellm import LiteLLMManagement
 from tests.admin_support import (
     admin_config,
     admin_gateway,

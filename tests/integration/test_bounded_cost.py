@@ -13,10 +13,10 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.authguard import AuthGuard
+from gateway.serving.authguard import AuthGuard
 from gateway.config import SecurityConfig
-from gateway.devservices import free_port
-from gateway.metrics import KEY_CACHE_LOOKUPS
+from gateway.dev.services import free_port
+from gateway.ops.metrics import KEY_CACHE_LOOKUPS
 from tests.support import bearer, make_config, running_gateway, seed_key
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.devservices import free_port
+from gateway.dev.services import free_port
 from tests.support import MASTER_KEY, bearer, seed_key, wait_until_serving
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from gateway import devservices
+from gateway.dev import services as devservices
 from gateway.config import ConsoleConfig
 from gateway.console.litemaas_mode import MANAGED, NO_ACCOUNT
 from tests import litemaas_support as litemaas

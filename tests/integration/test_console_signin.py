@@ -22,7 +22,7 @@ from typing import AsyncIterator
 import aiohttp
 import pytest
 
-from gateway import devservices
+from gateway.dev import services as devservices
 from gateway.config import ConsoleConfig, parse_config
 from gateway.console import console_app
 from tests.admin_support import admin_config, double, litellm_double_server  # noqa: F401 - fixtures

@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from gateway.devservices import Service, restart, start_postgres, start_redis
+from gateway.dev.services import Service, restart, start_postgres, start_redis
 
 pytestmark = pytest.mark.integration
 

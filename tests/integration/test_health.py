@@ -61,7 +61,7 @@ async def test_integration_has_the_seeds_shape_plus_postgres_and_redis(pool, pos
 
 
 async def test_integration_reports_litellm_down(pool, postgres_url, redis_url, http):
-    from gateway.devservices import free_port
+    from gateway.dev.services import free_port
 
     config = make_config(postgres_url, redis_url, f"http://127.0.0.1:{free_port()}")  # nothing listens there
     async with running_gateway(config) as gw:

@@ -8,8 +8,8 @@ import aiohttp
 import pytest
 
 import gateway.app
-import gateway.metrics
-import gateway.proxy
+import gateway.ops.metrics
+import gateway.serving.proxy
 from tests.support import bearer, make_config, running_gateway, seed_key
 
 pytestmark = pytest.mark.integration
@@ -57,9 +57,9 @@ def _logged(caplog, request_id: str) -> list[logging.LogRecord]:
 @pytest.mark.parametrize(
     ("target", "method", "path", "with_key"),
     [
-        ((gateway.proxy, "decide"), "POST", "/v1/chat/completions", True),  # the hot path
-        ((gateway.proxy, "usable_models"), "GET", "/v1/models", True),  # the models list
-        ((gateway.metrics, "render"), "GET", "/metrics", False),  # a Starlette route
+        ((gateway.serving.proxy, "decide"), "POST", "/v1/chat/completions", True),  # the hot path
+        ((gateway.serving.proxy, "usable_models"), "GET", "/v1/models", True),  # the models list
+        ((gateway.ops.metrics, "render"), "GET", "/metrics", False),  # a Starlette route
         ((gateway.app, "model_id_from_models_path"), "GET", "/nowhere", False),  # the dispatch itself
     ],
 )
@@ -77,7 +77,7 @@ async def test_an_injected_failure_answers_500_internal_error_with_the_request_i
 
 async def test_the_clients_request_id_names_the_failure(gateway_and_key, monkeypatch, caplog):
     gw, key = gateway_and_key
-    monkeypatch.setattr(gateway.metrics, "render", _boom)
+    monkeypatch.setattr(gateway.ops.metrics, "render", _boom)
     status, _, answer, request_id = await _call("GET", gw.url + "/metrics", headers={"x-request-id": "trace-42"})
     assert (status, answer, request_id) == (500, internal("trace-42"), "trace-42")
     assert len(_logged(caplog, "trace-42")) == 1

@@ -9,8 +9,8 @@ import pytest
 
 from gateway.config import CacheConfig
 from gateway.errors import StoreUnavailableError
-from gateway.keys import REDIS_PREFIX, KeyStore, decode_record, hash_key
-from gateway.metrics import KEY_CACHE_LOOKUPS, fold
+from gateway.store.keys import REDIS_PREFIX, KeyStore, decode_record, hash_key
+from gateway.ops.metrics import KEY_CACHE_LOOKUPS, fold
 import redis.asyncio as aioredis
 from tests.support import seed_key
 

@@ -1,5 +1,5 @@
 """Limits across instances on real Redis and Postgres: three gateways share one key's counters
-(gateway/limiter.py), a quota spent on one is refused on the others, Redis failing falls back to
+(gateway/limits/limiter.py), a quota spent on one is refused on the others, Redis failing falls back to
 per-instance counts, and tokens are charged from the usage the upstream reports."""
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway import devservices, limiter
-from gateway.metrics import LIMIT_REFUSALS
+from gateway.dev import services as devservices
+
+from gateway.limits import limiter
+from gateway.ops.metrics import LIMIT_REFUSALS
 from tests.support import bearer, eventually, make_config, running_gateway, seed_key
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from gateway.config import AdminConfig
-from gateway.devservices import free_port
+from gateway.dev.services import free_port
 from tests.support import bearer, eventually, make_config, running_gateway, seed_key
 
 pytestmark = pytest.mark.integration

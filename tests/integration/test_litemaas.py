@@ -15,10 +15,10 @@ import aiohttp
 import asyncpg
 import pytest
 
-from gateway import litemaas as litemaas_mode
+from gateway.store import litemaas as litemaas_mode
 from gateway.config import AdminConfig, ConfigError, DatabaseConfig
-from gateway.devlitemaas import seed_litemaas_demo
-from gateway.devservices import free_port
+from gateway.dev.litemaas import seed_litemaas_demo
+from gateway.dev.services import free_port
 from tests import litemaas_support as litemaas
 from tests.support import MASTER_KEY, bearer, eventually, make_config, running_gateway
 

@@ -1,6 +1,6 @@
 """LiteMaaS mode's limits, quotas and usage, on a database built from LiteMaaS's DDL: its
 subscriptions' quotas (0 = none set), its users' and keys' limits (LiteMaaS's defaults included)
-held by gateway/limiter.py, and usage recorded in the schema maas_gateway with LiteMaaS's own
+held by gateway/limits/limiter.py, and usage recorded in the schema maas_gateway with LiteMaaS's own
 used_requests / used_tokens / last_used_at kept current."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import asyncpg
 import orjson
 import pytest
 
-from gateway import db
-from gateway import litemaas as litemaas_mode
+from gateway.store import db
+from gateway.store import litemaas as litemaas_mode
 from gateway.config import AdminConfig
-from gateway.keys import hash_key
+from gateway.store.keys import hash_key
 from policies.limits import NO_LIMITS, Limits, period
 from tests import litemaas_support as litemaas
 from tests.integration.test_litemaas import (  # noqa: F401 - http: a fixture

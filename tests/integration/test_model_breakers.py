@@ -13,7 +13,7 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.metrics import BREAKER_STATE, BREAKER_TRANSITIONS
+from gateway.ops.metrics import BREAKER_STATE, BREAKER_TRANSITIONS
 from tests.support import bearer, make_config, running_gateway, seed_key
 
 pytestmark = pytest.mark.integration

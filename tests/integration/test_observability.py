@@ -21,11 +21,11 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.accesslog import AccessLog
-from gateway.devservices import free_port
-from gateway.keys import hash_key
-from gateway.logs import JsonFormatter
-from gateway.metrics import FOLD_SECONDS, fold
+from gateway.ops.accesslog import AccessLog
+from gateway.dev.services import free_port
+from gateway.store.keys import hash_key
+from gateway.ops.logs import JsonFormatter
+from gateway.ops.metrics import FOLD_SECONDS, fold
 from tests.support import MASTER_KEY, bearer, eventually, make_config, running_gateway, seed_key, wait_until_serving
 
 pytestmark = pytest.mark.integration

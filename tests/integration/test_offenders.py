@@ -1,5 +1,5 @@
 """Misuse monitoring across instances: refusals counted on two gateways are listed together by
-GET /admin/v1/offenders (gateway/offenders.py), and the top offender's count is a metric."""
+GET /admin/v1/offenders (gateway/ops/offenders.py), and the top offender's count is a metric."""
 
 from __future__ import annotations
 

@@ -10,9 +10,9 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from gateway.accounts import Accounts
-from gateway.keys import hash_key
-from gateway.litellm import LiteLLMManagement
+from gateway.accounts.service import Accounts
+from gateway.store.keys import hash_key
+from gateway.accounts.litellm import LiteLLMManagement
 from tests.admin_support import admin_config, admin_gateway, call, unique_email
 from tests.support import eventually
 

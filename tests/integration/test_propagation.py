@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.config import CacheConfig
-from gateway.invalidation import Invalidator
-from gateway.keys import REDIS_CHANNEL, REDIS_PREFIX, KeyStore, hash_key
+from gateway.store.invalidation import Invalidator
+from gateway.store.keys import REDIS_CHANNEL, REDIS_PREFIX, KeyStore, hash_key
 from tests.support import bearer, eventually, make_config, running_gateway, seed_key
 
 pytestmark = pytest.mark.integration

@@ -16,10 +16,10 @@ import orjson
 import pytest
 import yaml
 
-from gateway import reload
-from gateway.accesslog import AccessLog
-from gateway.cli import CONFIG_ENV
-from gateway.metrics import AUTH_DECISIONS, CONFIG_RELOADS, MODEL_ACCESS_DENIALS, fold
+from gateway.runtime import reload
+from gateway.ops.accesslog import AccessLog
+from gateway.config import CONFIG_ENV
+from gateway.ops.metrics import AUTH_DECISIONS, CONFIG_RELOADS, MODEL_ACCESS_DENIALS, fold
 from policies.records import Mode
 from tests.support import bearer, eventually, make_config, running_gateway, seed_key
 

@@ -25,8 +25,12 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gateway import db, devservices, keys
-from gateway.metrics import BREAKER_TRANSITIONS, KEY_CACHE_LOOKUPS
+from gateway.store import db
+
+from gateway.dev import services as devservices
+
+from gateway.store import keys
+from gateway.ops.metrics import BREAKER_TRANSITIONS, KEY_CACHE_LOOKUPS
 from tests.fakes.upstream import FakeUpstream
 from tests.support import bearer, eventually, make_config, running_gateway, seed_key
 

@@ -31,7 +31,7 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.devservices import free_port
+from gateway.dev.services import free_port
 from tests.processes import Gateway, Haproxy, gateway_env
 from tests.support import bearer, eventually, seed_key, sse_events
 

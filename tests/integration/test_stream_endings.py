@@ -8,7 +8,7 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.accesslog import AccessLog
+from gateway.ops.accesslog import AccessLog
 from tests.support import bearer, eventually, make_config, running_gateway, seed_key
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.accesslog import AccessLog
+from gateway.ops.accesslog import AccessLog
 from tests.fakes.upstream import STREAM_ERROR
 from tests.support import bearer, make_config, running_gateway, seed_key
 

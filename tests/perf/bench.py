@@ -47,9 +47,9 @@ from typing import Any, Iterator
 
 import orjson
 
-from gateway import devservices
-from gateway.devservices import free_port
-from gateway.keys import hash_key
+from gateway.dev import services as devservices
+from gateway.dev.services import free_port
+from gateway.store.keys import hash_key
 from tests.perf import report
 from tests.perf.client import Connection
 from tests.perf.measure import CpuMeter, Wrk, cpu_list, percentile, rss_bytes, set_affinity
@@ -136,7 +136,7 @@ class Seed:
 async def seed(database_url: str, settings: Settings) -> Seed:
     import asyncpg
 
-    from gateway import db
+    from gateway.store import db
     from tests.support import seed_key
 
     await db.migrate_url(database_url)
@@ -688,9 +688,9 @@ async def key_lookups(database_url: str, redis_url: str, cold_hashes: list[str],
     """KeyStore.lookup timed in-process, as the gateway calls it, against the real Redis and Postgres."""
     import redis.asyncio as aioredis
 
-    from gateway import db
+    from gateway.store import db
     from gateway.config import load_config
-    from gateway.keys import KeyStore
+    from gateway.store.keys import KeyStore
 
     config = load_config(None, {"DATABASE_URL": database_url, "REDIS_URL": redis_url})
     pool = await db.create_pool(database_url, config.database)

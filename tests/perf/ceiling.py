@@ -3,7 +3,7 @@
     CEILING_UPSTREAM=http://127.0.0.1:PORT uvicorn tests.perf.ceiling:app \
         --loop uvloop --http httptools --no-access-log --no-proxy-headers --no-server-header
 
-Raw ASGI (as gateway/proxy.py) and one pooled aiohttp session (as gateway/upstream.py):
+Raw ASGI (as gateway/serving/proxy.py) and one pooled aiohttp session (as gateway/serving/upstream.py):
 read the body, send it upstream with the client's headers minus hop-by-hop ones, stream
 the answer back chunk by chunk. No authentication, no policy, no metrics, no logs.
 CEILING_MAX_CONNECTIONS (default 512, the gateway's litellm.max_connections) sizes the pool.

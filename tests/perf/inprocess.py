@@ -26,9 +26,9 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator
 
-from gateway import devservices
-from gateway.accesslog import AccessLog
-from gateway.devservices import free_port
+from gateway.dev import services as devservices
+from gateway.ops.accesslog import AccessLog
+from gateway.dev.services import free_port
 from tests.perf import bench
 
 CONCURRENCY = 64
@@ -136,7 +136,7 @@ def make_apps(services: Services) -> tuple[Any, Any]:
                       LITELLM_URL=services.upstream_url, LITELLM_API_KEY=bench.SERVICE_KEY)
     from gateway.app import create_app
     from gateway.config import load_config
-    from gateway.logs import configure
+    from gateway.ops.logs import configure
     from tests.perf.ceiling import Ceiling
 
     config_path = Path(tempfile.mkdtemp(prefix="inprocess-")) / "config.yaml"

@@ -38,7 +38,10 @@ WARM_UP = 320
 
 def stretch_time() -> dict[str, Any]:
     """Scale the hot path's periodic behaviour by SLOWDOWN; returns options for the access log."""
-    from gateway import accesslog, disconnect, metrics, ticker
+    from gateway.ops import accesslog
+    from gateway.serving import disconnect
+    from gateway.ops import metrics
+    from gateway.serving import ticker
 
     disconnect.WATCH_AFTER_SECONDS *= SLOWDOWN
     metrics.FOLD_SECONDS *= SLOWDOWN

@@ -578,7 +578,7 @@ def litellm_ladder(bench: Any, settings: StreamSettings) -> dict[str, Any]:
     only delays the start), so LiteLLM gets a real OpenAI-compatible backend: a second fake
     upstream whose every stream is LLM-shaped (LiteLLM does not forward x-bench-* headers).
     """
-    from gateway import devservices
+    from gateway.dev import services as devservices
     from tests.perf import bench as b
 
     port = b.free_port()
@@ -619,7 +619,7 @@ def litellm_note() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gateway import devservices
+    from gateway.dev import services as devservices
     from tests.perf import bench as b
     from tests.perf import report
 

@@ -5,7 +5,7 @@ import asyncio
 import orjson
 import pytest
 
-from gateway.accesslog import AccessLog
+from gateway.ops.accesslog import AccessLog
 
 pytestmark = pytest.mark.unit
 
@@ -82,7 +82,7 @@ async def test_each_line_has_the_time_it_was_recorded(monkeypatch):
     written: list[str] = []
     log = AccessLog(write=written.append)
     times = iter([1_700_000_000.5, 1_700_000_000.75, 1_700_000_001.25])
-    monkeypatch.setattr("gateway.accesslog.time.time", lambda: next(times))
+    monkeypatch.setattr("gateway.ops.accesslog.time.time", lambda: next(times))
     for _ in range(3):
         log.record(FIELDS)
     monkeypatch.undo()

@@ -10,8 +10,8 @@ import pytest
 from gateway.admin import schema
 from gateway.admin.cli import record, table
 from gateway.errors import AdminError
-from gateway.keymirror import litellm_key_state
-from gateway.validation import future_expiry, unsubscribed
+from gateway.accounts.keymirror import litellm_key_state
+from gateway.accounts.validation import future_expiry, unsubscribed
 from policies.records import KeyRecord, SubscriptionRecord
 
 pytestmark = pytest.mark.unit

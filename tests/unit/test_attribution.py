@@ -1,11 +1,11 @@
-"""gateway/proxy.py attribute(): in service_key mode a JSON body's `user` is the key's user id."""
+"""gateway/serving/proxy.py attribute(): in service_key mode a JSON body's `user` is the key's user id."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from gateway.proxy import attribute
+from gateway.serving.proxy import attribute
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""gateway/bodylimits.py: a JSON body's values are counted before the parse, which then stays bounded."""
+"""gateway/serving/bodylimits.py: a JSON body's values are counted before the parse, which then stays bounded."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import tracemalloc
 import orjson
 import pytest
 
-from gateway.bodylimits import refuse_dense_json, structural_count
+from gateway.serving.bodylimits import refuse_dense_json, structural_count
 from gateway.errors import InvalidRequestError
 
 MIB = 1024 * 1024
@@ -55,7 +55,7 @@ def test_a_25_mib_body_of_tiny_values_is_refused_before_the_parse_without_alloca
             }
         }
 
-    assert _peak(check) < MIB  # parsed, these take 350-780 MiB (gateway/bodylimits.py)
+    assert _peak(check) < MIB  # parsed, these take 350-780 MiB (gateway/serving/bodylimits.py)
 
 
 # A child process reads the body from a file, parses it and prints its peak RSS (VmHWM: this

@@ -1,4 +1,4 @@
-"""gateway/breaker.py: the state machine on a clock, guarded calls, the single half-open trial.
+"""gateway/serving/breaker.py: the state machine on a clock, guarded calls, the single half-open trial.
 
 No network: the guarded calls are coroutines that succeed, fail (UpstreamFailure) or
 wait on an event; time is a hand-moved clock.
@@ -11,10 +11,10 @@ import itertools
 
 import pytest
 
-from gateway.breaker import Breaker, UpstreamFailure
+from gateway.serving.breaker import Breaker, UpstreamFailure
 from gateway.config import BreakerConfig
 from gateway.errors import UpstreamUnavailableError
-from gateway.metrics import BREAKER_STATE, BREAKER_TRANSITIONS
+from gateway.ops.metrics import BREAKER_STATE, BREAKER_TRANSITIONS
 
 pytestmark = pytest.mark.unit
 

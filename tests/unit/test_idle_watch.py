@@ -8,8 +8,8 @@ import asyncio
 import aiohttp
 import pytest
 
-from gateway.ticker import Ticker
-from gateway.upstream import IdleWatch
+from gateway.serving.ticker import Ticker
+from gateway.serving.upstream import IdleWatch
 
 pytestmark = pytest.mark.unit
 

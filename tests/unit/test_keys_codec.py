@@ -1,4 +1,4 @@
-"""gateway/keys.py: extracting the key from headers, hashing it, and the cache codec."""
+"""gateway/store/keys.py: extracting the key from headers, hashing it, and the cache codec."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from gateway.keys import decode_record, encode_record, extract_key, hash_key, key_prefix
+from gateway.store.keys import decode_record, encode_record, extract_key, hash_key, key_prefix
 from policies.limits import Limits
 from policies.records import KeyRecord, SubscriptionRecord
 

@@ -3,7 +3,7 @@
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from gateway.metrics import Tally
+from gateway.ops.metrics import Tally
 
 pytestmark = pytest.mark.unit
 

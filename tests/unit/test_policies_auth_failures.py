@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.keys import well_formed
+from gateway.store.keys import well_formed
 from policies.auth_failures import blocked_until, retry_after, window_index
 from policies.forwarded import client_address, parse_networks
 

@@ -1,4 +1,4 @@
-"""gateway/reader.py: one reading of every request, the way LiteLLM will read it.
+"""gateway/serving/reader.py: one reading of every request, the way LiteLLM will read it.
 
 Per route family and Content-Type the reader either reads the body as LiteLLM will or
 refuses (415, 400); the multipart and query readers must see the `model` that Starlette
@@ -13,9 +13,9 @@ from starlette.datastructures import Headers, QueryParams, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from gateway.errors import GatewayError, InvalidRequestError, UnsupportedMediaTypeError
-from gateway.reader import FormFile, Reading, form_fields, json_object, media_type, query_model, read
+from gateway.serving.reader import FormFile, Reading, form_fields, json_object, media_type, query_model, read
 from gateway.config import RouteConfig
-from gateway.routes import RouteTable
+from gateway.serving.routes import RouteTable
 
 pytestmark = pytest.mark.unit
 

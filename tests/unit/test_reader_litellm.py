@@ -1,4 +1,4 @@
-"""The differential test of gateway/reader.py: LiteLLM's own body reader is the oracle.
+"""The differential test of gateway/serving/reader.py: LiteLLM's own body reader is the oracle.
 
 For each request (route, headers, query string, body) the gateway either refuses it, or every
 model name LiteLLM would act on is in the gateway's facts, and no field the gateway refuses is
@@ -43,9 +43,9 @@ from litellm.types.proxy.auth.special_headers import SpecialHeaders  # noqa: E40
 from litellm.types.router import CredentialLiteLLMParams  # noqa: E402
 
 from gateway.errors import GatewayError  # noqa: E402
-from gateway.reader import read  # noqa: E402
-from gateway.routes import RouteTable  # noqa: E402
-from gateway.upstream import ATTRIBUTION_HEADERS, CREDENTIAL_HEADERS  # noqa: E402
+from gateway.serving.reader import read  # noqa: E402
+from gateway.serving.routes import RouteTable  # noqa: E402
+from gateway.serving.upstream import ATTRIBUTION_HEADERS, CREDENTIAL_HEADERS  # noqa: E402
 from policies.records import Deny  # noqa: E402
 from policies.requests import FALLBACK_FIELDS, REFUSED_FIELDS, request_facts  # noqa: E402
 

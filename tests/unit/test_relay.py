@@ -1,4 +1,4 @@
-"""gateway/relay.py: LiteLLM's error answers and mid-stream error events, as clients get them."""
+"""gateway/serving/relay.py: LiteLLM's error answers and mid-stream error events, as clients get them."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway import relay
-from gateway.relay import StreamErrors, error_answer
-from gateway.upstream import _read_at_most
+from gateway.serving import relay
+from gateway.serving.relay import StreamErrors, error_answer
+from gateway.serving.upstream import _read_at_most
 from policies.scrub import REDACTED
 
 pytestmark = pytest.mark.unit

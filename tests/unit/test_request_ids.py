@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from gateway.proxy import _request_id, request_ids
+from gateway.serving.proxy import _request_id, request_ids
 
 pytestmark = pytest.mark.unit
 

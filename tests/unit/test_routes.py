@@ -1,11 +1,11 @@
-"""gateway/routes.py: the allow-list, matched on the raw path byte for byte."""
+"""gateway/serving/routes.py: the allow-list, matched on the raw path byte for byte."""
 
 from __future__ import annotations
 
 import pytest
 
 from gateway.config import RouteConfig
-from gateway.routes import INFERENCE_ROUTES, PATH_MODEL_ROUTES, Route, RouteTable, model_id_from_models_path
+from gateway.serving.routes import INFERENCE_ROUTES, PATH_MODEL_ROUTES, Route, RouteTable, model_id_from_models_path
 
 pytestmark = pytest.mark.unit
 

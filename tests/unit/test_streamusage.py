@@ -1,11 +1,11 @@
-"""gateway/streamusage.py: the stream usage request spliced in, and its answer taken out."""
+"""gateway/serving/streamusage.py: the stream usage request spliced in, and its answer taken out."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from gateway.streamusage import UsageStripper, ask_for_usage
+from gateway.serving.streamusage import UsageStripper, ask_for_usage
 
 pytestmark = pytest.mark.unit
 

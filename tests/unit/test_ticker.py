@@ -6,7 +6,7 @@ import weakref
 
 import pytest
 
-from gateway.ticker import Ticker, Timed
+from gateway.serving.ticker import Ticker, Timed
 
 pytestmark = pytest.mark.unit
 

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from gateway.ticker import Ticker
-from gateway.upstream import _Deadline
+from gateway.serving.ticker import Ticker
+from gateway.serving.upstream import _Deadline
 
 pytestmark = pytest.mark.unit
 TICK = 0.005

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway.upstream import (
+from gateway.serving.upstream import (
     ATTRIBUTION_HEADERS,
     CREDENTIAL_HEADERS,
     allowed_headers,

@@ -1,8 +1,8 @@
-"""Token counts read from the end of LiteLLM's response (gateway/usage.py)."""
+"""Token counts read from the end of LiteLLM's response (gateway/limits/usage.py)."""
 
 import pytest
 
-from gateway.usage import usage_counts
+from gateway.limits.usage import usage_counts
 
 pytestmark = pytest.mark.unit
 

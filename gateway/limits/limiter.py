@@ -1,0 +1,363 @@
+"""Rate limits, quotas and budgets on the hot path: the counting around policies/limits.py.
+
+    checks(record, model, now)   the limits that apply (policies.limits.plan); () costs no I/O
+    admit(record, checks, ...)   ONE Redis round trip: a Lua script reads every counter, decides
+                                 and charges the request (1 request, a parallel slot) atomically;
+                                 raises RateLimitedError / QuotaExceededError (enforce), or returns
+                                 the Meter that carries the x-ratelimit-* headers
+    finish(meter)                after the answer: tokens and spend charged, the parallel slot
+                                 released (one pipelined round trip, off the response's path)
+
+Every counter of one request lives under the user's hash tag (`maas:lim:{u:<user id>}:...`), so
+Redis Cluster keeps them in one slot and the script may touch them all. Parallel slots are sorted
+sets of request tokens scored by when they expire (an instance that dies frees its slots after
+litellm.request_timeout_seconds). Without Redis (REDIS_URL unset: one instance) the counters are
+in-process; with Redis failing they are in-process too, each limit divided by
+limits.expected_instances, logged and counted (maas_gateway_limiter_fallbacks_total), and Redis is
+tried again after REDIS_BACKOFF_SECONDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from gateway.config import LimitsConfig
+from gateway.errors import QuotaExceededError, RateLimitedError
+from gateway.ops.metrics import LIMIT_REFUSALS, LIMITER_FALLBACKS
+from gateway.limits.usage import usage_counts
+from policies.limits import MINUTE, NO_LIMITS, Check, Kind, Limits, Verdict, effective, format_reset, plan, refusal_detail, verdict
+from policies.records import KeyRecord, Mode
+
+log = logging.getLogger("maas_gateway.limiter")
+
+PREFIX = "maas:lim:"
+REDIS_BACKOFF_SECONDS = 5.0
+PRICES_REFRESH_SECONDS = 30.0
+LOCAL_MAX_COUNTERS = 100_000  # in-process counters kept; expired ones are swept beyond this
+WINDOW_TTL_MS = int(2 * MINUTE * 1000) + 5000  # a minute's counter is read during the next minute
+
+# KEYS: two per check (its counter, and the previous minute's for a per-minute check, else the same).
+# ARGV: force ("1": charge even when refused: shadow mode), now, token, slot expiry, then per check
+# type ("w" per minute, "c" period counter, "p" parallel slots), limit, cost, weight, ttl in ms.
+# Answers {admitted, current1, previous1, current2, ...} as strings (Lua numbers would be truncated).
+ADMIT_SCRIPT = """
+local n = (#ARGV - 4) / 5
+local counts = {}
+local admitted = true
+for i = 1, n do
+  local b = 4 + (i - 1) * 5
+  local kind, limit, cost, weight = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  local current, previous = 0, 0
+  if kind == 'p' then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2 * i - 1], '-inf', ARGV[2])
+    current = redis.call('ZCARD', KEYS[2 * i - 1])
+  else
+    current = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+    if kind == 'w' then previous = tonumber(redis.call('GET', KEYS[2 * i]) or '0') end
+  end
+  counts[2 * i] = tostring(current)
+  counts[2 * i + 1] = tostring(previous)
+  local used = previous * weight + current
+  if cost > 0 then
+    if used + cost > limit then admitted = false end
+  elseif used >= limit then
+    admitted = false
+  end
+end
+if admitted or ARGV[1] == '1' then
+  for i = 1, n do
+    local b = 4 + (i - 1) * 5
+    local kind, cost, ttl = ARGV[b + 1], tonumber(ARGV[b + 3]), ARGV[b + 5]
+    if kind == 'p' then
+      redis.call('ZADD', KEYS[2 * i - 1], ARGV[4], ARGV[3])
+      redis.call('PEXPIRE', KEYS[2 * i - 1], ttl)
+    elseif cost > 0 then
+      redis.call('INCRBY', KEYS[2 * i - 1], cost)
+      redis.call('PEXPIRE', KEYS[2 * i - 1], ttl)
+    end
+  end
+end
+counts[1] = admitted and 1 or 0
+return counts
+"""
+
+
+@dataclass
+class Meter:
+    """One request's accounting: its limits and headers, what `finish` charges after the answer,
+    and what gateway/limits/usage_recorder.py records."""
+
+    key_id: str
+    user_id: str
+    model: str
+    checks: tuple[Check, ...] = ()
+    token: str = ""
+    shared: bool = False  # counted in Redis (else in-process)
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    reset_at: float | None = None  # the subscription's: where its quota periods start
+    inject_usage: bool = False  # the gateway asked LiteLLM for the stream's usage chunk: strip it
+    served: bool = False  # a 2xx answer began: a request to record
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    spend: float = 0.0
+
+    def measure(self, tail: bytes | bytearray, request_bytes: int, events: int) -> None:
+        """The answer's tokens: LiteLLM's `usage` (gateway/limits/usage.py); for a stream cut before its usage,
+        a quarter of the request's bytes for the prompt and one completion token per event forwarded."""
+        counts = usage_counts(tail)
+        if counts is None and events:
+            counts = (request_bytes // 4, events)
+        if counts is not None:
+            self.prompt_tokens, self.completion_tokens = counts
+
+
+def rate_limit_headers(result: Verdict) -> list[tuple[bytes, bytes]]:
+    """x-ratelimit-* for the binding limits (requests, tokens); none for a kind no limit counts."""
+    headers = []
+    for kind, binding in (("requests", result.requests), ("tokens", result.tokens)):
+        if binding is not None:
+            headers += [(f"x-ratelimit-limit-{kind}".encode(), str(binding.limit).encode()),
+                        (f"x-ratelimit-remaining-{kind}".encode(), str(binding.remaining).encode()),
+                        (f"x-ratelimit-reset-{kind}".encode(), format_reset(binding.reset_seconds).encode())]
+    return headers
+
+
+class LocalCounters:
+    """The script's semantics in-process (no Redis, or Redis failing): counters that expire, slots."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, tuple[float, float]] = {}  # name -> (value, expires at)
+        self._slots: dict[str, set[str]] = {}
+
+    def _get(self, name: str, now: float) -> float:
+        entry = self._values.get(name)
+        return entry[0] if entry is not None and entry[1] > now else 0.0
+
+    def add(self, name: str, amount: float, now: float, ttl: float) -> None:
+        if len(self._values) >= LOCAL_MAX_COUNTERS:
+            self._values = {k: v for k, v in self._values.items() if v[1] > now}
+        self._values[name] = (self._get(name, now) + amount, now + ttl)
+
+    def admit(self, checks: tuple[Check, ...], names: list[tuple[str, str]], now: float, token: str,
+              force: bool) -> tuple[bool, tuple[tuple[float, float], ...]]:
+        counts = []
+        for check, (current, previous) in zip(checks, names):
+            if check.kind is Kind.PARALLEL:
+                counts.append((float(len(self._slots.get(current, ()))), 0.0))
+            else:
+                counts.append((self._get(current, now), self._get(previous, now) if check.previous else 0.0))
+        admitted = verdict(checks, tuple(counts), now).admitted
+        if admitted or force:
+            for check, (current, _) in zip(checks, names):
+                if check.kind is Kind.PARALLEL:
+                    self._slots.setdefault(current, set()).add(token)
+                elif check.kind.cost:
+                    self.add(current, check.kind.cost, now, _ttl(check, now) / 1000)
+        return admitted, tuple(counts)
+
+    def release(self, name: str, token: str) -> None:
+        slots = self._slots.get(name)
+        if slots is not None:
+            slots.discard(token)
+            if not slots:
+                del self._slots[name]
+
+
+def _ttl(check: Check, now: float) -> int:
+    """Milliseconds a counter is kept: a minute's for two minutes, a period's until it ends (+1 day)."""
+    if check.previous is not None:
+        return WINDOW_TTL_MS
+    if check.kind is Kind.PARALLEL:
+        return 86_400_000
+    return int((check.ends - now + 86_400) * 1000)
+
+
+class Limiter:
+    def __init__(self, config: LimitsConfig, redis: Any | None, slot_seconds: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        defaults = config.defaults
+        self._key_default = Limits(**vars(defaults.key))
+        self._user_default = Limits(**vars(defaults.user))
+        self._subscription_default = Limits(**vars(defaults.subscription))
+        self._any_default = self._key_default.any() or self._user_default.any() or self._subscription_default.any()
+        self._instances = config.expected_instances
+        self._redis = redis
+        self._script = redis.register_script(ADMIT_SCRIPT) if redis is not None else None
+        self._slot_seconds = slot_seconds  # a parallel slot's longest life (the longest answer)
+        self._clock = clock
+        self._local = LocalCounters()
+        self._redis_skip_until = 0.0
+        self._pending: set[asyncio.Task] = set()
+        self.prices: dict[str, tuple[float, float]] = {}  # model -> (input, output) cost per token
+
+    # -- the hot path -------------------------------------------------------
+
+    def checks(self, record: KeyRecord, model: str | None, now: float) -> tuple[Check, ...]:
+        """The limits on this request; () (the common case: no limit anywhere) without building anything."""
+        subscription = record.subscriptions.get(model) if model is not None else None
+        sub_limits = subscription.limits if subscription is not None else NO_LIMITS
+        if (not self._any_default and record.limits is NO_LIMITS and record.user_limits is NO_LIMITS
+                and sub_limits is NO_LIMITS):
+            return ()
+        return plan(record.key_id, model or "", effective(record.limits, self._key_default),
+                    effective(record.user_limits, self._user_default), effective(sub_limits, self._subscription_default),
+                    now, subscription.reset_at if subscription is not None else None)
+
+    async def admit(self, record: KeyRecord, model: str | None, checks: tuple[Check, ...], now: float,
+                    mode: Mode) -> Meter:
+        token = os.urandom(8).hex()
+        shadow = mode is Mode.SHADOW
+        counted = await self._admit_shared(record.user_id, checks, now, token, shadow)
+        shared = counted is not None
+        if counted is None:
+            scaled = tuple(replace(c, limit=_share(c.limit, self._instances)) if self._redis is not None else c for c in checks)
+            admitted, counts = self._local.admit(scaled, self._names(record.user_id, checks), now, token, shadow)
+            checks = scaled
+        else:
+            admitted, counts = counted
+        result = verdict(checks, counts, now)
+        meter = Meter(record.key_id, record.user_id, model or "", checks, token, shared, rate_limit_headers(result),
+                      _reset_at(record, model))
+        if admitted:
+            return meter
+        refused = result.refused_by or checks[0]  # the script and the verdict agree but for float rounding
+        if shadow:
+            LIMIT_REFUSALS.labels(refused.scope.value, refused.kind.value, "shadow").inc()
+            return meter
+        LIMIT_REFUSALS.labels(refused.scope.value, refused.kind.value, "refused").inc()
+        error: RateLimitedError | QuotaExceededError
+        if refused.kind.quota:
+            error = QuotaExceededError(detail=refusal_detail(refused))
+            error.extra_headers = (*QuotaExceededError.extra_headers, *meter.headers)
+        else:
+            error = RateLimitedError(detail=refusal_detail(refused), retry_after=result.retry_after)
+            error.extra_headers = tuple(meter.headers)
+        raise error
+
+    def unlimited(self, record: KeyRecord, model: str | None) -> Meter:
+        """The Meter of a request no limit applies to: usage is still recorded."""
+        return Meter(record.key_id, record.user_id, model or "", reset_at=_reset_at(record, model))
+
+    def finish(self, meter: Meter) -> None:
+        """After the answer: its spend; charge its tokens and spend, release its parallel slots (in the background)."""
+        now = self._clock()
+        tokens = meter.prompt_tokens + meter.completion_tokens
+        price_in, price_out = self.prices.get(meter.model, (0.0, 0.0))
+        spend = meter.spend = meter.prompt_tokens * price_in + meter.completion_tokens * price_out
+        if not meter.checks:
+            return
+        updates: list[tuple[str, str, float, int]] = []  # (op, name, amount, ttl ms)
+        for check in meter.checks:
+            name = self._name(meter.user_id, check.counter)
+            if check.kind is Kind.PARALLEL:
+                updates.append(("release", name, 0, 0))
+            elif check.kind is Kind.TOKENS_PER_MINUTE and tokens:
+                minute_name = name.rsplit(":", 1)[0] + f":{int(now // MINUTE)}"  # the minute the answer ended in
+                updates.append(("add", minute_name, tokens, WINDOW_TTL_MS))
+            elif check.kind is Kind.QUOTA_TOKENS and tokens:
+                updates.append(("add", name, tokens, _ttl(check, now)))
+            elif check.kind is Kind.BUDGET and spend:
+                updates.append(("add", name, spend, _ttl(check, now)))
+        if not updates:
+            return
+        if not meter.shared:
+            for op, name, amount, ttl in updates:
+                if op == "release":
+                    self._local.release(name, meter.token)
+                else:
+                    self._local.add(name, amount, now, ttl / 1000)
+            return
+        task = asyncio.get_running_loop().create_task(self._settle(meter.token, updates), name="limiter-settle")
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    # -- Redis ----------------------------------------------------------------
+
+    def _name(self, user_id: str, counter: str) -> str:
+        return f"{PREFIX}{{u:{user_id}}}:{counter}"
+
+    def _names(self, user_id: str, checks: tuple[Check, ...]) -> list[tuple[str, str]]:
+        return [(self._name(user_id, c.counter), self._name(user_id, c.previous or c.counter)) for c in checks]
+
+    async def _admit_shared(self, user_id: str, checks: tuple[Check, ...], now: float, token: str,
+                            force: bool) -> tuple[bool, tuple[tuple[float, float], ...]] | None:
+        if self._script is None or now < self._redis_skip_until:
+            if self._script is not None:
+                LIMITER_FALLBACKS.inc()
+            return None
+        keys: list[str] = []
+        args: list[Any] = ["1" if force else "0", repr(now), token, repr(now + self._slot_seconds)]
+        for check, (current, previous) in zip(checks, self._names(user_id, checks)):
+            keys += [current, previous]
+            kind = "p" if check.kind is Kind.PARALLEL else "w" if check.previous is not None else "c"
+            args += [kind, repr(float(check.limit)), str(check.kind.cost), repr(check.weight), str(_ttl(check, now))]
+        try:
+            answer = await self._script(keys=keys, args=args)
+        except Exception as exc:  # redis-py raises many types; all mean "count here for now"
+            self._redis_failed(exc, now)
+            LIMITER_FALLBACKS.inc()
+            return None
+        values = [float(v) for v in answer[1:]]
+        return bool(int(answer[0])), tuple(zip(values[0::2], values[1::2]))
+
+    def _redis_failed(self, exc: BaseException, now: float) -> None:
+        if now >= self._redis_skip_until:
+            log.warning("redis unavailable, counting limits in-process (each limit / %d) for %.0fs: %s",
+                        self._instances, REDIS_BACKOFF_SECONDS, type(exc).__name__)
+        self._redis_skip_until = now + REDIS_BACKOFF_SECONDS
+
+    async def _settle(self, token: str, updates: list[tuple[str, str, float, int]]) -> None:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for op, name, amount, ttl in updates:
+                    if op == "release":
+                        pipe.zrem(name, token)
+                    else:
+                        if isinstance(amount, int):
+                            pipe.incrby(name, amount)
+                        else:
+                            pipe.incrbyfloat(name, amount)
+                        pipe.pexpire(name, ttl)
+                await pipe.execute()
+        except Exception as exc:
+            self._redis_failed(exc, self._clock())  # a lost slot expires; lost tokens are not charged
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def load_prices(self, pool: Any) -> None:
+        """Model prices for spend, from `models` (input/output_cost_per_token)."""
+        rows = await pool.fetch("SELECT id, input_cost_per_token::float8 AS i, output_cost_per_token::float8 AS o "
+                                "FROM models WHERE input_cost_per_token IS NOT NULL OR output_cost_per_token IS NOT NULL")
+        self.prices = {r["id"]: (r["i"] or 0.0, r["o"] or 0.0) for r in rows}
+
+    async def refresh_prices(self, pool: Any) -> None:
+        """load_prices every PRICES_REFRESH_SECONDS: a price change counts from then on."""
+        while True:
+            with contextlib.suppress(Exception):
+                await self.load_prices(pool)
+            await asyncio.sleep(PRICES_REFRESH_SECONDS)
+
+    async def settle(self) -> None:
+        """Wait for the charges still in flight (at shutdown, before Redis closes)."""
+        while self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+def _reset_at(record: KeyRecord, model: str | None) -> float | None:
+    subscription = record.subscriptions.get(model) if model is not None else None
+    return subscription.reset_at if subscription is not None else None
+
+
+def _share(limit: float, instances: int) -> float:
+    """One instance's part of a limit while Redis is down: counts rounded up (a limit above 0 keeps
+    at least 1), budgets divided."""
+    if isinstance(limit, int):
+        return math.ceil(limit / instances)
+    return limit / instances

@@ -1,0 +1,154 @@
+"""Postgres: the pool, the migrations and the one query the hot path needs.
+
+asyncpg exceptions and OSErrors are mapped to StoreUnavailableError here, so the
+rest of the gateway deals with one error for "the database cannot answer".
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from gateway.config import DatabaseConfig
+from gateway.errors import StoreUnavailableError
+from policies.limits import NO_LIMITS, Limits
+from policies.records import KeyRecord, SubscriptionRecord
+
+log = logging.getLogger("maas_gateway.db")
+
+INVALIDATION_CHANNEL = "maas_gateway_invalidate"
+MIGRATION_LOCK = 0x6D616173  # "maas": one migrator at a time across instances
+
+# Everything a decision needs about one key, in one round trip.
+KEY_QUERY = """
+SELECT k.id, k.user_id, k.key_prefix, k.is_active, k.key_hash,
+       extract(epoch FROM k.revoked_at)::float8 AS revoked_at,
+       extract(epoch FROM k.expires_at)::float8 AS expires_at,
+       u.is_active AS user_active,
+       k.rpm_limit, k.tpm_limit, k.max_parallel_requests,
+       u.rpm_limit AS user_rpm_limit, u.tpm_limit AS user_tpm_limit,
+       u.max_parallel_requests AS user_max_parallel_requests, u.max_budget::float8 AS user_max_budget,
+       ARRAY(SELECT m.model_id FROM api_key_models m WHERE m.api_key_id = k.id ORDER BY m.model_id) AS models,
+       ARRAY(SELECT s.model_id FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_models,
+       ARRAY(SELECT s.status FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_statuses,
+       ARRAY(SELECT extract(epoch FROM s.expires_at)::float8 FROM subscriptions s
+             WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_expiries,
+       ARRAY(SELECT array[s.quota_requests::float8, s.quota_tokens::float8, s.max_budget::float8,
+                          extract(epoch FROM s.reset_at)::float8]
+             FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_limits
+FROM api_keys k JOIN users u ON u.id = k.user_id
+WHERE k.key_hash = $1
+"""
+
+# Everything that means "the database cannot answer now" (InternalClientError: the
+# connection died mid-query).
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
+CONNECT_TIMEOUT_SECONDS = 3.0
+
+
+def record_from_row(row: Any) -> KeyRecord:
+    subscriptions = {
+        model: SubscriptionRecord(model, status, expiry, *_subscription_limits(limits))
+        for model, status, expiry, limits in zip(row["sub_models"], row["sub_statuses"], row["sub_expiries"],
+                                                 row["sub_limits"] or [None] * len(row["sub_models"]))
+    }
+    return KeyRecord(
+        key_id=row["id"],
+        user_id=row["user_id"],
+        key_prefix=row["key_prefix"],
+        is_active=row["is_active"],
+        revoked_at=row["revoked_at"],
+        expires_at=row["expires_at"],
+        user_active=row["user_active"],
+        models=tuple(row["models"]),
+        subscriptions=subscriptions,
+        limits=Limits(rpm_limit=row["rpm_limit"], tpm_limit=row["tpm_limit"],
+                      max_parallel_requests=row["max_parallel_requests"]),
+        user_limits=Limits(rpm_limit=row["user_rpm_limit"], tpm_limit=row["user_tpm_limit"],
+                           max_parallel_requests=row["user_max_parallel_requests"], max_budget=row["user_max_budget"]),
+    )
+
+
+def server_settings(config: DatabaseConfig) -> dict[str, str]:
+    settings = {"application_name": "maas-gateway"}
+    if config.schema == "litemaas":  # the gateway's own tables live in their own schema (gateway/store/litemaas.py)
+        settings["search_path"] = 'maas_gateway, "$user", public'
+    return settings
+
+
+def _subscription_limits(values: Any) -> tuple[Limits, float | None]:
+    """(limits, reset_at) from [quota_requests, quota_tokens, max_budget, reset_at] (see KEY_QUERY)."""
+    if values is None:
+        return NO_LIMITS, None
+    requests, tokens, budget, reset_at = values
+    limits = Limits(quota_requests=None if requests is None else int(requests),
+                    quota_tokens=None if tokens is None else int(tokens), max_budget=budget)
+    return (NO_LIMITS if not limits.any() else limits), reset_at
+
+
+async def create_pool(url: str, config: DatabaseConfig) -> asyncpg.Pool:
+    try:
+        return await asyncpg.create_pool(
+            url,
+            min_size=config.pool_min,
+            max_size=config.pool_max,
+            command_timeout=config.statement_timeout_ms / 1000,
+            timeout=CONNECT_TIMEOUT_SECONDS,  # an unreachable host must not hold requests for a minute
+            server_settings=server_settings(config),
+        )
+    except DB_ERRORS as exc:
+        raise StoreUnavailableError(detail="database unreachable", retry_after=1) from exc
+
+
+async def load_key(pool: asyncpg.Pool, key_hash: str, acquire_timeout: float | None = None,
+                   query: str = KEY_QUERY) -> KeyRecord | None:
+    """The key's record by SHA-256 hex, or None when no such key exists (`query`: this schema's KEY_QUERY).
+
+    A busy pool is waited for at most `acquire_timeout` seconds (database.acquire_timeout_ms):
+    a flood of cold keys gets 503s rather than a queue that every later lookup waits behind."""
+    try:
+        async with pool.acquire(timeout=acquire_timeout) as conn:
+            row = await conn.fetchrow(query, key_hash)
+    except DB_ERRORS as exc:
+        raise StoreUnavailableError(retry_after=1) from exc
+    return None if row is None else record_from_row(row)
+
+
+def migrations() -> list[tuple[str, str]]:
+    """(name, sql) of every migration shipped with the package, in order."""
+    folder = resources.files("gateway.store") / "migrations"
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(p.name, p.read_text()) for p in files]
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply the migrations not applied yet; returns their names. Safe to run concurrently."""
+    applied: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS gateway_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        done = {r["name"] for r in await conn.fetch("SELECT name FROM gateway_migrations")}
+        for name, sql in migrations():
+            if name in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO gateway_migrations (name) VALUES ($1)", name)
+            log.info("applied migration %s", name)
+            applied.append(name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+    return applied
+
+
+async def migrate_url(url: str) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
