@@ -4,9 +4,12 @@
     admit(record, checks, ...)   ONE Redis round trip: a Lua script reads every counter, decides
                                  and charges the request (1 request, a parallel slot) atomically;
                                  raises RateLimitedError / QuotaExceededError (enforce), or returns
-                                 the Meter that carries the x-ratelimit-* headers
+                                 the Meter that carries the x-ratelimit-* headers. A quota or
+                                 budget counter Redis lost (a restart without persistence, an
+                                 eviction) costs one Postgres query and a second call: it is seeded
+                                 with the period's recorded usage (gateway/quota_seeds.py)
     finish(meter)                after the answer: tokens and spend charged, the parallel slot
-                                 released (one pipelined round trip, off the response's path)
+                                 released (one script call, off the response's path)
 
 Every counter of one request lives under the user's hash tag (`maas:lim:{u:<user id>}:...`), so
 Redis Cluster keeps them in one slot and the script may touch them all. Parallel slots are sorted
@@ -31,6 +34,7 @@ from typing import Any, Callable
 from gateway.config import LimitsConfig
 from gateway.errors import QuotaExceededError, RateLimitedError
 from gateway.metrics import LIMIT_REFUSALS, LIMITER_FALLBACKS
+from gateway import quota_seeds
 from gateway.usage import usage_counts
 from policies.limits import MINUTE, NO_LIMITS, Check, Kind, Limits, Verdict, effective, format_reset, plan, refusal_detail, verdict
 from policies.records import KeyRecord, Mode
@@ -45,21 +49,34 @@ WINDOW_TTL_MS = int(2 * MINUTE * 1000) + 5000  # a minute's counter is read duri
 
 # KEYS: two per check (its counter, and the previous minute's for a per-minute check, else the same).
 # ARGV: force ("1": charge even when refused: shadow mode), now, token, slot expiry, then per check
-# type ("w" per minute, "c" period counter, "p" parallel slots), limit, cost, weight, ttl in ms.
-# Answers {admitted, current1, previous1, current2, ...} as strings (Lua numbers would be truncated).
+# type ("w" per minute, "c" period counter, "p" parallel slots), limit, cost, weight, ttl in ms, seed.
+# A period counter that is missing (Redis restarted empty, or evicted it) is SET NX to its seed, the
+# usage Postgres holds for the period (gateway/quota_seeds.py); without a seed ("") the script charges
+# nothing and answers {-1, i, ...}: the indexes of the checks to seed, for a second call.
+# Else answers {admitted, current1, previous1, current2, ...} as strings (Lua numbers would be truncated).
 ADMIT_SCRIPT = """
-local n = (#ARGV - 4) / 5
+local n = (#ARGV - 4) / 6
 local counts = {}
+local missing = {-1}
 local admitted = true
 for i = 1, n do
-  local b = 4 + (i - 1) * 5
+  local b = 4 + (i - 1) * 6
   local kind, limit, cost, weight = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   local current, previous = 0, 0
   if kind == 'p' then
     redis.call('ZREMRANGEBYSCORE', KEYS[2 * i - 1], '-inf', ARGV[2])
     current = redis.call('ZCARD', KEYS[2 * i - 1])
   else
-    current = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+    local raw = redis.call('GET', KEYS[2 * i - 1])
+    if not raw and kind == 'c' then
+      if ARGV[b + 6] == '' then
+        missing[#missing + 1] = i
+      else
+        redis.call('SET', KEYS[2 * i - 1], ARGV[b + 6], 'NX', 'PX', ARGV[b + 5])
+        raw = ARGV[b + 6]
+      end
+    end
+    current = tonumber(raw or '0')
     if kind == 'w' then previous = tonumber(redis.call('GET', KEYS[2 * i]) or '0') end
   end
   counts[2 * i] = tostring(current)
@@ -71,9 +88,10 @@ for i = 1, n do
     admitted = false
   end
 end
+if #missing > 1 then return missing end
 if admitted or ARGV[1] == '1' then
   for i = 1, n do
-    local b = 4 + (i - 1) * 5
+    local b = 4 + (i - 1) * 6
     local kind, cost, ttl = ARGV[b + 1], tonumber(ARGV[b + 3]), ARGV[b + 5]
     if kind == 'p' then
       redis.call('ZADD', KEYS[2 * i - 1], ARGV[4], ARGV[3])
@@ -86,6 +104,27 @@ if admitted or ARGV[1] == '1' then
 end
 counts[1] = admitted and 1 or 0
 return counts
+"""
+
+# After the answer, one call: KEYS the counters; ARGV the request's token, then per key op ("r": release
+# the parallel slot, "w": add to a minute's counter, "c": add to a period counter that exists: one that
+# Redis lost is seeded from Postgres at the next admission, which then holds this usage or not at all),
+# amount, ttl in ms.
+SETTLE_SCRIPT = """
+for i = 1, #KEYS do
+  local op, amount, ttl = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+  if op == 'r' then
+    redis.call('ZREM', KEYS[i], ARGV[1])
+  elseif op == 'w' or redis.call('EXISTS', KEYS[i]) == 1 then
+    if string.find(amount, '[.eE]') then
+      redis.call('INCRBYFLOAT', KEYS[i], amount)
+    else
+      redis.call('INCRBY', KEYS[i], amount)
+    end
+    redis.call('PEXPIRE', KEYS[i], ttl)
+  end
+end
+return 1
 """
 
 
@@ -181,7 +220,7 @@ def _ttl(check: Check, now: float) -> int:
 
 class Limiter:
     def __init__(self, config: LimitsConfig, redis: Any | None, slot_seconds: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, pool: Any | None = None) -> None:
         defaults = config.defaults
         self._key_default = Limits(**vars(defaults.key))
         self._user_default = Limits(**vars(defaults.user))
@@ -190,6 +229,8 @@ class Limiter:
         self._instances = config.expected_instances
         self._redis = redis
         self._script = redis.register_script(ADMIT_SCRIPT) if redis is not None else None
+        self._settle_script = redis.register_script(SETTLE_SCRIPT) if redis is not None else None
+        self._pool = pool  # usage_daily: the seeds of period counters Redis lost (None: seeds are 0)
         self._slot_seconds = slot_seconds  # a parallel slot's longest life (the longest answer)
         self._clock = clock
         self._local = LocalCounters()
@@ -214,7 +255,7 @@ class Limiter:
                     mode: Mode) -> Meter:
         token = os.urandom(8).hex()
         shadow = mode is Mode.SHADOW
-        counted = await self._admit_shared(record.user_id, checks, now, token, shadow)
+        counted = await self._admit_shared(record.user_id, model or "", checks, now, token, shadow)
         shared = counted is not None
         if counted is None:
             scaled = tuple(replace(c, limit=_share(c.limit, self._instances)) if self._redis is not None else c for c in checks)
@@ -257,19 +298,19 @@ class Limiter:
         for check in meter.checks:
             name = self._name(meter.user_id, check.counter)
             if check.kind is Kind.PARALLEL:
-                updates.append(("release", name, 0, 0))
+                updates.append(("r", name, 0, 0))
             elif check.kind is Kind.TOKENS_PER_MINUTE and tokens:
                 minute_name = name.rsplit(":", 1)[0] + f":{int(now // MINUTE)}"  # the minute the answer ended in
-                updates.append(("add", minute_name, tokens, WINDOW_TTL_MS))
+                updates.append(("w", minute_name, tokens, WINDOW_TTL_MS))
             elif check.kind is Kind.QUOTA_TOKENS and tokens:
-                updates.append(("add", name, tokens, _ttl(check, now)))
+                updates.append(("c", name, tokens, _ttl(check, now)))
             elif check.kind is Kind.BUDGET and spend:
-                updates.append(("add", name, spend, _ttl(check, now)))
+                updates.append(("c", name, spend, _ttl(check, now)))
         if not updates:
             return
         if not meter.shared:
             for op, name, amount, ttl in updates:
-                if op == "release":
+                if op == "r":
                     self._local.release(name, meter.token)
                 else:
                     self._local.add(name, amount, now, ttl / 1000)
@@ -286,26 +327,41 @@ class Limiter:
     def _names(self, user_id: str, checks: tuple[Check, ...]) -> list[tuple[str, str]]:
         return [(self._name(user_id, c.counter), self._name(user_id, c.previous or c.counter)) for c in checks]
 
-    async def _admit_shared(self, user_id: str, checks: tuple[Check, ...], now: float, token: str,
+    async def _admit_shared(self, user_id: str, model: str, checks: tuple[Check, ...], now: float, token: str,
                             force: bool) -> tuple[bool, tuple[tuple[float, float], ...]] | None:
         if self._script is None or now < self._redis_skip_until:
             if self._script is not None:
                 LIMITER_FALLBACKS.inc()
             return None
         keys: list[str] = []
-        args: list[Any] = ["1" if force else "0", repr(now), token, repr(now + self._slot_seconds)]
-        for check, (current, previous) in zip(checks, self._names(user_id, checks)):
+        for current, previous in self._names(user_id, checks):
             keys += [current, previous]
-            kind = "p" if check.kind is Kind.PARALLEL else "w" if check.previous is not None else "c"
-            args += [kind, repr(float(check.limit)), str(check.kind.cost), repr(check.weight), str(_ttl(check, now))]
-        try:
-            answer = await self._script(keys=keys, args=args)
-        except Exception as exc:  # redis-py raises many types; all mean "count here for now"
-            self._redis_failed(exc, now)
-            LIMITER_FALLBACKS.inc()
-            return None
-        values = [float(v) for v in answer[1:]]
-        return bool(int(answer[0])), tuple(zip(values[0::2], values[1::2]))
+        seeds: dict[int, str] = {} if self._pool is not None else {i: "0" for i in range(len(checks))}
+        for _ in range(len(checks) + 1):  # each call that finds counters missing seeds at least one more
+            args: list[Any] = ["1" if force else "0", repr(now), token, repr(now + self._slot_seconds)]
+            for i, check in enumerate(checks):
+                kind = "p" if check.kind is Kind.PARALLEL else "w" if check.previous is not None else "c"
+                args += [kind, repr(float(check.limit)), str(check.kind.cost), repr(check.weight), str(_ttl(check, now)),
+                         seeds.get(i, "")]
+            try:
+                answer = await self._script(keys=keys, args=args)
+            except Exception as exc:  # redis-py raises many types; all mean "count here for now"
+                self._redis_failed(exc, now)
+                LIMITER_FALLBACKS.inc()
+                return None
+            if int(answer[0]) != -1:
+                values = [float(v) for v in answer[1:]]
+                return bool(int(answer[0])), tuple(zip(values[0::2], values[1::2]))
+            missing = [int(i) - 1 for i in answer[1:]]
+            try:
+                found = await quota_seeds.seeds(self._pool, user_id, model, [checks[i] for i in missing])
+            except Exception as exc:  # asyncpg and OSError alike: counted here until Postgres answers
+                log.warning("quota counters missing in Redis and Postgres unreachable to seed them, "
+                            "counting this request in-process: %s", type(exc).__name__)
+                LIMITER_FALLBACKS.inc()
+                return None
+            seeds.update((i, _number(value)) for i, value in zip(missing, found))
+        raise AssertionError("the admit script kept finding unseeded counters")
 
     def _redis_failed(self, exc: BaseException, now: float) -> None:
         if now >= self._redis_skip_until:
@@ -314,18 +370,11 @@ class Limiter:
         self._redis_skip_until = now + REDIS_BACKOFF_SECONDS
 
     async def _settle(self, token: str, updates: list[tuple[str, str, float, int]]) -> None:
+        args: list[Any] = [token]
+        for op, _, amount, ttl in updates:
+            args += [op, _number(amount), str(ttl)]
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for op, name, amount, ttl in updates:
-                    if op == "release":
-                        pipe.zrem(name, token)
-                    else:
-                        if isinstance(amount, int):
-                            pipe.incrby(name, amount)
-                        else:
-                            pipe.incrbyfloat(name, amount)
-                        pipe.pexpire(name, ttl)
-                await pipe.execute()
+            await self._settle_script(keys=[name for _, name, _, _ in updates], args=args)
         except Exception as exc:
             self._redis_failed(exc, self._clock())  # a lost slot expires; lost tokens are not charged
 
@@ -353,6 +402,11 @@ class Limiter:
 def _reset_at(record: KeyRecord, model: str | None) -> float | None:
     subscription = record.subscriptions.get(model) if model is not None else None
     return subscription.reset_at if subscription is not None else None
+
+
+def _number(value: float) -> str:
+    """A counter's amount as Redis reads it: an int for requests and tokens (INCRBY), a float for spend."""
+    return str(value) if isinstance(value, int) else repr(float(value))
 
 
 def _share(limit: float, instances: int) -> float:

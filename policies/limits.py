@@ -22,7 +22,7 @@ import calendar
 import enum
 import math
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 MINUTE = 60.0
 MAX_RETRY_AFTER = 60  # seconds: the OpenAI SDK retries a 429 whose Retry-After is at most this
@@ -108,7 +108,8 @@ class Check:
 
     `counter` names the counter within its scope ("key:<id>:rpm:<minute>" and the like);
     per-minute checks also read `previous` (the last minute's counter) weighted by `weight`.
-    `ends` is when the counter's window or period ends (POSIX seconds)."""
+    `ends` is when the counter's window or period ends (POSIX seconds); `starts` when a period
+    check's period began (None for the others)."""
 
     scope: Scope
     kind: Kind
@@ -117,6 +118,7 @@ class Check:
     ends: float
     previous: str | None = None
     weight: float = 0.0
+    starts: float | None = None
 
     @property
     def words(self) -> str:
@@ -185,8 +187,17 @@ def plan(
             else:
                 start, end = period(now, reset_at) if scope is Scope.SUBSCRIPTION else (month_start(now), add_months(month_start(now), 1))
                 tag = {Kind.QUOTA_REQUESTS: "req", Kind.QUOTA_TOKENS: "tok", Kind.BUDGET: "spend"}[kind]
-                checks.append(Check(scope, kind, limit, f"{name}:{tag}:{int(start)}", end))
+                checks.append(Check(scope, kind, limit, f"{name}:{tag}:{int(start)}", end, starts=start))
     return tuple(checks)
+
+
+def seed_day(starts: float) -> date:
+    """The first UTC day wholly inside a period that began at `starts`: a period counter lost by Redis is
+    seeded from the usage recorded per UTC day since then (a period that begins mid-day loses its first
+    day's part; calendar months and LiteMaaS's reset_at begin at midnight)."""
+    day = datetime.fromtimestamp(starts, timezone.utc)
+    whole = day.date()
+    return whole if day == datetime(whole.year, whole.month, whole.day, tzinfo=timezone.utc) else whole + timedelta(days=1)
 
 
 def used(check: Check, current: float, previous: float = 0.0) -> float:

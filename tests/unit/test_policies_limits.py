@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import pytest
 from hypothesis import given
@@ -21,6 +21,7 @@ from policies.limits import (
     plan,
     refusal_detail,
     retry_after,
+    seed_day,
     used,
     verdict,
 )
@@ -59,6 +60,13 @@ def test_a_plan_names_each_counter_by_scope_window_and_period():
         (Scope.SUBSCRIPTION, Kind.QUOTA_TOKENS, 5000, f"sub:gpt-4o:tok:{month}", None, ts(2026, 12, 1)),
     ]
     assert checks[0].weight == pytest.approx(0.75)
+    assert [c.starts for c in checks] == [None, None, None, ts(2026, 11, 1), ts(2026, 11, 1), ts(2026, 11, 1)]
+
+
+def test_a_lost_counter_is_seeded_from_the_whole_utc_days_of_its_period():
+    assert seed_day(ts(2026, 11, 1)) == date(2026, 11, 1)
+    assert seed_day(ts(2026, 11, 1, 0, 0, 1)) == date(2026, 11, 2)  # the first day's part is not recorded apart
+    assert seed_day(ts(2026, 12, 31, 23)) == date(2027, 1, 1)
 
 
 def test_the_sliding_window_weighs_the_previous_minute_by_what_remains_of_it():
