@@ -15,7 +15,7 @@ Every counter of one request lives under the user's hash tag (`maas:lim:{u:<user
 Redis Cluster keeps them in one slot and the script may touch them all. Parallel slots are sorted
 sets of request tokens scored by when they expire (an instance that dies frees its slots after
 litellm.request_timeout_seconds). Without Redis (REDIS_URL unset: one instance) the counters are
-in-process; with Redis failing they are in-process too, each limit divided by
+in-process, period counters seeded from usage_daily when the process starts counting them; with Redis failing they are in-process too, each limit divided by
 limits.expected_instances, logged and counted (maas_gateway_limiter_fallbacks_total), and Redis is
 tried again after REDIS_BACKOFF_SECONDS.
 """
@@ -179,6 +179,15 @@ class LocalCounters:
         entry = self._values.get(name)
         return entry[0] if entry is not None and entry[1] > now else 0.0
 
+    def has(self, name: str, now: float) -> bool:
+        entry = self._values.get(name)
+        return entry is not None and entry[1] > now
+
+    def seed(self, name: str, value: float, now: float, ttl: float) -> None:
+        """A counter's start when it is missing: the usage recorded in its period (a process started anew)."""
+        if not self.has(name, now):
+            self.add(name, value, now, ttl)
+
     def add(self, name: str, amount: float, now: float, ttl: float) -> None:
         if len(self._values) >= LOCAL_MAX_COUNTERS:
             self._values = {k: v for k, v in self._values.items() if v[1] > now}
@@ -258,6 +267,8 @@ class Limiter:
         counted = await self._admit_shared(record.user_id, model or "", checks, now, token, shadow)
         shared = counted is not None
         if counted is None:
+            if self._redis is None and self._pool is not None:
+                await self._seed_local(record.user_id, model or "", checks, now)
             scaled = tuple(replace(c, limit=_share(c.limit, self._instances)) if self._redis is not None else c for c in checks)
             admitted, counts = self._local.admit(scaled, self._names(record.user_id, checks), now, token, shadow)
             checks = scaled
@@ -362,6 +373,20 @@ class Limiter:
                 return None
             seeds.update((i, _number(value)) for i, value in zip(missing, found))
         raise AssertionError("the admit script kept finding unseeded counters")
+
+    async def _seed_local(self, user_id: str, model: str, checks: tuple[Check, ...], now: float) -> None:
+        """Without Redis (one instance): period counters this process does not hold yet start from usage_daily."""
+        names = self._names(user_id, checks)
+        missing = [i for i, c in enumerate(checks) if c.starts is not None and not self._local.has(names[i][0], now)]
+        if not missing:
+            return
+        try:
+            found = await quota_seeds.seeds(self._pool, user_id, model, [checks[i] for i in missing])
+        except Exception as exc:  # counted from 0 until Postgres answers (logged)
+            log.warning("quota counters not seeded, Postgres unreachable: %s", type(exc).__name__)
+            return
+        for i, value in zip(missing, found):
+            self._local.seed(names[i][0], value, now, _ttl(checks[i], now) / 1000)
 
     def _redis_failed(self, exc: BaseException, now: float) -> None:
         if now >= self._redis_skip_until:

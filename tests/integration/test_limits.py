@@ -273,3 +273,19 @@ async def test_seeds_sum_the_recorded_usage_of_each_checks_period(pool):
                                                    (Scope.SUBSCRIPTION, Kind.QUOTA_TOKENS), (Scope.SUBSCRIPTION, Kind.BUDGET)]
     assert await quota_seeds.seeds(pool, user, "m1", list(checks)) == [2.75, 3, 30, 0.25]
     assert await quota_seeds.seeds(pool, user, "m1", [checks[2]]) == [30]
+
+
+async def test_without_redis_a_restarted_instance_keeps_the_periods_quota(pool, postgres_url, fake_upstream, http):
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    await set_limits(pool, "subscriptions", "user_id", seeded.user_id, quota_requests=3)
+    config = make_config(postgres_url, None, fake_upstream.url, usage={"flush_seconds": 3600})
+    async with running_gateway(config) as gw:
+        assert [(await post(http, gw.url, seeded.key))[0] for _ in range(2)] == [200, 200]
+    # its last flush at shutdown holds both; a new process starts counting from them
+    async with running_gateway(config) as gw:
+        status, headers, _ = await post(http, gw.url, seeded.key)
+        assert (status, headers["x-ratelimit-remaining-requests"]) == (200, "0")
+        status, _, body = await post(http, gw.url, seeded.key)
+    when = datetime.fromtimestamp(period(time.time(), None)[1], timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    assert (status, orjson.loads(body)) == (429, quota_exceeded(
+        f"the request quota of your subscription to this model (3) is used up; it resets at {when}"))
