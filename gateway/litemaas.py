@@ -37,10 +37,10 @@ GATEWAY_STATE_MIGRATIONS = ("003_litellm_outbox.sql", "006_usage_daily.sql")
 
 # What the key query reads and the usage batches write; a database lacking one of these is not one the gateway can serve.
 REQUIRED_COLUMNS = {
-    "users": {"id", "is_active", "rpm_limit", "tpm_limit", "max_budget"},
+    "users": {"id", "is_active", "rpm_limit", "tpm_limit", "max_budget", "budget_duration"},
     "models": {"id"},
     "subscriptions": {"id", "user_id", "model_id", "status", "expires_at", "quota_requests", "quota_tokens",
-                      "max_budget", "reset_at", "used_requests", "used_tokens"},
+                      "max_budget", "reset_at", "used_requests", "used_tokens", "budget_duration"},
     "api_keys": {"id", "user_id", "subscription_id", "key_hash", "key_prefix", "is_active", "revoked_at",
                  "expires_at", "lite_llm_key_value", "rpm_limit", "tpm_limit", "max_parallel_requests", "last_used_at"},
     "api_key_models": {"api_key_id", "model_id"},
@@ -83,10 +83,12 @@ SELECT k.id::text AS id, k.user_id::text AS user_id, k.key_prefix, coalesce(k.is
              WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_expiries,
        k.rpm_limit, k.tpm_limit, k.max_parallel_requests,
        u.rpm_limit AS user_rpm_limit, u.tpm_limit AS user_tpm_limit, NULL::int AS user_max_parallel_requests,
-       u.max_budget::float8 AS user_max_budget,
+       u.max_budget::float8 AS user_max_budget, u.budget_duration::text AS user_budget_duration,
        ARRAY(SELECT array[nullif(s.quota_requests, 0)::float8, nullif(s.quota_tokens, 0)::float8,
                           nullif(s.max_budget, 0)::float8, extract(epoch FROM s.reset_at)::float8]
-             FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_limits
+             FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_limits,
+       ARRAY(SELECT s.budget_duration::text FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id)
+           AS sub_durations
 FROM api_keys k JOIN users u ON u.id = k.user_id
 WHERE k.key_hash = $1
 """
@@ -152,12 +154,12 @@ DROP TRIGGER IF EXISTS maas_gateway_notify ON api_key_models;
 CREATE TRIGGER maas_gateway_notify AFTER INSERT OR UPDATE OR DELETE
     ON api_key_models FOR EACH ROW EXECUTE FUNCTION {GATEWAY_SCHEMA}.notify();
 DROP TRIGGER IF EXISTS maas_gateway_notify ON users;
-CREATE TRIGGER maas_gateway_notify AFTER DELETE OR UPDATE OF is_active, rpm_limit, tpm_limit, max_budget
+CREATE TRIGGER maas_gateway_notify AFTER DELETE OR UPDATE OF is_active, rpm_limit, tpm_limit, max_budget, budget_duration
     ON users FOR EACH ROW EXECUTE FUNCTION {GATEWAY_SCHEMA}.notify();
 DROP TRIGGER IF EXISTS maas_gateway_notify ON subscriptions;
 CREATE TRIGGER maas_gateway_notify
     AFTER INSERT OR DELETE OR UPDATE OF status, expires_at, user_id, model_id,
-                                        quota_requests, quota_tokens, max_budget, reset_at
+                                        quota_requests, quota_tokens, max_budget, reset_at, budget_duration
     ON subscriptions FOR EACH ROW EXECUTE FUNCTION {GATEWAY_SCHEMA}.notify();
 """
 

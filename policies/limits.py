@@ -10,8 +10,9 @@ Per-minute limits are sliding-window counters (the `limits` library's): the curr
 count plus the previous minute's weighted by how much of it still lies in the last 60 s. A
 request costs 1 request at admission; tokens and spend are charged after the answer, so a token
 or spend check admits while what is already charged is below the limit (the overshoot is at most
-the tokens of the requests in flight). Quota periods are calendar months in UTC, or months
-counted from the subscription's `reset_at`; user budgets count per calendar month.
+the tokens of the requests in flight). Quota and budget periods are each scope's `budget_duration`
+(policies/periods.py; default a calendar month in UTC), counted from the subscription's `reset_at`
+when it has one.
 
 Time is a parameter; the counting (Redis, or in-process when Redis is down) is gateway/limiter.py's.
 """
@@ -23,6 +24,8 @@ import enum
 import math
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta, timezone
+
+from policies import periods
 
 MINUTE = 60.0
 MAX_RETRY_AFTER = 60  # seconds: the OpenAI SDK retries a 429 whose Retry-After is at most this
@@ -36,6 +39,9 @@ class Limits:
     quota_requests: int | None = None
     quota_tokens: int | None = None
     max_budget: float | None = None
+    # the period of this scope's quotas and budget, as LiteLLM spells it (policies/periods.py); None:
+    # a calendar month (records keep only another period: periods.custom)
+    budget_duration: str | None = None
 
     def any(self) -> bool:
         return any(getattr(self, f.name) is not None for f in fields(self))
@@ -90,7 +96,7 @@ _WORDS = {
     (Scope.USER, Kind.REQUESTS_PER_MINUTE): "requests per minute of your account",
     (Scope.USER, Kind.TOKENS_PER_MINUTE): "tokens per minute of your account",
     (Scope.USER, Kind.PARALLEL): "concurrent requests of your account",
-    (Scope.USER, Kind.BUDGET): "monthly budget of your account",
+    (Scope.USER, Kind.BUDGET): "budget of your account",
     (Scope.SUBSCRIPTION, Kind.QUOTA_REQUESTS): "request quota of your subscription to this model",
     (Scope.SUBSCRIPTION, Kind.QUOTA_TOKENS): "token quota of your subscription to this model",
     (Scope.SUBSCRIPTION, Kind.BUDGET): "budget of your subscription to this model",
@@ -140,22 +146,10 @@ def add_months(moment: float, months: int) -> float:
     return t.replace(year=year, month=month + 1, day=day).timestamp()
 
 
-def period(now: float, reset_at: float | None) -> tuple[float, float]:
-    """The quota period [start, end) holding `now`: calendar months in UTC, or months counted from `reset_at`."""
-    if reset_at is None:
-        start = month_start(now)
-        return start, add_months(start, 1)
-    t_now = datetime.fromtimestamp(now, timezone.utc)
-    t_anchor = datetime.fromtimestamp(reset_at, timezone.utc)
-    months = (t_now.year - t_anchor.year) * 12 + (t_now.month - t_anchor.month)
-    start = add_months(reset_at, months)
-    while start > now:
-        months -= 1
-        start = add_months(reset_at, months)
-    while add_months(reset_at, months + 1) <= now:
-        months += 1
-        start = add_months(reset_at, months)
-    return start, add_months(reset_at, months + 1)
+def period(now: float, reset_at: float | None, budget_duration: str | None = None) -> tuple[float, float]:
+    """The quota period [start, end) holding `now`: of `budget_duration` (None: a calendar month in UTC),
+    counted from `reset_at` when set (policies/periods.py)."""
+    return periods.bounds(now, periods.duration_of(budget_duration), reset_at)
 
 
 def plan(
@@ -185,7 +179,7 @@ def plan(
             elif kind is Kind.PARALLEL:
                 checks.append(Check(scope, kind, limit, f"{name}:par", math.inf))
             else:
-                start, end = period(now, reset_at) if scope is Scope.SUBSCRIPTION else (month_start(now), add_months(month_start(now), 1))
+                start, end = period(now, reset_at if scope is Scope.SUBSCRIPTION else None, limits.budget_duration)
                 tag = {Kind.QUOTA_REQUESTS: "req", Kind.QUOTA_TOKENS: "tok", Kind.BUDGET: "spend"}[kind]
                 checks.append(Check(scope, kind, limit, f"{name}:{tag}:{int(start)}", end, starts=start))
     return tuple(checks)
@@ -306,6 +300,7 @@ def refusal_detail(check: Check) -> str:
     """Which limit refused, and for a quota when it resets; for the error's message."""
     limit = f"{check.limit:g}" if check.kind is not Kind.BUDGET else f"${check.limit:g}"
     if check.kind.quota:
-        when = datetime.fromtimestamp(check.ends, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        when = datetime.fromtimestamp(check.ends, timezone.utc).strftime(
+            "%Y-%m-%d %H:%M UTC" if check.ends % 60 == 0 else "%Y-%m-%d %H:%M:%S UTC")
         return f"the {check.words} ({limit}) is used up; it resets at {when}"
     return f"the {check.words} ({limit}) is reached"

@@ -186,3 +186,14 @@ async def test_usage_is_recorded_in_the_gateway_schema_and_litemaas_used_columns
     assert [tuple(r) for r in used] == [("gpt-4o", 1, 12), ("gpt-4o-mini", 2, 24)]
     last_used = await conn.fetchval("SELECT last_used_at FROM api_keys WHERE id = $1", key.id)
     assert abs((datetime.now(timezone.utc) - last_used).total_seconds()) < 60
+
+
+async def test_litemaas_budget_durations_are_the_periods_and_monthly_is_the_calendar_month(litemaas_url, conn):
+    key = await a_user_with_key(conn, ["gpt-4o-mini", "gpt-4o"])
+    await conn.execute("UPDATE users SET budget_duration = '1d' WHERE id = $1", key.user_id)
+    await conn.execute("UPDATE subscriptions SET budget_duration = 'weekly' WHERE model_id = 'gpt-4o' AND user_id = $1",
+                       key.user_id)
+    found = await record(litemaas_url, key)
+    assert found.user_limits == Limits(rpm_limit=60, tpm_limit=10000, max_budget=100.0, budget_duration="1d")
+    assert found.subscriptions["gpt-4o"].limits.budget_duration == "weekly"
+    assert found.subscriptions["gpt-4o-mini"].limits.budget_duration is None  # LiteMaaS's 'monthly'
