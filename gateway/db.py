@@ -71,10 +71,12 @@ def record_from_row(row: Any) -> KeyRecord:
         models=tuple(row["models"]),
         subscriptions=subscriptions,
         limits=Limits(rpm_limit=row["rpm_limit"], tpm_limit=row["tpm_limit"],
-                      max_parallel_requests=row["max_parallel_requests"]),
+                      max_parallel_requests=row["max_parallel_requests"], max_budget=row.get("key_max_budget"),
+                      budget_duration=periods.custom(row.get("key_budget_duration"))),
         user_limits=Limits(rpm_limit=row["user_rpm_limit"], tpm_limit=row["user_tpm_limit"],
                            max_parallel_requests=row["user_max_parallel_requests"], max_budget=row["user_max_budget"],
                            budget_duration=periods.custom(row["user_budget_duration"])),
+        model_limits=_model_limits(row.get("key_model_limits") or ()),
     )
 
 
@@ -90,11 +92,27 @@ def _subscription_limits(values: Any, duration: str | None) -> tuple[Limits, flo
     (see KEY_QUERY; a calendar month is kept as None: policies.periods.custom)."""
     if values is None:
         return NO_LIMITS, None
-    requests, tokens, budget, reset_at = values
-    limits = Limits(quota_requests=None if requests is None else int(requests),
-                    quota_tokens=None if tokens is None else int(tokens), max_budget=budget,
-                    budget_duration=periods.custom(duration))
+    requests, tokens, budget, reset_at, *rates = values  # LiteMaaS's subscriptions: rpm_limit, tpm_limit too
+    rpm, tpm = rates or (None, None)
+    limits = Limits(quota_requests=_int(requests), quota_tokens=_int(tokens), max_budget=budget,
+                    budget_duration=periods.custom(duration), rpm_limit=_int(rpm), tpm_limit=_int(tpm))
     return (NO_LIMITS if not limits.any() else limits), reset_at
+
+
+def _int(value: float | str | None) -> int | None:
+    return None if value is None else int(float(value))
+
+
+def _model_limits(rows: Any) -> dict[str, Limits]:
+    """A key's own limits per model from [model, rpm, tpm, budget, budget period] text arrays (LiteMaaS's
+    model_rpm_limit, model_tpm_limit, model_max_budget JSON; values that are not numbers are ignored)."""
+    limits = {}
+    for model, rpm, tpm, budget, duration in rows:
+        found = Limits(rpm_limit=_int(rpm), tpm_limit=_int(tpm), max_budget=None if budget is None else float(budget),
+                       budget_duration=periods.custom(duration))
+        if found.rpm_limit is not None or found.tpm_limit is not None or found.max_budget is not None:
+            limits[model] = found
+    return limits
 
 
 async def create_pool(url: str, config: DatabaseConfig) -> asyncpg.Pool:

@@ -254,22 +254,23 @@ class Limiter:
         """The limits on this request; () (the common case: no limit anywhere) without building anything."""
         subscription = record.subscriptions.get(model) if model is not None else None
         sub_limits = subscription.limits if subscription is not None else NO_LIMITS
+        key_model = record.model_limits.get(model, NO_LIMITS) if record.model_limits and model is not None else NO_LIMITS
         if (not self._any_default and record.limits is NO_LIMITS and record.user_limits is NO_LIMITS
-                and sub_limits is NO_LIMITS):
+                and sub_limits is NO_LIMITS and key_model is NO_LIMITS):
             return ()
         return plan(record.key_id, model or "", effective(record.limits, self._key_default),
                     effective(record.user_limits, self._user_default), effective(sub_limits, self._subscription_default),
-                    now, subscription.reset_at if subscription is not None else None)
+                    now, subscription.reset_at if subscription is not None else None, key_model)
 
     async def admit(self, record: KeyRecord, model: str | None, checks: tuple[Check, ...], now: float,
                     mode: Mode) -> Meter:
         token = os.urandom(8).hex()
         shadow = mode is Mode.SHADOW
-        counted = await self._admit_shared(record.user_id, model or "", checks, now, token, shadow)
+        counted = await self._admit_shared(record.user_id, record.key_id, model or "", checks, now, token, shadow)
         shared = counted is not None
         if counted is None:
             if self._redis is None and self._pool is not None:
-                await self._seed_local(record.user_id, model or "", checks, now)
+                await self._seed_local(record.user_id, record.key_id, model or "", checks, now)
             scaled = tuple(replace(c, limit=_share(c.limit, self._instances)) if self._redis is not None else c for c in checks)
             admitted, counts = self._local.admit(scaled, self._names(record.user_id, checks), now, token, shadow)
             checks = scaled
@@ -340,7 +341,7 @@ class Limiter:
     def _names(self, user_id: str, checks: tuple[Check, ...]) -> list[tuple[str, str]]:
         return [(self._name(user_id, c.counter), self._name(user_id, c.previous or c.counter)) for c in checks]
 
-    async def _admit_shared(self, user_id: str, model: str, checks: tuple[Check, ...], now: float, token: str,
+    async def _admit_shared(self, user_id: str, key_id: str, model: str, checks: tuple[Check, ...], now: float, token: str,
                             force: bool) -> tuple[bool, tuple[tuple[float, float], ...]] | None:
         if self._script is None or now < self._redis_skip_until:
             if self._script is not None:
@@ -367,7 +368,7 @@ class Limiter:
                 return bool(int(answer[0])), tuple(zip(values[0::2], values[1::2]))
             missing = [int(i) - 1 for i in answer[1:]]
             try:
-                found = await quota_seeds.seeds(self._pool, user_id, model, [checks[i] for i in missing])
+                found = await quota_seeds.seeds(self._pool, user_id, key_id, model, [checks[i] for i in missing])
             except Exception as exc:  # asyncpg and OSError alike: counted here until Postgres answers
                 log.warning("quota counters missing in Redis and Postgres unreachable to seed them, "
                             "counting this request in-process: %s", type(exc).__name__)
@@ -376,14 +377,14 @@ class Limiter:
             seeds.update((i, _number(value)) for i, value in zip(missing, found))
         raise AssertionError("the admit script kept finding unseeded counters")
 
-    async def _seed_local(self, user_id: str, model: str, checks: tuple[Check, ...], now: float) -> None:
+    async def _seed_local(self, user_id: str, key_id: str, model: str, checks: tuple[Check, ...], now: float) -> None:
         """Without Redis (one instance): period counters this process does not hold yet start from usage_daily."""
         names = self._names(user_id, checks)
         missing = [i for i, c in enumerate(checks) if c.starts is not None and not self._local.has(names[i][0], now)]
         if not missing:
             return
         try:
-            found = await quota_seeds.seeds(self._pool, user_id, model, [checks[i] for i in missing])
+            found = await quota_seeds.seeds(self._pool, user_id, key_id, model, [checks[i] for i in missing])
         except Exception as exc:  # counted from 0 until Postgres answers (logged)
             log.warning("quota counters not seeded, Postgres unreachable: %s", type(exc).__name__)
             return

@@ -62,6 +62,7 @@ class Scope(enum.Enum):
     KEY = "key"
     USER = "user"
     SUBSCRIPTION = "subscription"
+    KEY_MODEL = "key_model"  # one key's limits for one model (LiteMaaS's model_rpm_limit and the like)
 
 
 class Kind(enum.Enum):
@@ -93,6 +94,12 @@ _WORDS = {
     (Scope.KEY, Kind.REQUESTS_PER_MINUTE): "requests per minute of this API key",
     (Scope.KEY, Kind.TOKENS_PER_MINUTE): "tokens per minute of this API key",
     (Scope.KEY, Kind.PARALLEL): "concurrent requests of this API key",
+    (Scope.KEY, Kind.BUDGET): "budget of this API key",
+    (Scope.KEY_MODEL, Kind.REQUESTS_PER_MINUTE): "requests per minute of this API key for this model",
+    (Scope.KEY_MODEL, Kind.TOKENS_PER_MINUTE): "tokens per minute of this API key for this model",
+    (Scope.KEY_MODEL, Kind.BUDGET): "budget of this API key for this model",
+    (Scope.SUBSCRIPTION, Kind.REQUESTS_PER_MINUTE): "requests per minute of your subscription to this model",
+    (Scope.SUBSCRIPTION, Kind.TOKENS_PER_MINUTE): "tokens per minute of your subscription to this model",
     (Scope.USER, Kind.REQUESTS_PER_MINUTE): "requests per minute of your account",
     (Scope.USER, Kind.TOKENS_PER_MINUTE): "tokens per minute of your account",
     (Scope.USER, Kind.PARALLEL): "concurrent requests of your account",
@@ -102,9 +109,11 @@ _WORDS = {
     (Scope.SUBSCRIPTION, Kind.BUDGET): "budget of your subscription to this model",
 }
 _CHECKED = {
-    Scope.KEY: (Kind.REQUESTS_PER_MINUTE, Kind.TOKENS_PER_MINUTE, Kind.PARALLEL),
+    Scope.KEY: (Kind.REQUESTS_PER_MINUTE, Kind.TOKENS_PER_MINUTE, Kind.PARALLEL, Kind.BUDGET),
+    Scope.KEY_MODEL: (Kind.REQUESTS_PER_MINUTE, Kind.TOKENS_PER_MINUTE, Kind.BUDGET),
     Scope.USER: (Kind.REQUESTS_PER_MINUTE, Kind.TOKENS_PER_MINUTE, Kind.PARALLEL, Kind.BUDGET),
-    Scope.SUBSCRIPTION: (Kind.QUOTA_REQUESTS, Kind.QUOTA_TOKENS, Kind.BUDGET),
+    Scope.SUBSCRIPTION: (Kind.REQUESTS_PER_MINUTE, Kind.TOKENS_PER_MINUTE, Kind.QUOTA_REQUESTS, Kind.QUOTA_TOKENS,
+                         Kind.BUDGET),
 }
 
 
@@ -160,14 +169,16 @@ def plan(
     subscription: Limits,
     now: float,
     reset_at: float | None = None,
+    key_model: Limits = NO_LIMITS,
 ) -> tuple[Check, ...]:
-    """Every check that applies to one request of `key_id` for `model` (limits already `effective`)."""
+    """Every check that applies to one request of `key_id` for `model` (limits already `effective`);
+    `key_model`: the key's own limits for `model`."""
     checks: list[Check] = []
     minute = int(now // MINUTE)
     minute_ends = (minute + 1) * MINUTE
     weight = 1.0 - (now - minute * MINUTE) / MINUTE
-    for scope, limits, name in ((Scope.KEY, key, f"key:{key_id}"), (Scope.USER, user, "user"),
-                                (Scope.SUBSCRIPTION, subscription, f"sub:{model}")):
+    for scope, limits, name in ((Scope.KEY, key, f"key:{key_id}"), (Scope.KEY_MODEL, key_model, f"key:{key_id}:m:{model}"),
+                                (Scope.USER, user, "user"), (Scope.SUBSCRIPTION, subscription, f"sub:{model}")):
         for kind in _CHECKED[scope]:
             limit = getattr(limits, kind.value)
             if limit is None:

@@ -271,8 +271,14 @@ async def test_seeds_sum_the_recorded_usage_of_each_checks_period(pool):
                   now, anchor)
     assert [(c.scope, c.kind) for c in checks] == [(Scope.USER, Kind.BUDGET), (Scope.SUBSCRIPTION, Kind.QUOTA_REQUESTS),
                                                    (Scope.SUBSCRIPTION, Kind.QUOTA_TOKENS), (Scope.SUBSCRIPTION, Kind.BUDGET)]
-    assert await quota_seeds.seeds(pool, user, "m1", list(checks)) == [2.75, 3, 30, 0.25]
-    assert await quota_seeds.seeds(pool, user, "m1", [checks[2]]) == [30]
+    assert await quota_seeds.seeds(pool, user, "k", "m1", list(checks)) == [2.75, 3, 30, 0.25]
+    assert await quota_seeds.seeds(pool, user, "k", "m1", [checks[2]]) == [30]
+    keyed = plan("k", "m1", Limits(max_budget=1.0, budget_duration="7d"), NO_LIMITS, NO_LIMITS, now,
+                 key_model=Limits(max_budget=1.0))
+    assert [(c.scope, c.starts) for c in keyed] == [(Scope.KEY, datetime(2026, 11, 30, tzinfo=timezone.utc).timestamp()),
+                                                    (Scope.KEY_MODEL, datetime(2026, 11, 1, tzinfo=timezone.utc).timestamp())]
+    assert await quota_seeds.seeds(pool, user, "k", "m1", list(keyed)) == [0.0, 0.75]  # this week; m1 this month
+    assert await quota_seeds.seeds(pool, user, "other", "m1", list(keyed)) == [0.0, 0.0]
 
 
 async def test_without_redis_a_restarted_instance_keeps_the_periods_quota(pool, postgres_url, fake_upstream, http):
