@@ -10,8 +10,9 @@ Per-minute limits are sliding-window counters (the `limits` library's): the curr
 count plus the previous minute's weighted by how much of it still lies in the last 60 s. A
 request costs 1 request at admission; tokens and spend are charged after the answer, so a token
 or spend check admits while what is already charged is below the limit (the overshoot is at most
-the tokens of the requests in flight). Quota periods are calendar months in UTC, or months
-counted from the subscription's `reset_at`; user budgets count per calendar month.
+the tokens of the requests in flight). Quota and budget periods are each scope's `budget_duration`
+(policies/periods.py; default a calendar month in UTC), counted from the subscription's `reset_at`
+when it has one.
 
 Time is a parameter; the counting (Redis, or in-process when Redis is down) is gateway/limits/limiter.py's.
 """
@@ -22,7 +23,9 @@ import calendar
 import enum
 import math
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
+
+from policies import periods
 
 MINUTE = 60.0
 MAX_RETRY_AFTER = 60  # seconds: the OpenAI SDK retries a 429 whose Retry-After is at most this
@@ -36,6 +39,9 @@ class Limits:
     quota_requests: int | None = None
     quota_tokens: int | None = None
     max_budget: float | None = None
+    # the period of this scope's quotas and budget, as LiteLLM spells it (policies/periods.py); None:
+    # a calendar month (records keep only another period: periods.custom)
+    budget_duration: str | None = None
 
     def any(self) -> bool:
         return any(getattr(self, f.name) is not None for f in fields(self))
@@ -56,6 +62,7 @@ class Scope(enum.Enum):
     KEY = "key"
     USER = "user"
     SUBSCRIPTION = "subscription"
+    KEY_MODEL = "key_model"  # one key's limits for one model (LiteMaaS's model_rpm_limit and the like)
 
 
 class Kind(enum.Enum):
@@ -87,18 +94,26 @@ _WORDS = {
     (Scope.KEY, Kind.REQUESTS_PER_MINUTE): "requests per minute of this API key",
     (Scope.KEY, Kind.TOKENS_PER_MINUTE): "tokens per minute of this API key",
     (Scope.KEY, Kind.PARALLEL): "concurrent requests of this API key",
+    (Scope.KEY, Kind.BUDGET): "budget of this API key",
+    (Scope.KEY_MODEL, Kind.REQUESTS_PER_MINUTE): "requests per minute of this API key for this model",
+    (Scope.KEY_MODEL, Kind.TOKENS_PER_MINUTE): "tokens per minute of this API key for this model",
+    (Scope.KEY_MODEL, Kind.BUDGET): "budget of this API key for this model",
+    (Scope.SUBSCRIPTION, Kind.REQUESTS_PER_MINUTE): "requests per minute of your subscription to this model",
+    (Scope.SUBSCRIPTION, Kind.TOKENS_PER_MINUTE): "tokens per minute of your subscription to this model",
     (Scope.USER, Kind.REQUESTS_PER_MINUTE): "requests per minute of your account",
     (Scope.USER, Kind.TOKENS_PER_MINUTE): "tokens per minute of your account",
     (Scope.USER, Kind.PARALLEL): "concurrent requests of your account",
-    (Scope.USER, Kind.BUDGET): "monthly budget of your account",
+    (Scope.USER, Kind.BUDGET): "budget of your account",
     (Scope.SUBSCRIPTION, Kind.QUOTA_REQUESTS): "request quota of your subscription to this model",
     (Scope.SUBSCRIPTION, Kind.QUOTA_TOKENS): "token quota of your subscription to this model",
     (Scope.SUBSCRIPTION, Kind.BUDGET): "budget of your subscription to this model",
 }
 _CHECKED = {
-    Scope.KEY: (Kind.REQUESTS_PER_MINUTE, Kind.TOKENS_PER_MINUTE, Kind.PARALLEL),
+    Scope.KEY: (Kind.REQUESTS_PER_MINUTE, Kind.TOKENS_PER_MINUTE, Kind.PARALLEL, Kind.BUDGET),
+    Scope.KEY_MODEL: (Kind.REQUESTS_PER_MINUTE, Kind.TOKENS_PER_MINUTE, Kind.BUDGET),
     Scope.USER: (Kind.REQUESTS_PER_MINUTE, Kind.TOKENS_PER_MINUTE, Kind.PARALLEL, Kind.BUDGET),
-    Scope.SUBSCRIPTION: (Kind.QUOTA_REQUESTS, Kind.QUOTA_TOKENS, Kind.BUDGET),
+    Scope.SUBSCRIPTION: (Kind.REQUESTS_PER_MINUTE, Kind.TOKENS_PER_MINUTE, Kind.QUOTA_REQUESTS, Kind.QUOTA_TOKENS,
+                         Kind.BUDGET),
 }
 
 
@@ -108,7 +123,8 @@ class Check:
 
     `counter` names the counter within its scope ("key:<id>:rpm:<minute>" and the like);
     per-minute checks also read `previous` (the last minute's counter) weighted by `weight`.
-    `ends` is when the counter's window or period ends (POSIX seconds)."""
+    `ends` is when the counter's window or period ends (POSIX seconds); `starts` when a period
+    check's period began (None for the others)."""
 
     scope: Scope
     kind: Kind
@@ -117,6 +133,7 @@ class Check:
     ends: float
     previous: str | None = None
     weight: float = 0.0
+    starts: float | None = None
 
     @property
     def words(self) -> str:
@@ -138,22 +155,10 @@ def add_months(moment: float, months: int) -> float:
     return t.replace(year=year, month=month + 1, day=day).timestamp()
 
 
-def period(now: float, reset_at: float | None) -> tuple[float, float]:
-    """The quota period [start, end) holding `now`: calendar months in UTC, or months counted from `reset_at`."""
-    if reset_at is None:
-        start = month_start(now)
-        return start, add_months(start, 1)
-    t_now = datetime.fromtimestamp(now, timezone.utc)
-    t_anchor = datetime.fromtimestamp(reset_at, timezone.utc)
-    months = (t_now.year - t_anchor.year) * 12 + (t_now.month - t_anchor.month)
-    start = add_months(reset_at, months)
-    while start > now:
-        months -= 1
-        start = add_months(reset_at, months)
-    while add_months(reset_at, months + 1) <= now:
-        months += 1
-        start = add_months(reset_at, months)
-    return start, add_months(reset_at, months + 1)
+def period(now: float, reset_at: float | None, budget_duration: str | None = None) -> tuple[float, float]:
+    """The quota period [start, end) holding `now`: of `budget_duration` (None: a calendar month in UTC),
+    counted from `reset_at` when set (policies/periods.py)."""
+    return periods.bounds(now, periods.duration_of(budget_duration), reset_at)
 
 
 def plan(
@@ -164,14 +169,16 @@ def plan(
     subscription: Limits,
     now: float,
     reset_at: float | None = None,
+    key_model: Limits = NO_LIMITS,
 ) -> tuple[Check, ...]:
-    """Every check that applies to one request of `key_id` for `model` (limits already `effective`)."""
+    """Every check that applies to one request of `key_id` for `model` (limits already `effective`);
+    `key_model`: the key's own limits for `model`."""
     checks: list[Check] = []
     minute = int(now // MINUTE)
     minute_ends = (minute + 1) * MINUTE
     weight = 1.0 - (now - minute * MINUTE) / MINUTE
-    for scope, limits, name in ((Scope.KEY, key, f"key:{key_id}"), (Scope.USER, user, "user"),
-                                (Scope.SUBSCRIPTION, subscription, f"sub:{model}")):
+    for scope, limits, name in ((Scope.KEY, key, f"key:{key_id}"), (Scope.KEY_MODEL, key_model, f"key:{key_id}:m:{model}"),
+                                (Scope.USER, user, "user"), (Scope.SUBSCRIPTION, subscription, f"sub:{model}")):
         for kind in _CHECKED[scope]:
             limit = getattr(limits, kind.value)
             if limit is None:
@@ -183,10 +190,19 @@ def plan(
             elif kind is Kind.PARALLEL:
                 checks.append(Check(scope, kind, limit, f"{name}:par", math.inf))
             else:
-                start, end = period(now, reset_at) if scope is Scope.SUBSCRIPTION else (month_start(now), add_months(month_start(now), 1))
+                start, end = period(now, reset_at if scope is Scope.SUBSCRIPTION else None, limits.budget_duration)
                 tag = {Kind.QUOTA_REQUESTS: "req", Kind.QUOTA_TOKENS: "tok", Kind.BUDGET: "spend"}[kind]
-                checks.append(Check(scope, kind, limit, f"{name}:{tag}:{int(start)}", end))
+                checks.append(Check(scope, kind, limit, f"{name}:{tag}:{int(start)}", end, starts=start))
     return tuple(checks)
+
+
+def seed_day(starts: float) -> date:
+    """The first UTC day wholly inside a period that began at `starts`: a period counter lost by Redis is
+    seeded from the usage recorded per UTC day since then (a period that begins mid-day loses its first
+    day's part; calendar months and LiteMaaS's reset_at begin at midnight)."""
+    day = datetime.fromtimestamp(starts, timezone.utc)
+    whole = day.date()
+    return whole if day == datetime(whole.year, whole.month, whole.day, tzinfo=timezone.utc) else whole + timedelta(days=1)
 
 
 def used(check: Check, current: float, previous: float = 0.0) -> float:
@@ -295,6 +311,7 @@ def refusal_detail(check: Check) -> str:
     """Which limit refused, and for a quota when it resets; for the error's message."""
     limit = f"{check.limit:g}" if check.kind is not Kind.BUDGET else f"${check.limit:g}"
     if check.kind.quota:
-        when = datetime.fromtimestamp(check.ends, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        when = datetime.fromtimestamp(check.ends, timezone.utc).strftime(
+            "%Y-%m-%d %H:%M UTC" if check.ends % 60 == 0 else "%Y-%m-%d %H:%M:%S UTC")
         return f"the {check.words} ({limit}) is used up; it resets at {when}"
     return f"the {check.words} ({limit}) is reached"

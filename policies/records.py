@@ -47,7 +47,7 @@ class SubscriptionRecord:
     model_id: str
     status: str
     expires_at: float | None = None
-    limits: Limits = NO_LIMITS  # quota_requests, quota_tokens, max_budget (null: limits.defaults)
+    limits: Limits = NO_LIMITS  # quota_requests, quota_tokens, max_budget, budget_duration; LiteMaaS: rpm, tpm
     reset_at: float | None = None  # quota periods are months from here (None: calendar months, UTC)
 
 
@@ -70,11 +70,14 @@ class KeyRecord:
     models: tuple[str, ...] = ()
     # the user's subscriptions, by model id.
     subscriptions: Mapping[str, SubscriptionRecord] = field(default_factory=dict)
-    limits: Limits = NO_LIMITS  # the key's rpm_limit, tpm_limit, max_parallel_requests
+    limits: Limits = NO_LIMITS  # the key's rpm_limit, tpm_limit, max_parallel_requests; LiteMaaS: max_budget
     user_limits: Limits = NO_LIMITS  # the user's, and max_budget
+    # the key's own limits per model (LiteMaaS's model_rpm_limit, model_tpm_limit, model_max_budget)
+    model_limits: Mapping[str, Limits] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "subscriptions", _frozen(self.subscriptions))
+        object.__setattr__(self, "model_limits", MappingProxyType(dict(self.model_limits)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,8 @@
     set_columns(conn, table, id, values)                           one UPDATE of the given columns
 
 A limit set to null goes back to the default in config.yaml (`limits.defaults`); 0 allows nothing.
+`budget_duration` is the period of quotas and budgets, as LiteLLM writes it (policies/periods.py);
+null: a calendar month.
 The tables' triggers announce the change, so cached keys everywhere pick it up at once.
 """
 
@@ -12,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 KEY_LIMITS = ("rpm_limit", "tpm_limit", "max_parallel_requests")
-USER_LIMITS = (*KEY_LIMITS, "max_budget")
-SUBSCRIPTION_LIMITS = ("quota_requests", "quota_tokens", "max_budget", "reset_at")
+USER_LIMITS = (*KEY_LIMITS, "max_budget", "budget_duration")
+SUBSCRIPTION_LIMITS = ("quota_requests", "quota_tokens", "max_budget", "reset_at", "budget_duration")
 MODEL_PRICES = ("input_cost_per_token", "output_cost_per_token")
 
 _TABLES = {"api_keys": KEY_LIMITS, "users": USER_LIMITS, "subscriptions": SUBSCRIPTION_LIMITS, "models": MODEL_PRICES}

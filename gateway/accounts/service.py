@@ -50,6 +50,7 @@ from gateway.accounts.validation import (
     MODEL_ID,
     USER_ID,
     check,
+    check_duration,
     check_not_negative,
     check_status,
     clean_models,
@@ -102,9 +103,11 @@ def _clean_limits(values: dict[str, Any], allowed: tuple[str, ...]) -> dict[str,
     unknown = sorted(set(values) - set(allowed))
     if unknown:
         raise invalid(f"{unknown[0]}: unknown field.", unknown[0])
-    check_not_negative(**{k: v for k, v in values.items() if k != "reset_at"})
+    check_not_negative(**{k: v for k, v in values.items() if k not in ("reset_at", "budget_duration")})
     if isinstance(values.get("reset_at"), str):
         values = {**values, "reset_at": instant(values["reset_at"], "reset_at")}
+    if "budget_duration" in values:  # null: the default period, a calendar month (subscriptions' NOT NULL 'monthly')
+        values = {**values, "budget_duration": check_duration(values["budget_duration"]) or "monthly"}
     return values
 
 
@@ -136,17 +139,20 @@ class Accounts:
         tpm_limit: int | None = None,
         rpm_limit: int | None = None,
         max_parallel_requests: int | None = None,
+        budget_duration: str | None = None,
     ) -> dict:
         user_id = check(USER_ID, id, "id", "user id") if id is not None else str(uuid.uuid4())
         check(EMAIL, email, "email", "email address")
         check_not_negative(max_budget=max_budget, tpm_limit=tpm_limit, rpm_limit=rpm_limit,
                            max_parallel_requests=max_parallel_requests)
+        check_duration(budget_duration)
         try:
             row = await self._pool.fetchrow(
                 """INSERT INTO users (id, username, email, max_budget, tpm_limit, rpm_limit, max_parallel_requests,
-                                      sync_status, next_sync_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', now() + interval '1 minute') RETURNING *""",
+                                      budget_duration, sync_status, next_sync_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', now() + interval '1 minute') RETURNING *""",
                 user_id, username or email, email, max_budget, tpm_limit, rpm_limit, max_parallel_requests,
+                budget_duration,
             )
         except asyncpg.UniqueViolationError as exc:
             taken = ("email", email) if exc.constraint_name == "users_email_key" else ("id", user_id)
@@ -181,7 +187,8 @@ class Accounts:
     async def update_user(self, user_id: str, **values: Any) -> dict:
         """PATCH: `is_active` (set_user_active's flow) and/or limits (gateway/accounts/quotas.py; null: the default)."""
         limits = quotas.pick(values, quotas.USER_LIMITS)
-        check_not_negative(**limits)
+        check_duration(limits.get("budget_duration"))
+        check_not_negative(**{k: v for k, v in limits.items() if k != "budget_duration"})
         if "is_active" in values:
             await self.set_user_active(user_id, values["is_active"])
         if not limits:

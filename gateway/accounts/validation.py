@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from gateway.errors import AdminError
+from policies import periods
 from policies.matching import is_pattern, matches
 from policies.records import SUBSCRIPTION_STATUSES
 
@@ -27,6 +28,20 @@ def invalid(message: str, param: str | None) -> AdminError:
 def check(pattern: re.Pattern, value: str, param: str, what: str) -> str:
     if not pattern.fullmatch(value):
         raise invalid(f"{param}: {value[:80]!r} is not a valid {what}.", param)
+    return value
+
+
+def check_duration(value: str | None, name: str = "budget_duration") -> str | None:
+    """A quota or budget period as LiteLLM writes budget_duration (policies/periods.py), longer than 0."""
+    if value is None:
+        return None
+    try:
+        duration = periods.parse(value)
+    except ValueError:
+        duration = None
+    if duration is None or duration.value == 0:
+        raise invalid(f"{name}: expected a period as LiteLLM writes budget_duration, such as 30s, 1h, 1d, 7d, 30d, "
+                      f"1mo or monthly, got {value!r}.", name)
     return value
 
 

@@ -30,11 +30,12 @@ def _pick(row: Any, fields: tuple[str, ...]) -> dict:
 
 USER_FIELDS = (
     "id", "username", "email", "is_active", "max_budget", "tpm_limit", "rpm_limit", "max_parallel_requests",
-    "sync_status", "sync_error", "last_synced_at", "created_at", "updated_at",
+    "budget_duration", "sync_status", "sync_error", "last_synced_at", "created_at", "updated_at",
 )
 MODEL_FIELDS = ("id", "name", "provider", "is_active", "input_cost_per_token", "output_cost_per_token", "created_at")
 SUBSCRIPTION_FIELDS = ("id", "user_id", "model_id", "status", "expires_at", "quota_requests", "quota_tokens",
-                       "max_budget", "reset_at", "used_requests", "used_tokens", "created_at", "updated_at")
+                       "max_budget", "budget_duration", "reset_at", "used_requests", "used_tokens", "created_at",
+                       "updated_at")
 KEY_FIELDS = (
     "id", "user_id", "name", "key_prefix", "models", "expires_at", "is_active", "revoked_at",
     "last_used_at", "sync_status", "rpm_limit", "tpm_limit", "max_parallel_requests", "created_at",

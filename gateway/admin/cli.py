@@ -143,7 +143,7 @@ def _limit(kind: Callable[[str], Any]) -> Callable[[str], Any]:
 def _limit_options(parser: argparse.ArgumentParser, names: tuple[str, ...], settable: bool) -> None:
     """--rpm-limit and the like; only the options given reach the call (argparse.SUPPRESS)."""
     for name in names:
-        kind = str if name == "reset_at" else float if name.endswith(("budget", "per_token")) else int
+        kind = str if name in ("reset_at", "budget_duration") else float if name.endswith(("budget", "per_token")) else int
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS,
                             type=_limit(kind) if settable else kind,
                             help="`default`: back to limits.defaults" if settable else None)

@@ -125,6 +125,8 @@ def _describe(value: Any) -> str:
 
 STATUSES = tuple(sorted(SUBSCRIPTION_STATUSES))
 _DEFAULT = " Null: the default from config.yaml (limits.defaults); 0 allows nothing."
+_PERIOD = ("The period of the quotas and budget, as LiteLLM writes budget_duration: 30s, 1h, 1d, 7d, 30d, 1mo, "
+           "monthly, ... (default and null: monthly, a calendar month in UTC).")
 
 
 def _rates(nullable: bool, scope: str) -> tuple[Field, ...]:
@@ -138,13 +140,14 @@ def _rates(nullable: bool, scope: str) -> tuple[Field, ...]:
 
 def _quotas(nullable: bool) -> tuple[Field, ...]:
     return (
-        Field("quota_requests", "integer", "Requests per period (a calendar month in UTC, or a month from reset_at)."
+        Field("quota_requests", "integer", "Requests per period (budget_duration; from reset_at when set)."
               + _DEFAULT, nullable=nullable),
         Field("quota_tokens", "integer", "Tokens per period." + _DEFAULT, nullable=nullable),
         Field("max_budget", "number", "Spend per period in USD (tokens x the model's cost per token)." + _DEFAULT,
               nullable=nullable),
-        Field("reset_at", "date-time", "Periods are months counted from this instant (default: calendar months).",
-              nullable=nullable),
+        Field("reset_at", "date-time", "Periods are counted from this instant (default: calendar months, or "
+              "budget_duration's alignment).", nullable=nullable),
+        Field("budget_duration", "string", _PERIOD, nullable=nullable),
     )
 
 USER_CREATE = Body("UserCreate", (
@@ -155,11 +158,13 @@ USER_CREATE = Body("UserCreate", (
     Field("tpm_limit", "integer", "Tokens per minute in LiteLLM (default: litellm.user_defaults.tpm_limit)."),
     Field("rpm_limit", "integer", "Requests per minute in LiteLLM (default: litellm.user_defaults.rpm_limit)."),
     Field("max_parallel_requests", "integer", "Requests of all the user's keys in flight at once." + _DEFAULT),
+    Field("budget_duration", "string", _PERIOD),
 ))
 USER_UPDATE = Body("UserUpdate", (
     Field("is_active", "boolean", "false deactivates the user: every key of theirs is refused at once."),
     *_rates(True, "all the user's keys together"),
-    Field("max_budget", "number", "Spend per calendar month in USD, all models." + _DEFAULT, nullable=True),
+    Field("max_budget", "number", "Spend per period (budget_duration) in USD, all models." + _DEFAULT, nullable=True),
+    Field("budget_duration", "string", _PERIOD, nullable=True),
 ), at_least_one=True)
 MODEL_CREATE = Body("ModelCreate", (
     Field("id", "string", "The LiteLLM model name, e.g. gpt-4o or openai/gpt-4o.", required=True),

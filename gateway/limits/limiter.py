@@ -4,15 +4,18 @@
     admit(record, checks, ...)   ONE Redis round trip: a Lua script reads every counter, decides
                                  and charges the request (1 request, a parallel slot) atomically;
                                  raises RateLimitedError / QuotaExceededError (enforce), or returns
-                                 the Meter that carries the x-ratelimit-* headers
+                                 the Meter that carries the x-ratelimit-* headers. A quota or
+                                 budget counter Redis lost (a restart without persistence, an
+                                 eviction) costs one Postgres query and a second call: it is seeded
+                                 with the period's recorded usage (gateway/limits/quota_seeds.py)
     finish(meter)                after the answer: tokens and spend charged, the parallel slot
-                                 released (one pipelined round trip, off the response's path)
+                                 released (one script call, off the response's path)
 
 Every counter of one request lives under the user's hash tag (`maas:lim:{u:<user id>}:...`), so
 Redis Cluster keeps them in one slot and the script may touch them all. Parallel slots are sorted
 sets of request tokens scored by when they expire (an instance that dies frees its slots after
 litellm.request_timeout_seconds). Without Redis (REDIS_URL unset: one instance) the counters are
-in-process; with Redis failing they are in-process too, each limit divided by
+in-process, period counters seeded from usage_daily when the process starts counting them; with Redis failing they are in-process too, each limit divided by
 limits.expected_instances, logged and counted (maas_gateway_limiter_fallbacks_total), and Redis is
 tried again after REDIS_BACKOFF_SECONDS.
 """
@@ -31,6 +34,7 @@ from typing import Any, Callable
 from gateway.config import LimitsConfig
 from gateway.errors import QuotaExceededError, RateLimitedError
 from gateway.ops.metrics import LIMIT_REFUSALS, LIMITER_FALLBACKS
+from gateway.limits import quota_seeds
 from gateway.limits.usage import usage_counts
 from policies.limits import MINUTE, NO_LIMITS, Check, Kind, Limits, Verdict, effective, format_reset, plan, refusal_detail, verdict
 from policies.records import KeyRecord, Mode
@@ -45,21 +49,34 @@ WINDOW_TTL_MS = int(2 * MINUTE * 1000) + 5000  # a minute's counter is read duri
 
 # KEYS: two per check (its counter, and the previous minute's for a per-minute check, else the same).
 # ARGV: force ("1": charge even when refused: shadow mode), now, token, slot expiry, then per check
-# type ("w" per minute, "c" period counter, "p" parallel slots), limit, cost, weight, ttl in ms.
-# Answers {admitted, current1, previous1, current2, ...} as strings (Lua numbers would be truncated).
+# type ("w" per minute, "c" period counter, "p" parallel slots), limit, cost, weight, ttl in ms, seed.
+# A period counter that is missing (Redis restarted empty, or evicted it) is SET NX to its seed, the
+# usage Postgres holds for the period (gateway/limits/quota_seeds.py); without a seed ("") the script charges
+# nothing and answers {-1, i, ...}: the indexes of the checks to seed, for a second call.
+# Else answers {admitted, current1, previous1, current2, ...} as strings (Lua numbers would be truncated).
 ADMIT_SCRIPT = """
-local n = (#ARGV - 4) / 5
+local n = (#ARGV - 4) / 6
 local counts = {}
+local missing = {-1}
 local admitted = true
 for i = 1, n do
-  local b = 4 + (i - 1) * 5
+  local b = 4 + (i - 1) * 6
   local kind, limit, cost, weight = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   local current, previous = 0, 0
   if kind == 'p' then
     redis.call('ZREMRANGEBYSCORE', KEYS[2 * i - 1], '-inf', ARGV[2])
     current = redis.call('ZCARD', KEYS[2 * i - 1])
   else
-    current = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+    local raw = redis.call('GET', KEYS[2 * i - 1])
+    if not raw and kind == 'c' then
+      if ARGV[b + 6] == '' then
+        missing[#missing + 1] = i
+      else
+        redis.call('SET', KEYS[2 * i - 1], ARGV[b + 6], 'NX', 'PX', ARGV[b + 5])
+        raw = ARGV[b + 6]
+      end
+    end
+    current = tonumber(raw or '0')
     if kind == 'w' then previous = tonumber(redis.call('GET', KEYS[2 * i]) or '0') end
   end
   counts[2 * i] = tostring(current)
@@ -71,9 +88,10 @@ for i = 1, n do
     admitted = false
   end
 end
+if #missing > 1 then return missing end
 if admitted or ARGV[1] == '1' then
   for i = 1, n do
-    local b = 4 + (i - 1) * 5
+    local b = 4 + (i - 1) * 6
     local kind, cost, ttl = ARGV[b + 1], tonumber(ARGV[b + 3]), ARGV[b + 5]
     if kind == 'p' then
       redis.call('ZADD', KEYS[2 * i - 1], ARGV[4], ARGV[3])
@@ -86,6 +104,27 @@ if admitted or ARGV[1] == '1' then
 end
 counts[1] = admitted and 1 or 0
 return counts
+"""
+
+# After the answer, one call: KEYS the counters; ARGV the request's token, then per key op ("r": release
+# the parallel slot, "w": add to a minute's counter, "c": add to a period counter that exists: one that
+# Redis lost is seeded from Postgres at the next admission, which then holds this usage or not at all),
+# amount, ttl in ms.
+SETTLE_SCRIPT = """
+for i = 1, #KEYS do
+  local op, amount, ttl = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+  if op == 'r' then
+    redis.call('ZREM', KEYS[i], ARGV[1])
+  elseif op == 'w' or redis.call('EXISTS', KEYS[i]) == 1 then
+    if string.find(amount, '[.eE]') then
+      redis.call('INCRBYFLOAT', KEYS[i], amount)
+    else
+      redis.call('INCRBY', KEYS[i], amount)
+    end
+    redis.call('PEXPIRE', KEYS[i], ttl)
+  end
+end
+return 1
 """
 
 
@@ -102,6 +141,7 @@ class Meter:
     shared: bool = False  # counted in Redis (else in-process)
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     reset_at: float | None = None  # the subscription's: where its quota periods start
+    budget_duration: str | None = None  # the subscription's period (None: a calendar month)
     inject_usage: bool = False  # the gateway asked LiteLLM for the stream's usage chunk: strip it
     served: bool = False  # a 2xx answer began: a request to record
     prompt_tokens: int = 0
@@ -139,6 +179,15 @@ class LocalCounters:
     def _get(self, name: str, now: float) -> float:
         entry = self._values.get(name)
         return entry[0] if entry is not None and entry[1] > now else 0.0
+
+    def has(self, name: str, now: float) -> bool:
+        entry = self._values.get(name)
+        return entry is not None and entry[1] > now
+
+    def seed(self, name: str, value: float, now: float, ttl: float) -> None:
+        """A counter's start when it is missing: the usage recorded in its period (a process started anew)."""
+        if not self.has(name, now):
+            self.add(name, value, now, ttl)
 
     def add(self, name: str, amount: float, now: float, ttl: float) -> None:
         if len(self._values) >= LOCAL_MAX_COUNTERS:
@@ -181,7 +230,7 @@ def _ttl(check: Check, now: float) -> int:
 
 class Limiter:
     def __init__(self, config: LimitsConfig, redis: Any | None, slot_seconds: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, pool: Any | None = None) -> None:
         defaults = config.defaults
         self._key_default = Limits(**vars(defaults.key))
         self._user_default = Limits(**vars(defaults.user))
@@ -190,6 +239,8 @@ class Limiter:
         self._instances = config.expected_instances
         self._redis = redis
         self._script = redis.register_script(ADMIT_SCRIPT) if redis is not None else None
+        self._settle_script = redis.register_script(SETTLE_SCRIPT) if redis is not None else None
+        self._pool = pool  # usage_daily: the seeds of period counters Redis lost (None: seeds are 0)
         self._slot_seconds = slot_seconds  # a parallel slot's longest life (the longest answer)
         self._clock = clock
         self._local = LocalCounters()
@@ -203,20 +254,23 @@ class Limiter:
         """The limits on this request; () (the common case: no limit anywhere) without building anything."""
         subscription = record.subscriptions.get(model) if model is not None else None
         sub_limits = subscription.limits if subscription is not None else NO_LIMITS
+        key_model = record.model_limits.get(model, NO_LIMITS) if record.model_limits and model is not None else NO_LIMITS
         if (not self._any_default and record.limits is NO_LIMITS and record.user_limits is NO_LIMITS
-                and sub_limits is NO_LIMITS):
+                and sub_limits is NO_LIMITS and key_model is NO_LIMITS):
             return ()
         return plan(record.key_id, model or "", effective(record.limits, self._key_default),
                     effective(record.user_limits, self._user_default), effective(sub_limits, self._subscription_default),
-                    now, subscription.reset_at if subscription is not None else None)
+                    now, subscription.reset_at if subscription is not None else None, key_model)
 
     async def admit(self, record: KeyRecord, model: str | None, checks: tuple[Check, ...], now: float,
                     mode: Mode) -> Meter:
         token = os.urandom(8).hex()
         shadow = mode is Mode.SHADOW
-        counted = await self._admit_shared(record.user_id, checks, now, token, shadow)
+        counted = await self._admit_shared(record.user_id, record.key_id, model or "", checks, now, token, shadow)
         shared = counted is not None
         if counted is None:
+            if self._redis is None and self._pool is not None:
+                await self._seed_local(record.user_id, record.key_id, model or "", checks, now)
             scaled = tuple(replace(c, limit=_share(c.limit, self._instances)) if self._redis is not None else c for c in checks)
             admitted, counts = self._local.admit(scaled, self._names(record.user_id, checks), now, token, shadow)
             checks = scaled
@@ -224,7 +278,7 @@ class Limiter:
             admitted, counts = counted
         result = verdict(checks, counts, now)
         meter = Meter(record.key_id, record.user_id, model or "", checks, token, shared, rate_limit_headers(result),
-                      _reset_at(record, model))
+                      *_period(record, model))
         if admitted:
             return meter
         refused = result.refused_by or checks[0]  # the script and the verdict agree but for float rounding
@@ -243,7 +297,8 @@ class Limiter:
 
     def unlimited(self, record: KeyRecord, model: str | None) -> Meter:
         """The Meter of a request no limit applies to: usage is still recorded."""
-        return Meter(record.key_id, record.user_id, model or "", reset_at=_reset_at(record, model))
+        reset_at, budget_duration = _period(record, model)
+        return Meter(record.key_id, record.user_id, model or "", reset_at=reset_at, budget_duration=budget_duration)
 
     def finish(self, meter: Meter) -> None:
         """After the answer: its spend; charge its tokens and spend, release its parallel slots (in the background)."""
@@ -257,19 +312,19 @@ class Limiter:
         for check in meter.checks:
             name = self._name(meter.user_id, check.counter)
             if check.kind is Kind.PARALLEL:
-                updates.append(("release", name, 0, 0))
+                updates.append(("r", name, 0, 0))
             elif check.kind is Kind.TOKENS_PER_MINUTE and tokens:
                 minute_name = name.rsplit(":", 1)[0] + f":{int(now // MINUTE)}"  # the minute the answer ended in
-                updates.append(("add", minute_name, tokens, WINDOW_TTL_MS))
+                updates.append(("w", minute_name, tokens, WINDOW_TTL_MS))
             elif check.kind is Kind.QUOTA_TOKENS and tokens:
-                updates.append(("add", name, tokens, _ttl(check, now)))
+                updates.append(("c", name, tokens, _ttl(check, now)))
             elif check.kind is Kind.BUDGET and spend:
-                updates.append(("add", name, spend, _ttl(check, now)))
+                updates.append(("c", name, spend, _ttl(check, now)))
         if not updates:
             return
         if not meter.shared:
             for op, name, amount, ttl in updates:
-                if op == "release":
+                if op == "r":
                     self._local.release(name, meter.token)
                 else:
                     self._local.add(name, amount, now, ttl / 1000)
@@ -286,26 +341,55 @@ class Limiter:
     def _names(self, user_id: str, checks: tuple[Check, ...]) -> list[tuple[str, str]]:
         return [(self._name(user_id, c.counter), self._name(user_id, c.previous or c.counter)) for c in checks]
 
-    async def _admit_shared(self, user_id: str, checks: tuple[Check, ...], now: float, token: str,
+    async def _admit_shared(self, user_id: str, key_id: str, model: str, checks: tuple[Check, ...], now: float, token: str,
                             force: bool) -> tuple[bool, tuple[tuple[float, float], ...]] | None:
         if self._script is None or now < self._redis_skip_until:
             if self._script is not None:
                 LIMITER_FALLBACKS.inc()
             return None
         keys: list[str] = []
-        args: list[Any] = ["1" if force else "0", repr(now), token, repr(now + self._slot_seconds)]
-        for check, (current, previous) in zip(checks, self._names(user_id, checks)):
+        for current, previous in self._names(user_id, checks):
             keys += [current, previous]
-            kind = "p" if check.kind is Kind.PARALLEL else "w" if check.previous is not None else "c"
-            args += [kind, repr(float(check.limit)), str(check.kind.cost), repr(check.weight), str(_ttl(check, now))]
+        seeds: dict[int, str] = {} if self._pool is not None else {i: "0" for i in range(len(checks))}
+        for _ in range(len(checks) + 1):  # each call that finds counters missing seeds at least one more
+            args: list[Any] = ["1" if force else "0", repr(now), token, repr(now + self._slot_seconds)]
+            for i, check in enumerate(checks):
+                kind = "p" if check.kind is Kind.PARALLEL else "w" if check.previous is not None else "c"
+                args += [kind, repr(float(check.limit)), str(check.kind.cost), repr(check.weight), str(_ttl(check, now)),
+                         seeds.get(i, "")]
+            try:
+                answer = await self._script(keys=keys, args=args)
+            except Exception as exc:  # redis-py raises many types; all mean "count here for now"
+                self._redis_failed(exc, now)
+                LIMITER_FALLBACKS.inc()
+                return None
+            if int(answer[0]) != -1:
+                values = [float(v) for v in answer[1:]]
+                return bool(int(answer[0])), tuple(zip(values[0::2], values[1::2]))
+            missing = [int(i) - 1 for i in answer[1:]]
+            try:
+                found = await quota_seeds.seeds(self._pool, user_id, key_id, model, [checks[i] for i in missing])
+            except Exception as exc:  # asyncpg and OSError alike: counted here until Postgres answers
+                log.warning("quota counters missing in Redis and Postgres unreachable to seed them, "
+                            "counting this request in-process: %s", type(exc).__name__)
+                LIMITER_FALLBACKS.inc()
+                return None
+            seeds.update((i, _number(value)) for i, value in zip(missing, found))
+        raise AssertionError("the admit script kept finding unseeded counters")
+
+    async def _seed_local(self, user_id: str, key_id: str, model: str, checks: tuple[Check, ...], now: float) -> None:
+        """Without Redis (one instance): period counters this process does not hold yet start from usage_daily."""
+        names = self._names(user_id, checks)
+        missing = [i for i, c in enumerate(checks) if c.starts is not None and not self._local.has(names[i][0], now)]
+        if not missing:
+            return
         try:
-            answer = await self._script(keys=keys, args=args)
-        except Exception as exc:  # redis-py raises many types; all mean "count here for now"
-            self._redis_failed(exc, now)
-            LIMITER_FALLBACKS.inc()
-            return None
-        values = [float(v) for v in answer[1:]]
-        return bool(int(answer[0])), tuple(zip(values[0::2], values[1::2]))
+            found = await quota_seeds.seeds(self._pool, user_id, key_id, model, [checks[i] for i in missing])
+        except Exception as exc:  # counted from 0 until Postgres answers (logged)
+            log.warning("quota counters not seeded, Postgres unreachable: %s", type(exc).__name__)
+            return
+        for i, value in zip(missing, found):
+            self._local.seed(names[i][0], value, now, _ttl(checks[i], now) / 1000)
 
     def _redis_failed(self, exc: BaseException, now: float) -> None:
         if now >= self._redis_skip_until:
@@ -314,18 +398,11 @@ class Limiter:
         self._redis_skip_until = now + REDIS_BACKOFF_SECONDS
 
     async def _settle(self, token: str, updates: list[tuple[str, str, float, int]]) -> None:
+        args: list[Any] = [token]
+        for op, _, amount, ttl in updates:
+            args += [op, _number(amount), str(ttl)]
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for op, name, amount, ttl in updates:
-                    if op == "release":
-                        pipe.zrem(name, token)
-                    else:
-                        if isinstance(amount, int):
-                            pipe.incrby(name, amount)
-                        else:
-                            pipe.incrbyfloat(name, amount)
-                        pipe.pexpire(name, ttl)
-                await pipe.execute()
+            await self._settle_script(keys=[name for _, name, _, _ in updates], args=args)
         except Exception as exc:
             self._redis_failed(exc, self._clock())  # a lost slot expires; lost tokens are not charged
 
@@ -350,9 +427,15 @@ class Limiter:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
 
-def _reset_at(record: KeyRecord, model: str | None) -> float | None:
+def _period(record: KeyRecord, model: str | None) -> tuple[float | None, str | None]:
+    """The subscription's (reset_at, budget_duration): where its quota periods start, and their length."""
     subscription = record.subscriptions.get(model) if model is not None else None
-    return subscription.reset_at if subscription is not None else None
+    return (None, None) if subscription is None else (subscription.reset_at, subscription.limits.budget_duration)
+
+
+def _number(value: float) -> str:
+    """A counter's amount as Redis reads it: an int for requests and tokens (INCRBY), a float for spend."""
+    return str(value) if isinstance(value, int) else repr(float(value))
 
 
 def _share(limit: float, instances: int) -> float:

@@ -14,6 +14,7 @@ import asyncpg
 
 from gateway.config import DatabaseConfig
 from gateway.errors import StoreUnavailableError
+from policies import periods
 from policies.limits import NO_LIMITS, Limits
 from policies.records import KeyRecord, SubscriptionRecord
 
@@ -31,6 +32,7 @@ SELECT k.id, k.user_id, k.key_prefix, k.is_active, k.key_hash,
        k.rpm_limit, k.tpm_limit, k.max_parallel_requests,
        u.rpm_limit AS user_rpm_limit, u.tpm_limit AS user_tpm_limit,
        u.max_parallel_requests AS user_max_parallel_requests, u.max_budget::float8 AS user_max_budget,
+       u.budget_duration AS user_budget_duration,
        ARRAY(SELECT m.model_id FROM api_key_models m WHERE m.api_key_id = k.id ORDER BY m.model_id) AS models,
        ARRAY(SELECT s.model_id FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_models,
        ARRAY(SELECT s.status FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_statuses,
@@ -38,7 +40,9 @@ SELECT k.id, k.user_id, k.key_prefix, k.is_active, k.key_hash,
              WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_expiries,
        ARRAY(SELECT array[s.quota_requests::float8, s.quota_tokens::float8, s.max_budget::float8,
                           extract(epoch FROM s.reset_at)::float8]
-             FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_limits
+             FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_limits,
+       ARRAY(SELECT s.budget_duration::text FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id)
+           AS sub_durations
 FROM api_keys k JOIN users u ON u.id = k.user_id
 WHERE k.key_hash = $1
 """
@@ -51,9 +55,10 @@ CONNECT_TIMEOUT_SECONDS = 3.0
 
 def record_from_row(row: Any) -> KeyRecord:
     subscriptions = {
-        model: SubscriptionRecord(model, status, expiry, *_subscription_limits(limits))
-        for model, status, expiry, limits in zip(row["sub_models"], row["sub_statuses"], row["sub_expiries"],
-                                                 row["sub_limits"] or [None] * len(row["sub_models"]))
+        model: SubscriptionRecord(model, status, expiry, *_subscription_limits(limits, duration))
+        for model, status, expiry, limits, duration in zip(
+            row["sub_models"], row["sub_statuses"], row["sub_expiries"],
+            row["sub_limits"] or [None] * len(row["sub_models"]), row["sub_durations"])
     }
     return KeyRecord(
         key_id=row["id"],
@@ -66,9 +71,12 @@ def record_from_row(row: Any) -> KeyRecord:
         models=tuple(row["models"]),
         subscriptions=subscriptions,
         limits=Limits(rpm_limit=row["rpm_limit"], tpm_limit=row["tpm_limit"],
-                      max_parallel_requests=row["max_parallel_requests"]),
+                      max_parallel_requests=row["max_parallel_requests"], max_budget=row.get("key_max_budget"),
+                      budget_duration=periods.custom(row.get("key_budget_duration"))),
         user_limits=Limits(rpm_limit=row["user_rpm_limit"], tpm_limit=row["user_tpm_limit"],
-                           max_parallel_requests=row["user_max_parallel_requests"], max_budget=row["user_max_budget"]),
+                           max_parallel_requests=row["user_max_parallel_requests"], max_budget=row["user_max_budget"],
+                           budget_duration=periods.custom(row["user_budget_duration"])),
+        model_limits=_model_limits(row.get("key_model_limits") or ()),
     )
 
 
@@ -79,14 +87,32 @@ def server_settings(config: DatabaseConfig) -> dict[str, str]:
     return settings
 
 
-def _subscription_limits(values: Any) -> tuple[Limits, float | None]:
-    """(limits, reset_at) from [quota_requests, quota_tokens, max_budget, reset_at] (see KEY_QUERY)."""
+def _subscription_limits(values: Any, duration: str | None) -> tuple[Limits, float | None]:
+    """(limits, reset_at) from [quota_requests, quota_tokens, max_budget, reset_at] and budget_duration
+    (see KEY_QUERY; a calendar month is kept as None: policies.periods.custom)."""
     if values is None:
         return NO_LIMITS, None
-    requests, tokens, budget, reset_at = values
-    limits = Limits(quota_requests=None if requests is None else int(requests),
-                    quota_tokens=None if tokens is None else int(tokens), max_budget=budget)
+    requests, tokens, budget, reset_at, *rates = values  # LiteMaaS's subscriptions: rpm_limit, tpm_limit too
+    rpm, tpm = rates or (None, None)
+    limits = Limits(quota_requests=_int(requests), quota_tokens=_int(tokens), max_budget=budget,
+                    budget_duration=periods.custom(duration), rpm_limit=_int(rpm), tpm_limit=_int(tpm))
     return (NO_LIMITS if not limits.any() else limits), reset_at
+
+
+def _int(value: float | str | None) -> int | None:
+    return None if value is None else int(float(value))
+
+
+def _model_limits(rows: Any) -> dict[str, Limits]:
+    """A key's own limits per model from [model, rpm, tpm, budget, budget period] text arrays (LiteMaaS's
+    model_rpm_limit, model_tpm_limit, model_max_budget JSON; values that are not numbers are ignored)."""
+    limits = {}
+    for model, rpm, tpm, budget, duration in rows:
+        found = Limits(rpm_limit=_int(rpm), tpm_limit=_int(tpm), max_budget=None if budget is None else float(budget),
+                       budget_duration=periods.custom(duration))
+        if found.rpm_limit is not None or found.tpm_limit is not None or found.max_budget is not None:
+            limits[model] = found
+    return limits
 
 
 async def create_pool(url: str, config: DatabaseConfig) -> asyncpg.Pool:

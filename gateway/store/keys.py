@@ -128,6 +128,7 @@ def encode_record(record: KeyRecord | None) -> bytes:
                               for s in record.subscriptions.values()],
             "limits": _limits_list(record.limits),
             "user_limits": _limits_list(record.user_limits),
+            "model_limits": {model: _limits_list(limits) for model, limits in record.model_limits.items()},
         }
     )
 
@@ -142,6 +143,7 @@ def decode_record(data: bytes) -> KeyRecord | None:
     raw["models"] = tuple(raw["models"])
     raw["limits"] = _limits(raw.get("limits"))
     raw["user_limits"] = _limits(raw.get("user_limits"))
+    raw["model_limits"] = {model: _limits(values) for model, values in (raw.get("model_limits") or {}).items()}
     return KeyRecord(subscriptions=subscriptions, **raw)
 
 

@@ -37,12 +37,13 @@ GATEWAY_STATE_MIGRATIONS = ("003_litellm_outbox.sql", "006_usage_daily.sql")
 
 # What the key query reads and the usage batches write; a database lacking one of these is not one the gateway can serve.
 REQUIRED_COLUMNS = {
-    "users": {"id", "is_active", "rpm_limit", "tpm_limit", "max_budget"},
+    "users": {"id", "is_active", "rpm_limit", "tpm_limit", "max_budget", "budget_duration"},
     "models": {"id"},
     "subscriptions": {"id", "user_id", "model_id", "status", "expires_at", "quota_requests", "quota_tokens",
-                      "max_budget", "reset_at", "used_requests", "used_tokens"},
+                      "max_budget", "reset_at", "used_requests", "used_tokens", "budget_duration", "rpm_limit", "tpm_limit"},
     "api_keys": {"id", "user_id", "subscription_id", "key_hash", "key_prefix", "is_active", "revoked_at",
-                 "expires_at", "lite_llm_key_value", "rpm_limit", "tpm_limit", "max_parallel_requests", "last_used_at"},
+                 "expires_at", "lite_llm_key_value", "rpm_limit", "tpm_limit", "max_parallel_requests", "last_used_at",
+                 "max_budget", "budget_duration", "model_rpm_limit", "model_tpm_limit", "model_max_budget"},
     "api_key_models": {"api_key_id", "model_id"},
 }
 
@@ -64,9 +65,15 @@ REQUIRED_COLUMNS = {
 #   (rh-aiservices-bu/litemaas at f6b748f). So 0 reads as NULL. Its max_budget is written
 #   `maxBudget || null`: a 0 reads as NULL too.
 # - subscriptions.reset_at is LiteMaaS's *next* reset (the 1st of next month); the gateway's
-#   quota periods are months counted from it (policies.limits.period), the same calendar months.
-# Not read (the limiter has no such check): api_keys.max_budget, subscriptions.rpm_limit / tpm_limit,
-# the per-model JSON limits of api_keys; LiteLLM still applies those it was given.
+#   quota periods are its budget_duration ('monthly': months) counted from it (policies.limits.period).
+# - subscriptions.rpm_limit / tpm_limit: per minute, per user and model; 0 reads as NULL (LiteMaaS
+#   writes `tpmLimit || null`).
+# - api_keys.max_budget per api_keys.budget_duration (NULL: a calendar month; LiteLLM would count a
+#   key's budget without a duration for the key's whole life), and the key's per-model JSON limits
+#   (model_rpm_limit {"model": n}, model_tpm_limit, model_max_budget {"model": {"budgetLimit": x,
+#   "timePeriod": "1d"}}, LiteLLM's snake_case too), read into text arrays so that a malformed value
+#   is ignored rather than failing the key's query (db._model_limits).
+# Not read: api_keys.soft_budget (an alert in LiteLLM, not a limit), teams' limits.
 KEY_QUERY = """
 SELECT k.id::text AS id, k.user_id::text AS user_id, k.key_prefix, coalesce(k.is_active, false) AS is_active,
        k.key_hash,
@@ -82,11 +89,34 @@ SELECT k.id::text AS id, k.user_id::text AS user_id, k.key_prefix, coalesce(k.is
        ARRAY(SELECT extract(epoch FROM s.expires_at)::float8 FROM subscriptions s
              WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_expiries,
        k.rpm_limit, k.tpm_limit, k.max_parallel_requests,
+       k.max_budget::float8 AS key_max_budget, k.budget_duration::text AS key_budget_duration,
+       ARRAY(SELECT array[m.model,
+                          CASE WHEN jsonb_typeof(j.rpm -> m.model) = 'number' THEN j.rpm ->> m.model END,
+                          CASE WHEN jsonb_typeof(j.tpm -> m.model) = 'number' THEN j.tpm ->> m.model END,
+                          CASE WHEN jsonb_typeof(j.budget -> m.model -> 'budgetLimit') = 'number'
+                               THEN j.budget -> m.model ->> 'budgetLimit'
+                               WHEN jsonb_typeof(j.budget -> m.model -> 'budget_limit') = 'number'
+                               THEN j.budget -> m.model ->> 'budget_limit' END,
+                          CASE WHEN jsonb_typeof(j.budget -> m.model -> 'timePeriod') = 'string'
+                               THEN j.budget -> m.model ->> 'timePeriod'
+                               ELSE j.budget -> m.model ->> 'time_period' END]
+             FROM (SELECT CASE WHEN jsonb_typeof(k.model_rpm_limit::jsonb) = 'object' THEN k.model_rpm_limit::jsonb
+                               ELSE '{}' END AS rpm,
+                          CASE WHEN jsonb_typeof(k.model_tpm_limit::jsonb) = 'object' THEN k.model_tpm_limit::jsonb
+                               ELSE '{}' END AS tpm,
+                          CASE WHEN jsonb_typeof(k.model_max_budget::jsonb) = 'object' THEN k.model_max_budget::jsonb
+                               ELSE '{}' END AS budget) j,
+                  LATERAL (SELECT jsonb_object_keys(j.rpm) UNION SELECT jsonb_object_keys(j.tpm)
+                           UNION SELECT jsonb_object_keys(j.budget)) AS m(model)
+             ORDER BY m.model) AS key_model_limits,
        u.rpm_limit AS user_rpm_limit, u.tpm_limit AS user_tpm_limit, NULL::int AS user_max_parallel_requests,
-       u.max_budget::float8 AS user_max_budget,
+       u.max_budget::float8 AS user_max_budget, u.budget_duration::text AS user_budget_duration,
        ARRAY(SELECT array[nullif(s.quota_requests, 0)::float8, nullif(s.quota_tokens, 0)::float8,
-                          nullif(s.max_budget, 0)::float8, extract(epoch FROM s.reset_at)::float8]
-             FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_limits
+                          nullif(s.max_budget, 0)::float8, extract(epoch FROM s.reset_at)::float8,
+                          nullif(s.rpm_limit, 0)::float8, nullif(s.tpm_limit, 0)::float8]
+             FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_limits,
+       ARRAY(SELECT s.budget_duration::text FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id)
+           AS sub_durations
 FROM api_keys k JOIN users u ON u.id = k.user_id
 WHERE k.key_hash = $1
 """
@@ -146,18 +176,20 @@ $$ LANGUAGE plpgsql;
 DROP TRIGGER IF EXISTS maas_gateway_notify ON api_keys;
 CREATE TRIGGER maas_gateway_notify
     AFTER INSERT OR DELETE OR UPDATE OF is_active, revoked_at, expires_at, key_hash, user_id, subscription_id,
-                                        rpm_limit, tpm_limit, max_parallel_requests
+                                        rpm_limit, tpm_limit, max_parallel_requests, max_budget, budget_duration,
+                                        model_rpm_limit, model_tpm_limit, model_max_budget
     ON api_keys FOR EACH ROW EXECUTE FUNCTION {GATEWAY_SCHEMA}.notify();
 DROP TRIGGER IF EXISTS maas_gateway_notify ON api_key_models;
 CREATE TRIGGER maas_gateway_notify AFTER INSERT OR UPDATE OR DELETE
     ON api_key_models FOR EACH ROW EXECUTE FUNCTION {GATEWAY_SCHEMA}.notify();
 DROP TRIGGER IF EXISTS maas_gateway_notify ON users;
-CREATE TRIGGER maas_gateway_notify AFTER DELETE OR UPDATE OF is_active, rpm_limit, tpm_limit, max_budget
+CREATE TRIGGER maas_gateway_notify AFTER DELETE OR UPDATE OF is_active, rpm_limit, tpm_limit, max_budget, budget_duration
     ON users FOR EACH ROW EXECUTE FUNCTION {GATEWAY_SCHEMA}.notify();
 DROP TRIGGER IF EXISTS maas_gateway_notify ON subscriptions;
 CREATE TRIGGER maas_gateway_notify
     AFTER INSERT OR DELETE OR UPDATE OF status, expires_at, user_id, model_id,
-                                        quota_requests, quota_tokens, max_budget, reset_at
+                                        quota_requests, quota_tokens, max_budget, reset_at, budget_duration,
+                                        rpm_limit, tpm_limit
     ON subscriptions FOR EACH ROW EXECUTE FUNCTION {GATEWAY_SCHEMA}.notify();
 """
 

@@ -93,12 +93,18 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(gateway, admin, pool
     uid = user["id"]
     cases = [
         ("POST", "/admin/v1/users", {"email": "a@example.com", "role": "admin"}, 422,
-         invalid("role: unknown field (known: id, email, username, max_budget, tpm_limit, rpm_limit, max_parallel_requests).", "role")),
+         invalid("role: unknown field (known: id, email, username, max_budget, tpm_limit, rpm_limit, max_parallel_requests, budget_duration).", "role")),
         ("POST", "/admin/v1/users", {"email": 42}, 422, invalid("email: expected a non-empty string, got 42.", "email")),
         ("POST", "/admin/v1/users", {"email": "a@example.com", "tpm_limit": "10"}, 422,
          invalid("tpm_limit: expected a non-negative integer, got '10'.", "tpm_limit")),
         ("POST", "/admin/v1/users", {"email": "a@example.com", "max_budget": True}, 422,
          invalid("max_budget: expected a non-negative number, got true.", "max_budget")),
+        ("POST", "/admin/v1/users", {"email": "a@example.com", "budget_duration": "5 d"}, 422,
+         invalid("budget_duration: expected a period as LiteLLM writes budget_duration, such as 30s, 1h, 1d, 7d, 30d, "
+                 "1mo or monthly, got '5 d'.", "budget_duration")),
+        ("PATCH", f"/admin/v1/users/{uid}", {"budget_duration": "0h"}, 422,
+         invalid("budget_duration: expected a period as LiteLLM writes budget_duration, such as 30s, 1h, 1d, 7d, 30d, "
+                 "1mo or monthly, got '0h'.", "budget_duration")),
         ("POST", "/admin/v1/users", {"username": "x"}, 422, invalid("email: required.", "email")),
         ("POST", "/admin/v1/users", {"email": "not-an-email"}, 422,
          invalid("email: 'not-an-email' is not a valid email address.", "email")),

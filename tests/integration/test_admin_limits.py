@@ -4,6 +4,7 @@ null puts a limit back to the default (limits.defaults in config.yaml)."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import aiohttp
 import orjson
@@ -82,7 +83,7 @@ async def test_subscription_quotas_and_a_users_budget_from_the_admin_api(pool, p
         status, body = await chat(gw.url, key["key"], model["id"])
         assert status == 429 and body["error"]["message"].startswith(
             "Your usage quota is used up. Contact your administrator to raise it, or wait for it to reset. "
-            "(the monthly budget of your account ($10) is used up; it resets at ")
+            "(the budget of your account ($10) is used up; it resets at ")
 
 
 async def test_limits_from_the_command_line(env, pool):  # noqa: F811 - the fixture
@@ -107,3 +108,40 @@ async def test_limits_from_the_command_line(env, pool):  # noqa: F811 - the fixt
     assert code == 0 and (orjson.loads(out)["rpm_limit"], orjson.loads(out)["tpm_limit"]) == (7, 100)
     code, out, _ = await cli(env, "users", "set-limits", user["id"], "--max-parallel-requests", "default", "--json")
     assert code == 0 and orjson.loads(out)["max_parallel_requests"] is None
+
+
+def next_monday() -> str:
+    today = datetime.now(timezone.utc).date()
+    return (today + timedelta(days=7 - today.weekday())).strftime("%Y-%m-%d 00:00 UTC")
+
+
+async def test_a_budget_duration_set_by_the_admin_api_is_the_quotas_period(pool, postgres_url, redis_url, fake_upstream,
+                                                                           admin):
+    async with admin_gateway(postgres_url, redis_url, fake_upstream.url, litellm={"sync_users": False}) as gw:
+        model, subscription, key = await setup(admin, pool, gw.url, input_cost_per_token=0.5, output_cost_per_token=1.0)
+        await gw.state.limiter.load_prices(gw.state.pool)  # else within limiter.PRICES_REFRESH_SECONDS
+        status, view = await call(admin, "PATCH", f"{gw.url}/admin/v1/subscriptions/{subscription['id']}",
+                                  json={"quota_requests": 1, "budget_duration": "weekly"})
+        assert (status, view["quota_requests"], view["budget_duration"]) == (200, 1, "weekly")
+        assert (await chat(gw.url, key["key"], model["id"]))[0] == 200
+        status, body = await chat(gw.url, key["key"], model["id"])
+        assert (status, body) == (429, error(
+            "rate_limit_error", "QUOTA_EXCEEDED", "Your usage quota is used up. Contact your administrator to raise it, "
+            "or wait for it to reset. (the request quota of your subscription to this model (1) is used up; "
+            f"it resets at {next_monday()})"))
+        # null: back to the calendar month (the column's 'monthly'), whose counter holds one request too
+        status, view = await call(admin, "PATCH", f"{gw.url}/admin/v1/subscriptions/{subscription['id']}",
+                                  json={"quota_requests": 3, "budget_duration": None})
+        assert (status, view["budget_duration"]) == (200, "monthly")
+        # the user's budget per day: 9.5 USD an answer (5 x 0.5 + 7 x 1.0); the day's recorded spend counts
+        await gw.state.usage.flush()
+        status, view = await call(admin, "PATCH", f"{gw.url}/admin/v1/users/{subscription['user_id']}",
+                                  json={"max_budget": 19.0, "budget_duration": "1d"})
+        assert (status, view["max_budget"], view["budget_duration"]) == (200, 19.0, "1d")
+        assert (await chat(gw.url, key["key"], model["id"]))[0] == 200  # 9.5 spent this day, under 19
+        await gw.state.limiter.settle()
+        status, body = await chat(gw.url, key["key"], model["id"])
+        tomorrow = (datetime.now(timezone.utc).date() + timedelta(days=1)).strftime("%Y-%m-%d 00:00 UTC")
+        assert (status, body) == (429, error(
+            "rate_limit_error", "QUOTA_EXCEEDED", "Your usage quota is used up. Contact your administrator to raise it, "
+            f"or wait for it to reset. (the budget of your account ($19) is used up; it resets at {tomorrow})"))

@@ -64,7 +64,8 @@ async def test_user_created_with_litellm_up_is_synced_with_the_config_defaults(g
     assert status == 201
     assert without_times(user) == {
         "id": user["id"], "username": "Ada", "email": email, "is_active": True,
-        "max_budget": None, "tpm_limit": None, "rpm_limit": None, "max_parallel_requests": None, "sync_status": "synced", "sync_error": None,
+        "max_budget": None, "tpm_limit": None, "rpm_limit": None, "max_parallel_requests": None, "budget_duration": None,
+        "sync_status": "synced", "sync_error": None,
     }
     assert uuid.UUID(user["id"]).version == 4
     assert user["last_synced_at"] is not None

@@ -10,6 +10,8 @@ import math
 import os
 import shutil
 import tempfile
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import aiohttp
@@ -19,7 +21,10 @@ import pytest
 from gateway.dev import services as devservices
 
 from gateway.limits import limiter
+
+from gateway.limits import quota_seeds
 from gateway.ops.metrics import LIMIT_REFUSALS
+from policies.limits import NO_LIMITS, Kind, Limits, Scope, period, plan
 from tests.support import bearer, eventually, make_config, running_gateway, seed_key
 
 pytestmark = pytest.mark.integration
@@ -182,3 +187,115 @@ async def test_shadow_counts_what_limits_would_refuse_and_off_skips_them(pool, p
                                            enforcement={"mode": "off"})) as gw:
         status, headers, _ = await post(http, gw.url, seeded.key)
     assert status == 200 and not any(name.startswith("x-ratelimit") for name in headers)
+
+
+def quota_exceeded(detail: str) -> dict:
+    return {"error": {"message": "Your usage quota is used up. Contact your administrator to raise it, or wait for it "
+                                 f"to reset. ({detail})", "type": "rate_limit_error", "param": None,
+                      "code": "QUOTA_EXCEEDED"}}
+
+
+async def reachable(redis) -> bool:
+    try:
+        return bool(await redis.ping())
+    except Exception:  # the client's pooled connections fail until they reconnect
+        return False
+
+
+async def test_a_redis_restarted_empty_seeds_the_periods_quota_from_postgres(pool, postgres_url, fake_upstream, http,
+                                                                            workdir):
+    redis = devservices.start_redis(workdir / "redis")  # no persistence: a restart starts empty
+    try:
+        seeded = await seed_key(pool, models=["gpt-4o-mini"])
+        await set_limits(pool, "subscriptions", "user_id", seeded.user_id, quota_requests=6, quota_tokens=1000)
+        config = make_config(postgres_url, redis.url, fake_upstream.url, usage={"flush_seconds": 3600})
+        async with running_gateway(config) as gw:
+            for _ in range(3):  # 5 + 7 tokens each
+                assert (await post(http, gw.url, seeded.key))[0] == 200
+            await asyncio.wait_for(gw.state.limiter.settle(), 5)
+            assert await gw.state.usage.flush() == 1
+            assert (await post(http, gw.url, seeded.key))[0] == 200  # recorded, not flushed yet: the bound
+            await asyncio.wait_for(gw.state.limiter.settle(), 5)
+            redis = devservices.restart(redis)
+            await eventually(lambda: reachable(gw.state.redis), timeout=10)
+            assert await gw.state.redis.dbsize() == 0
+            status, headers, _ = await post(http, gw.url, seeded.key)
+            # seeded with the 3 flushed requests (36 tokens), not a fresh quota of 6
+            assert (status, headers["x-ratelimit-remaining-requests"], headers["x-ratelimit-remaining-tokens"]) == (
+                200, "2", "964")
+            assert gw.state.limiter._redis_skip_until == 0  # counted in Redis, not in-process
+            await asyncio.wait_for(gw.state.limiter.settle(), 5)
+            assert [(await post(http, gw.url, seeded.key))[0] for _ in range(2)] == [200, 200]
+            status, headers, body = await post(http, gw.url, seeded.key)
+            when = datetime.fromtimestamp(period(time.time(), None)[1], timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            assert (status, orjson.loads(body)) == (429, quota_exceeded(
+                f"the request quota of your subscription to this model (6) is used up; it resets at {when}"))
+            assert (headers["x-ratelimit-remaining-requests"], headers["x-ratelimit-remaining-tokens"]) == (
+                "0", str(1000 - 36 - 3 * 12))
+    finally:
+        redis.stop()
+
+
+async def test_a_counter_lost_while_a_stream_runs_is_not_recreated_by_its_tokens(pool, postgres_url, redis_url,
+                                                                                 fake_upstream, http):
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    await set_limits(pool, "subscriptions", "user_id", seeded.user_id, quota_tokens=1000)
+    fake_upstream.chunk_gap = 0.3
+    config = make_config(postgres_url, redis_url, fake_upstream.url, usage={"flush_seconds": 3600})
+    async with running_gateway(config) as gw:
+        assert (await post(http, gw.url, seeded.key))[0] == 200  # 5 + 7 tokens
+        await asyncio.wait_for(gw.state.limiter.settle(), 5)
+        assert await gw.state.usage.flush() == 1
+        stream = asyncio.create_task(post(http, gw.url, seeded.key, {**HI, "stream": True}))
+        await eventually(lambda: len(fake_upstream.seen) == 2, timeout=10)
+        counters = [name async for name in gw.state.redis.scan_iter(match=f"maas:lim:{{u:{seeded.user_id}}}:*")]
+        assert len(counters) == 1 and await gw.state.redis.delete(*counters) == 1  # as a restart or an eviction would
+        assert (await stream)[0] == 200
+        await asyncio.wait_for(gw.state.limiter.settle(), 5)
+        assert [name async for name in gw.state.redis.scan_iter(match=f"maas:lim:{{u:{seeded.user_id}}}:*")] == []
+        status, headers, _ = await post(http, gw.url, seeded.key)
+    # seeded from Postgres: the flushed 12 tokens; the stream's, not flushed yet, are the bound's loss
+    assert (status, headers["x-ratelimit-remaining-tokens"]) == (200, "988")
+
+
+async def test_seeds_sum_the_recorded_usage_of_each_checks_period(pool):
+    user = f"user-{os.urandom(6).hex()}"
+    rows = [  # (day, model, requests, tokens, spend)
+        ("2026-10-31", "m1", 100, 1000, 1.0),  # before both periods
+        ("2026-11-01", "m1", 2, 20, 0.5),  # the first day of the calendar month
+        ("2026-11-15", "m1", 3, 30, 0.25),  # the subscription's period starts 2026-11-14 08:00: from the 15th
+        ("2026-11-20", "m2", 7, 70, 2.0),  # another model: the user's budget only
+    ]
+    await pool.executemany(
+        "INSERT INTO usage_daily (day, key_id, user_id, model_id, requests, prompt_tokens, completion_tokens, spend) "
+        "VALUES ($1::text::date, 'k', $2, $3, $4, $5, 0, $6)", [(d, user, m, r, t, s) for d, m, r, t, s in rows])
+    now = datetime(2026, 11, 30, 12, tzinfo=timezone.utc).timestamp()
+    anchor = datetime(2026, 12, 14, 8, tzinfo=timezone.utc).timestamp()
+    checks = plan("k", "m1", NO_LIMITS, Limits(max_budget=10.0), Limits(quota_requests=9, quota_tokens=90, max_budget=5.0),
+                  now, anchor)
+    assert [(c.scope, c.kind) for c in checks] == [(Scope.USER, Kind.BUDGET), (Scope.SUBSCRIPTION, Kind.QUOTA_REQUESTS),
+                                                   (Scope.SUBSCRIPTION, Kind.QUOTA_TOKENS), (Scope.SUBSCRIPTION, Kind.BUDGET)]
+    assert await quota_seeds.seeds(pool, user, "k", "m1", list(checks)) == [2.75, 3, 30, 0.25]
+    assert await quota_seeds.seeds(pool, user, "k", "m1", [checks[2]]) == [30]
+    keyed = plan("k", "m1", Limits(max_budget=1.0, budget_duration="7d"), NO_LIMITS, NO_LIMITS, now,
+                 key_model=Limits(max_budget=1.0))
+    assert [(c.scope, c.starts) for c in keyed] == [(Scope.KEY, datetime(2026, 11, 30, tzinfo=timezone.utc).timestamp()),
+                                                    (Scope.KEY_MODEL, datetime(2026, 11, 1, tzinfo=timezone.utc).timestamp())]
+    assert await quota_seeds.seeds(pool, user, "k", "m1", list(keyed)) == [0.0, 0.75]  # this week; m1 this month
+    assert await quota_seeds.seeds(pool, user, "other", "m1", list(keyed)) == [0.0, 0.0]
+
+
+async def test_without_redis_a_restarted_instance_keeps_the_periods_quota(pool, postgres_url, fake_upstream, http):
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    await set_limits(pool, "subscriptions", "user_id", seeded.user_id, quota_requests=3)
+    config = make_config(postgres_url, None, fake_upstream.url, usage={"flush_seconds": 3600})
+    async with running_gateway(config) as gw:
+        assert [(await post(http, gw.url, seeded.key))[0] for _ in range(2)] == [200, 200]
+    # its last flush at shutdown holds both; a new process starts counting from them
+    async with running_gateway(config) as gw:
+        status, headers, _ = await post(http, gw.url, seeded.key)
+        assert (status, headers["x-ratelimit-remaining-requests"]) == (200, "0")
+        status, _, body = await post(http, gw.url, seeded.key)
+    when = datetime.fromtimestamp(period(time.time(), None)[1], timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    assert (status, orjson.loads(body)) == (429, quota_exceeded(
+        f"the request quota of your subscription to this model (3) is used up; it resets at {when}"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import asyncpg
 import orjson
@@ -61,7 +61,7 @@ async def test_the_key_query_reads_litemaas_limits_and_its_quota_0_as_none_set(l
     found = await record(litemaas_url, key)
     # LiteMaaS's users: rpm 60, tpm 10000, budget 100 (its column defaults, as its sign-in writes them)
     assert found.user_limits == Limits(rpm_limit=60, tpm_limit=10000, max_budget=100.0)
-    assert found.limits == Limits(rpm_limit=7, max_parallel_requests=2)  # api_keys.max_budget: not a gateway check
+    assert found.limits == Limits(rpm_limit=7, max_parallel_requests=2, max_budget=5.0)  # per calendar month
     reset_at = await conn.fetchval("SELECT extract(epoch FROM reset_at)::float8 FROM subscriptions "
                                    "WHERE model_id = 'gpt-4o-mini' AND user_id = $1", key.user_id)
     mini, full = found.subscriptions["gpt-4o-mini"], found.subscriptions["gpt-4o"]
@@ -186,3 +186,86 @@ async def test_usage_is_recorded_in_the_gateway_schema_and_litemaas_used_columns
     assert [tuple(r) for r in used] == [("gpt-4o", 1, 12), ("gpt-4o-mini", 2, 24)]
     last_used = await conn.fetchval("SELECT last_used_at FROM api_keys WHERE id = $1", key.id)
     assert abs((datetime.now(timezone.utc) - last_used).total_seconds()) < 60
+
+
+async def test_litemaas_budget_durations_are_the_periods_and_monthly_is_the_calendar_month(litemaas_url, conn):
+    key = await a_user_with_key(conn, ["gpt-4o-mini", "gpt-4o"])
+    await conn.execute("UPDATE users SET budget_duration = '1d' WHERE id = $1", key.user_id)
+    await conn.execute("UPDATE subscriptions SET budget_duration = 'weekly' WHERE model_id = 'gpt-4o' AND user_id = $1",
+                       key.user_id)
+    found = await record(litemaas_url, key)
+    assert found.user_limits == Limits(rpm_limit=60, tpm_limit=10000, max_budget=100.0, budget_duration="1d")
+    assert found.subscriptions["gpt-4o"].limits.budget_duration == "weekly"
+    assert found.subscriptions["gpt-4o-mini"].limits.budget_duration is None  # LiteMaaS's 'monthly'
+
+
+async def set_key_limits(conn, key: litemaas.LiteMaaSKey, **values) -> None:
+    """As LiteMaaS's api-key service updates a key: JSON columns written with JSON.stringify."""
+    assignments = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(values))
+    await conn.execute(f"UPDATE api_keys SET {assignments} WHERE id = $1", key.id,
+                       *(v if isinstance(v, (int, float, str)) or v is None else orjson.dumps(v).decode()
+                         for v in values.values()))
+
+
+async def test_the_key_query_reads_a_keys_own_budget_per_model_limits_and_a_subscriptions_rates(litemaas_url, conn):
+    key = await a_user_with_key(conn, ["gpt-4o-mini", "gpt-4o"])
+    await set_key_limits(conn, key, max_budget=20, budget_duration="1d",
+                         model_rpm_limit={"gpt-4o-mini": 2, "gpt-4o": "many"},  # a string is not a limit
+                         model_tpm_limit={"gpt-4o": 500},
+                         model_max_budget={"gpt-4o-mini": {"budgetLimit": 5, "timePeriod": "7d"},
+                                           "llama": {"budget_limit": 1.5, "time_period": "monthly"}})
+    await conn.execute("UPDATE subscriptions SET rpm_limit = 3, tpm_limit = 0 WHERE model_id = 'gpt-4o' "
+                       "AND user_id = $1", key.user_id)
+    found = await record(litemaas_url, key)
+    assert found.limits == Limits(max_budget=20.0, budget_duration="1d")
+    assert dict(found.model_limits) == {
+        "gpt-4o": Limits(tpm_limit=500),
+        "gpt-4o-mini": Limits(rpm_limit=2, max_budget=5.0, budget_duration="7d"),
+        "llama": Limits(max_budget=1.5),  # LiteLLM's snake_case; monthly: the default period
+    }
+    assert found.subscriptions["gpt-4o"].limits.rpm_limit == 3
+    assert found.subscriptions["gpt-4o"].limits.tpm_limit is None  # LiteMaaS's 0: none set
+    await set_key_limits(conn, key, model_rpm_limit=["not", "an", "object"], model_tpm_limit=None,
+                         model_max_budget=None)
+    assert dict((await record(litemaas_url, key)).model_limits) == {}
+
+
+async def test_a_keys_per_model_rpm_and_a_subscriptions_rpm_are_held(litemaas_url, conn, redis_url, fake_upstream,
+                                                                     http):
+    key = await a_user_with_key(conn, ["gpt-4o-mini", "gpt-4o"])
+    fake_upstream.virtual_keys.add(key.key)
+    await set_key_limits(conn, key, model_rpm_limit={"gpt-4o-mini": 2})
+    await conn.execute("UPDATE subscriptions SET rpm_limit = 1 WHERE model_id = 'gpt-4o' AND user_id = $1",
+                       key.user_id)
+    async with gateways(litemaas_url, redis_url, fake_upstream.url) as [gw]:
+        mini = [await post(http, gw.url, key.key) for _ in range(3)]
+        full = [await post(http, gw.url, key.key, chat("gpt-4o")) for _ in range(2)]
+    assert [status for status, _, _ in mini] == [200, 200, 429]
+    assert mini[2][2] == rate_limited("the requests per minute of this API key for this model (2) is reached")
+    assert [status for status, _, _ in full] == [200, 429]
+    assert full[1][2] == rate_limited("the requests per minute of your subscription to this model (1) is reached")
+    assert 1 <= int(full[1][1]["Retry-After"]) <= 60
+
+
+async def test_a_keys_budget_and_its_budget_for_one_model_are_held_per_their_periods(litemaas_url, conn, redis_url,
+                                                                                     fake_upstream, http):
+    key = await a_user_with_key(conn, ["gpt-4o-mini", "gpt-4o"])
+    fake_upstream.virtual_keys.add(key.key)
+    await conn.execute("UPDATE models SET input_cost_per_token = 0.5, output_cost_per_token = 1.0")  # 9.5 an answer
+    await set_key_limits(conn, key, max_budget=15, model_max_budget={"gpt-4o": {"budgetLimit": 5, "timePeriod": "1d"}})
+    await conn.execute("UPDATE users SET max_budget = NULL WHERE id = $1", key.user_id)
+    async with gateways(litemaas_url, redis_url, fake_upstream.url) as [gw]:
+        await gw.state.limiter.load_prices(gw.state.pool)
+        assert (await post(http, gw.url, key.key, chat("gpt-4o")))[0] == 200  # nothing spent yet
+        await asyncio.wait_for(gw.state.limiter.settle(), 5)
+        refused_model = await post(http, gw.url, key.key, chat("gpt-4o"))
+        assert (await post(http, gw.url, key.key))[0] == 200  # gpt-4o-mini: 9.5 of the key's 15 spent
+        await asyncio.wait_for(gw.state.limiter.settle(), 5)
+        refused_key = await post(http, gw.url, key.key)
+    now = datetime.now(timezone.utc)
+    tomorrow = (now.date() + timedelta(days=1)).strftime("%Y-%m-%d 00:00 UTC")
+    next_month = datetime.fromtimestamp(period(now.timestamp(), None)[1], timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    assert (refused_model[0], refused_model[2]) == (429, quota_exceeded(
+        f"the budget of this API key for this model ($5) is used up; it resets at {tomorrow}"))
+    assert (refused_key[0], refused_key[2]) == (429, quota_exceeded(
+        f"the budget of this API key ($15) is used up; it resets at {next_month}"))

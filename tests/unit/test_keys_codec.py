@@ -116,6 +116,11 @@ RECORDS = {
         limits=Limits(rpm_limit=5, max_parallel_requests=1),
         user_limits=Limits(tpm_limit=1000, max_budget=100.0),
     ),
+    "periods": KeyRecord(
+        "k5", "u5", "sk-mnop", models=("gpt-4o",),
+        subscriptions={"gpt-4o": SubscriptionRecord("gpt-4o", "active", None, Limits(budget_duration="7d"))},
+        user_limits=Limits(max_budget=5.0, budget_duration="1h"),
+    ),
     "unicode": KeyRecord("k3", "usér", "sk-\u00e9", models=("caf\u00e9",),
                          subscriptions={"caf\u00e9": SubscriptionRecord("caf\u00e9", "pending")}),
 }

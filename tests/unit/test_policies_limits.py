@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import pytest
 from hypothesis import given
@@ -21,6 +21,7 @@ from policies.limits import (
     plan,
     refusal_detail,
     retry_after,
+    seed_day,
     used,
     verdict,
 )
@@ -59,6 +60,13 @@ def test_a_plan_names_each_counter_by_scope_window_and_period():
         (Scope.SUBSCRIPTION, Kind.QUOTA_TOKENS, 5000, f"sub:gpt-4o:tok:{month}", None, ts(2026, 12, 1)),
     ]
     assert checks[0].weight == pytest.approx(0.75)
+    assert [c.starts for c in checks] == [None, None, None, ts(2026, 11, 1), ts(2026, 11, 1), ts(2026, 11, 1)]
+
+
+def test_a_lost_counter_is_seeded_from_the_whole_utc_days_of_its_period():
+    assert seed_day(ts(2026, 11, 1)) == date(2026, 11, 1)
+    assert seed_day(ts(2026, 11, 1, 0, 0, 1)) == date(2026, 11, 2)  # the first day's part is not recorded apart
+    assert seed_day(ts(2026, 12, 31, 23)) == date(2027, 1, 1)
 
 
 def test_the_sliding_window_weighs_the_previous_minute_by_what_remains_of_it():
@@ -153,3 +161,18 @@ def test_after_retry_after_seconds_the_refused_request_fits(limit, current, prev
                                                (360, "6m0s"), (59.5, "1m0s"), (3723, "1h2m3s"), (86400 * 2, "48h0m0s")])
 def test_resets_are_written_as_openai_writes_them(seconds, text):
     assert format_reset(seconds) == text
+
+
+def test_each_scope_counts_its_quotas_per_its_budget_duration_and_says_when_it_resets():
+    checks = plan("k1", "gpt-4o", NO_LIMITS, Limits(max_budget=5.0, budget_duration="1d"),
+                  Limits(quota_requests=10, budget_duration="30s"), NOW)
+    assert [(c.counter, c.starts, c.ends) for c in checks] == [
+        (f"user:spend:{int(ts(2026, 11, 30))}", ts(2026, 11, 30), ts(2026, 12, 1)),
+        (f"sub:gpt-4o:req:{int(ts(2026, 11, 30, 17, 45))}", ts(2026, 11, 30, 17, 45), ts(2026, 11, 30, 17, 45, 30)),
+    ]
+    assert refusal_detail(checks[0]) == "the budget of your account ($5) is used up; it resets at 2026-12-01 00:00 UTC"
+    assert refusal_detail(checks[1]) == ("the request quota of your subscription to this model (10) is used up; "
+                                         "it resets at 2026-11-30 17:45:30 UTC")
+    anchored = plan("k1", "gpt-4o", NO_LIMITS, NO_LIMITS, Limits(quota_tokens=10, budget_duration="7d"), NOW,
+                    reset_at=ts(2026, 1, 1, 6))
+    assert (anchored[0].starts, anchored[0].ends) == (ts(2026, 11, 26, 6), ts(2026, 12, 3, 6))  # weeks from reset_at
