@@ -50,11 +50,9 @@ from gateway.accounts.validation import (
     MODEL_ID,
     USER_ID,
     check,
-    check_not_negative,
     check_status,
     clean_models,
     future_expiry,
-    instant,
     invalid,
     require_subscribed,
 )
@@ -98,13 +96,10 @@ def _counted_key_creation(counted: bool = True) -> Iterator[None]:
 
 
 def _clean_limits(values: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
-    """Limits checked (none negative; reset_at an ISO 8601 date-time, UTC when naive)."""
+    """Only limits of this table; their types and ranges are the body models' (gateway/admin/schema.py)."""
     unknown = sorted(set(values) - set(allowed))
     if unknown:
         raise invalid(f"{unknown[0]}: unknown field.", unknown[0])
-    check_not_negative(**{k: v for k, v in values.items() if k != "reset_at"})
-    if isinstance(values.get("reset_at"), str):
-        values = {**values, "reset_at": instant(values["reset_at"], "reset_at")}
     return values
 
 
@@ -139,8 +134,6 @@ class Accounts:
     ) -> dict:
         user_id = check(USER_ID, id, "id", "user id") if id is not None else str(uuid.uuid4())
         check(EMAIL, email, "email", "email address")
-        check_not_negative(max_budget=max_budget, tpm_limit=tpm_limit, rpm_limit=rpm_limit,
-                           max_parallel_requests=max_parallel_requests)
         try:
             row = await self._pool.fetchrow(
                 """INSERT INTO users (id, username, email, max_budget, tpm_limit, rpm_limit, max_parallel_requests,
@@ -181,7 +174,6 @@ class Accounts:
     async def update_user(self, user_id: str, **values: Any) -> dict:
         """PATCH: `is_active` (set_user_active's flow) and/or limits (gateway/accounts/quotas.py; null: the default)."""
         limits = quotas.pick(values, quotas.USER_LIMITS)
-        check_not_negative(**limits)
         if "is_active" in values:
             await self.set_user_active(user_id, values["is_active"])
         if not limits:
@@ -199,7 +191,6 @@ class Accounts:
     async def create_model(self, *, id: str, input_cost_per_token: float | None = None,
                            output_cost_per_token: float | None = None) -> dict:
         check(MODEL_ID, id, "id", "model name")
-        check_not_negative(input_cost_per_token=input_cost_per_token, output_cost_per_token=output_cost_per_token)
         try:
             row = await self._pool.fetchrow(
                 """INSERT INTO models (id, name, input_cost_per_token, output_cost_per_token) VALUES ($1, $1, $2, $3)
