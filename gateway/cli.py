@@ -1,14 +1,16 @@
-"""The `maas-gateway` command.
+"""The `maas-gateway` command (click).
 
     maas-gateway serve [--config config.yaml] [--host H] [--port P] [--workers N]
     maas-gateway migrate [--config config.yaml] [--litemaas-triggers | --remove-litemaas-triggers]
     maas-gateway dev [--litemaas]    (make run: starts what is missing, seeds a demo key, serves)
-    maas-gateway users|models|subscriptions|keys|sync ...   (gateway/admin/cli.py)
+    maas-gateway users|models|subscriptions|keys|usage|sync ...   (gateway/admin/cli.py)
+
+Exit status: 0 done, 1 an admin command's error (gateway/admin/cli.py), 2 a usage or
+configuration error, 3 the server could not start.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -16,10 +18,13 @@ import sys
 import tempfile
 from typing import Sequence
 
-from gateway.admin.cli import register as register_admin_commands
+import click
+
+from gateway.admin.cli import ADMIN_COMMANDS, CONFIG_OPTION
 from gateway.config import CONFIG_ENV, ConfigError, check_serving, load_config
 
 STARTUP_FAILURE = 3  # uvicorn's exit code when the server could not start
+USAGE_ERROR = 2  # click's, for a wrong option; also a configuration error
 
 
 def app_factory():
@@ -32,22 +37,38 @@ def app_factory():
     return create_app(config)
 
 
-def _serve(args: argparse.Namespace) -> int:
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def cli() -> None:
+    """maas-gateway: an enforcing reverse proxy in front of LiteLLM, and its admin commands.
+
+    Settings come from config.yaml (--config) and the environment (DATABASE_URL, LITELLM_URL,
+    LITELLM_API_KEY, REDIS_URL, ...: see the README's configuration table).
+    """
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--host", help="address to listen on (server.host, GATEWAY_HOST)")
+@click.option("--port", type=int, help="port to listen on (server.port, GATEWAY_PORT)")
+@click.option("--workers", type=click.IntRange(min=1), help="worker processes (server.workers, GATEWAY_WORKERS)")
+def serve(config_path: str | None, host: str | None, port: int | None, workers: int | None) -> int:
+    """Serve the gateway.
+
+    The schema is applied first unless server.migrate_on_start is false."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
     from gateway.serving import listeners
 
     environ = dict(os.environ)
-    for flag, name in (("host", "GATEWAY_HOST"), ("port", "GATEWAY_PORT"), ("workers", "GATEWAY_WORKERS")):
-        value = getattr(args, flag)
+    for name, value in (("GATEWAY_HOST", host), ("GATEWAY_PORT", port), ("GATEWAY_WORKERS", workers)):
         if value is not None:
             environ[name] = str(value)
-    config = load_config(args.config, environ)  # fail fast, before any worker starts
+    config = load_config(config_path, environ)  # fail fast, before any worker starts
     check_serving(config)
     os.environ.update({k: v for k, v in environ.items() if k.startswith("GATEWAY_")})
-    if args.config:
-        os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+    if config_path:
+        os.environ[CONFIG_ENV] = os.path.abspath(config_path)
     workers = config.server.workers
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="maas-gateway-metrics-")
@@ -83,13 +104,22 @@ def _serve(args: argparse.Namespace) -> int:
     return 0 if uvicorn_server.started else STARTUP_FAILURE
 
 
-def _migrate(args: argparse.Namespace) -> int:
+@cli.command()
+@CONFIG_OPTION
+@click.option("--litemaas-triggers", "install", is_flag=True,
+              help="database.schema litemaas: also install the NOTIFY triggers on LiteMaaS's tables")
+@click.option("--remove-litemaas-triggers", "remove", is_flag=True,
+              help="database.schema litemaas: remove those triggers (LiteMaaS's tables as they were)")
+def migrate(config_path: str | None, install: bool, remove: bool) -> int:
+    """Apply the database schema (idempotent)."""
     from gateway.store import litemaas
 
-    config = load_config(args.config)
+    if install and remove:
+        raise click.UsageError("--litemaas-triggers and --remove-litemaas-triggers exclude each other")
+    config = load_config(config_path)
     if not config.database.url:
         raise ConfigError("DATABASE_URL is not set: nothing to migrate")
-    triggers = True if args.litemaas_triggers else False if args.remove_litemaas_triggers else None
+    triggers = True if install else False if remove else None
     if triggers is not None and config.database.schema != "litemaas":
         raise ConfigError("database.schema: the LiteMaaS triggers need database.schema litemaas (GATEWAY_DATABASE_SCHEMA)")
     applied = asyncio.run(litemaas.prepare_database(config.database.url, config.database, apply=True, triggers=triggers))
@@ -99,51 +129,37 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dev(args: argparse.Namespace) -> int:
+@cli.command()
+@CONFIG_OPTION
+@click.option("--port", type=int, default=8080, show_default=True, help="port to serve on")
+@click.option("--litemaas", is_flag=True,
+              help="on a LiteMaaS-shaped database (its schema loaded into an empty one), database.schema litemaas")
+def dev(config_path: str | None, port: int, litemaas: bool) -> int:
+    """Serve a demo gateway on this machine (make run).
+
+    Starts what is missing (Postgres, LiteLLM with mock models), seeds a demo key and
+    serves; Ctrl-C stops everything it started."""
     from gateway.dev.demo import run_dev
 
-    return run_dev(args)
+    return run_dev(config_path, port, litemaas)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="maas-gateway", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser("serve", help="serve the gateway")
-    serve.add_argument("--config", help="path to config.yaml (default: embedded defaults)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int)
-    serve.set_defaults(handler=_serve)
-
-    migrate = commands.add_parser("migrate", help="apply the database schema (idempotent)")
-    migrate.add_argument("--config")
-    triggers = migrate.add_mutually_exclusive_group()
-    triggers.add_argument("--litemaas-triggers", action="store_true",
-                          help="database.schema litemaas: also install the NOTIFY triggers on LiteMaaS's tables")
-    triggers.add_argument("--remove-litemaas-triggers", action="store_true",
-                          help="database.schema litemaas: remove those triggers (LiteMaaS's tables as they were)")
-    migrate.set_defaults(handler=_migrate)
-
-    dev = commands.add_parser("dev", help="start missing services, seed a demo key and serve (make run)")
-    dev.add_argument("--config")
-    dev.add_argument("--port", type=int, default=8080)
-    dev.add_argument("--litemaas", action="store_true",
-                     help="on a LiteMaaS-shaped database (its schema loaded into an empty one), database.schema litemaas")
-    dev.set_defaults(handler=_dev)
-
-    register_admin_commands(commands)
-    return parser
+for _command in ADMIN_COMMANDS:
+    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """The console script: each command returns its exit status; click's own errors exit 2."""
     try:
-        return args.handler(args)
+        return cli.main(args=argv, prog_name="maas-gateway", standalone_mode=False) or 0
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:  # Ctrl-C at a prompt
+        return 1
     except ConfigError as exc:
         print(f"maas-gateway: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return USAGE_ERROR
 
 
 if __name__ == "__main__":

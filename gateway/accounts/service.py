@@ -51,11 +51,9 @@ from gateway.accounts.validation import (
     USER_ID,
     check,
     check_duration,
-    check_not_negative,
     check_status,
     clean_models,
     future_expiry,
-    instant,
     invalid,
     require_subscribed,
 )
@@ -99,13 +97,10 @@ def _counted_key_creation(counted: bool = True) -> Iterator[None]:
 
 
 def _clean_limits(values: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
-    """Limits checked (none negative; reset_at an ISO 8601 date-time, UTC when naive)."""
+    """Only limits of this table; their types and ranges are the body models' (gateway/admin/schema.py)."""
     unknown = sorted(set(values) - set(allowed))
     if unknown:
         raise invalid(f"{unknown[0]}: unknown field.", unknown[0])
-    check_not_negative(**{k: v for k, v in values.items() if k not in ("reset_at", "budget_duration")})
-    if isinstance(values.get("reset_at"), str):
-        values = {**values, "reset_at": instant(values["reset_at"], "reset_at")}
     if "budget_duration" in values:  # null: the default period, a calendar month (subscriptions' NOT NULL 'monthly')
         values = {**values, "budget_duration": check_duration(values["budget_duration"]) or "monthly"}
     return values
@@ -143,8 +138,6 @@ class Accounts:
     ) -> dict:
         user_id = check(USER_ID, id, "id", "user id") if id is not None else str(uuid.uuid4())
         check(EMAIL, email, "email", "email address")
-        check_not_negative(max_budget=max_budget, tpm_limit=tpm_limit, rpm_limit=rpm_limit,
-                           max_parallel_requests=max_parallel_requests)
         check_duration(budget_duration)
         try:
             row = await self._pool.fetchrow(
@@ -188,7 +181,6 @@ class Accounts:
         """PATCH: `is_active` (set_user_active's flow) and/or limits (gateway/accounts/quotas.py; null: the default)."""
         limits = quotas.pick(values, quotas.USER_LIMITS)
         check_duration(limits.get("budget_duration"))
-        check_not_negative(**{k: v for k, v in limits.items() if k != "budget_duration"})
         if "is_active" in values:
             await self.set_user_active(user_id, values["is_active"])
         if not limits:
@@ -206,7 +198,6 @@ class Accounts:
     async def create_model(self, *, id: str, input_cost_per_token: float | None = None,
                            output_cost_per_token: float | None = None) -> dict:
         check(MODEL_ID, id, "id", "model name")
-        check_not_negative(input_cost_per_token=input_cost_per_token, output_cost_per_token=output_cost_per_token)
         try:
             row = await self._pool.fetchrow(
                 """INSERT INTO models (id, name, input_cost_per_token, output_cost_per_token) VALUES ($1, $1, $2, $3)

@@ -1,7 +1,9 @@
-"""What account data must look like, checked by the service layer so the admin API and
-the CLI answer alike: ids, emails, model names, statuses, expiry, and whether a user's
-subscriptions cover the models a key asks for. Failures are 422 INVALID_REQUEST naming
-the field (or 409 SUBSCRIPTION_REQUIRED naming the models).
+"""What account data must look like, checked by the service layer so the admin API, the
+CLI and the console answer alike: ids, emails, model names, statuses, expiry in the future,
+and whether a user's subscriptions cover the models a key asks for. Failures are 422
+INVALID_REQUEST naming the field (or 409 SUBSCRIPTION_REQUIRED naming the models).
+Types and ranges of request bodies (no negative limit, a date-time that parses) are the
+body models' (gateway/admin/schema.py), which the admin API and the CLI both go through.
 """
 
 from __future__ import annotations
@@ -45,12 +47,6 @@ def check_duration(value: str | None, name: str = "budget_duration") -> str | No
     return value
 
 
-def check_not_negative(**values: float | None) -> None:
-    for name, value in values.items():
-        if value is not None and value < 0:
-            raise invalid(f"{name}: must not be negative.", name)
-
-
 def check_status(status: str) -> str:
     if status not in SUBSCRIPTION_STATUSES:
         raise invalid(f"status: expected one of {', '.join(sorted(SUBSCRIPTION_STATUSES))}, got {status!r}.", "status")
@@ -71,15 +67,6 @@ def future_expiry(expires_at: datetime | str | None) -> datetime | None:
     if expires_at <= datetime.now(timezone.utc):
         raise invalid("expires_at: must be in the future.", "expires_at")
     return expires_at
-
-
-def instant(text: str, param: str) -> datetime:
-    """An ISO 8601 date-time (UTC when naive)."""
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise invalid(f"{param}: {text[:40]!r} is not an ISO 8601 date-time.", param) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
 def clean_models(models: Iterable[str]) -> list[str]:

@@ -3,9 +3,10 @@
     admin_routes() -> the Starlette routes GatewayApp mounts (handlers.ENDPOINTS plus
                       /admin/v1/openapi.json)
     gateway/admin/handlers.py   authentication, endpoints, the endpoint table
-    gateway/admin/schema.py     request bodies: strict validation + their JSON Schema
-    gateway/admin/openapi.py    the OpenAPI document
-    gateway/admin/cli.py        the same operations as `maas-gateway` subcommands
+    gateway/admin/schema.py     request bodies as pydantic models: strict validation, clear 422 messages
+    gateway/admin/responses.py  the answers as pydantic models (for the document)
+    gateway/admin/openapi.py    the OpenAPI document, made from both
+    gateway/admin/cli.py        the same operations as `maas-gateway` subcommands (click)
 The work itself is done by gateway/accounts/service.py, shared with the CLI.
 
 May import: policies, gateway.config, gateway.errors, gateway.ops, gateway.store, gateway.limits,

@@ -20,7 +20,8 @@ from starlette.responses import Response
 
 from gateway.store import litemaas
 from gateway.accounts.service import Accounts
-from gateway.admin import schema
+from gateway.admin import responses, schema
+from gateway.admin.responses import Answer
 from gateway.admin.schema import Body
 from gateway.errors import AdminError, GatewayError
 from gateway.ops.offenders import HOURS_KEPT
@@ -49,7 +50,7 @@ def authenticate(request: Request) -> None:
         raise AdminError(401, "UNAUTHORIZED", "Missing or wrong admin token: send 'Authorization: Bearer <GATEWAY_ADMIN_TOKEN>'.")
 
 
-async def read_body(request: Request, body: Body) -> dict[str, Any]:
+async def read_body(request: Request, body: type[Body]) -> dict[str, Any]:
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise AdminError(413, "REQUEST_TOO_LARGE", f"Admin request bodies are limited to {MAX_BODY_BYTES} bytes.")
@@ -57,7 +58,7 @@ async def read_body(request: Request, body: Body) -> dict[str, Any]:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise AdminError(400, "INVALID_REQUEST", "The request body is not valid JSON.") from None
-    return body.validate(data)
+    return body.parse(data)
 
 
 def query(request: Request, *allowed: str) -> dict[str, str]:
@@ -71,7 +72,7 @@ def query(request: Request, *allowed: str) -> dict[str, str]:
 
 
 async def create_user(request: Request, accounts: Accounts) -> Response:
-    return json_response(await accounts.create_user(**await read_body(request, schema.USER_CREATE)), 201)
+    return json_response(await accounts.create_user(**await read_body(request, schema.UserCreate)), 201)
 
 
 async def get_user(request: Request, accounts: Accounts) -> Response:
@@ -79,12 +80,12 @@ async def get_user(request: Request, accounts: Accounts) -> Response:
 
 
 async def update_user(request: Request, accounts: Accounts) -> Response:
-    body = await read_body(request, schema.USER_UPDATE)
+    body = await read_body(request, schema.UserUpdate)
     return json_response(await accounts.update_user(request.path_params["id"], **body))
 
 
 async def create_model(request: Request, accounts: Accounts) -> Response:
-    return json_response(await accounts.create_model(**await read_body(request, schema.MODEL_CREATE)), 201)
+    return json_response(await accounts.create_model(**await read_body(request, schema.ModelCreate)), 201)
 
 
 async def list_models(request: Request, accounts: Accounts) -> Response:
@@ -93,17 +94,17 @@ async def list_models(request: Request, accounts: Accounts) -> Response:
 
 
 async def create_subscription(request: Request, accounts: Accounts) -> Response:
-    answer = await accounts.create_subscription(**await read_body(request, schema.SUBSCRIPTION_CREATE))
+    answer = await accounts.create_subscription(**await read_body(request, schema.SubscriptionCreate))
     return json_response(answer, 201 if answer["created"] else 200)
 
 
 async def update_subscription(request: Request, accounts: Accounts) -> Response:
-    body = await read_body(request, schema.SUBSCRIPTION_UPDATE)
+    body = await read_body(request, schema.SubscriptionUpdate)
     return json_response(await accounts.update_subscription(request.path_params["id"], **body))
 
 
 async def create_key(request: Request, accounts: Accounts) -> Response:
-    return json_response(await accounts.create_key(**await read_body(request, schema.KEY_CREATE)), 201)
+    return json_response(await accounts.create_key(**await read_body(request, schema.KeyCreate)), 201)
 
 
 async def list_keys(request: Request, accounts: Accounts) -> Response:
@@ -111,7 +112,7 @@ async def list_keys(request: Request, accounts: Accounts) -> Response:
 
 
 async def update_key(request: Request, accounts: Accounts) -> Response:
-    body = await read_body(request, schema.KEY_UPDATE)
+    body = await read_body(request, schema.KeyUpdate)
     return json_response(await accounts.update_key(request.path_params["id"], **body))
 
 
@@ -143,37 +144,41 @@ class Endpoint:
     handler: Handler
     summary: str
     status: int  # the success status
-    response: str  # the OpenAPI component answered on success
-    body: Body | None = None
+    response: type[Answer]  # what it answers on success
+    body: type[Body] | None = None
     query: tuple[str, ...] = ()
     errors: tuple[int, ...] = (401, 404, 422)
 
 
 ENDPOINTS: tuple[Endpoint, ...] = (
-    Endpoint("POST", "/users", create_user, "Create a user and ensure it in LiteLLM", 201, "User",
-             schema.USER_CREATE, errors=(400, 401, 409, 422)),
-    Endpoint("GET", "/users/{id}", get_user, "Get a user, with its LiteLLM sync status", 200, "User", errors=(401, 404)),
-    Endpoint("PATCH", "/users/{id}", update_user, "Activate or deactivate a user, or change its limits", 200, "User",
-             schema.USER_UPDATE),
-    Endpoint("POST", "/models", create_model, "Add a model (its LiteLLM name)", 201, "Model", schema.MODEL_CREATE,
+    Endpoint("POST", "/users", create_user, "Create a user and ensure it in LiteLLM", 201, responses.User,
+             schema.UserCreate, errors=(400, 401, 409, 422)),
+    Endpoint("GET", "/users/{id}", get_user, "Get a user, with its LiteLLM sync status", 200, responses.User,
+             errors=(401, 404)),
+    Endpoint("PATCH", "/users/{id}", update_user, "Activate or deactivate a user, or change its limits", 200,
+             responses.User, schema.UserUpdate),
+    Endpoint("POST", "/models", create_model, "Add a model (its LiteLLM name)", 201, responses.Model, schema.ModelCreate,
              errors=(400, 401, 409, 422)),
-    Endpoint("GET", "/models", list_models, "List models", 200, "ModelList", errors=(401,)),
+    Endpoint("GET", "/models", list_models, "List models", 200, responses.ModelList, errors=(401,)),
     Endpoint("POST", "/subscriptions", create_subscription,
              "Subscribe a user to a model, optionally with an API key (200 with created: false when it exists)",
-             201, "SubscriptionCreated", schema.SUBSCRIPTION_CREATE, errors=(400, 401, 404, 409, 422, 503)),
+             201, responses.SubscriptionCreated, schema.SubscriptionCreate, errors=(400, 401, 404, 409, 422, 503)),
     Endpoint("PATCH", "/subscriptions/{id}", update_subscription, "Change a subscription's status or quotas", 200,
-             "Subscription", schema.SUBSCRIPTION_UPDATE),
-    Endpoint("POST", "/keys", create_key, "Create an API key; the key is in this answer only", 201, "ApiKeyCreated",
-             schema.KEY_CREATE, errors=(400, 401, 404, 409, 422, 503)),
-    Endpoint("GET", "/keys", list_keys, "List API keys (never the key itself)", 200, "ApiKeyList", query=("user_id",)),
-    Endpoint("PATCH", "/keys/{id}", update_key, "Change an API key's rate limits", 200, "ApiKey", schema.KEY_UPDATE),
+             responses.Subscription, schema.SubscriptionUpdate),
+    Endpoint("POST", "/keys", create_key, "Create an API key; the key is in this answer only", 201,
+             responses.ApiKeyCreated, schema.KeyCreate, errors=(400, 401, 404, 409, 422, 503)),
+    Endpoint("GET", "/keys", list_keys, "List API keys (never the key itself)", 200, responses.ApiKeyList,
+             query=("user_id",)),
+    Endpoint("PATCH", "/keys/{id}", update_key, "Change an API key's rate limits", 200, responses.ApiKey,
+             schema.KeyUpdate),
     Endpoint("GET", "/usage", list_usage, "Requests, tokens and spend per key, user, model and UTC day", 200,
-             "UsageList", query=("user_id", "key_id", "model", "from", "to", "limit", "cursor"), errors=(401, 422)),
+             responses.UsageList, query=("user_id", "key_id", "model", "from", "to", "limit", "cursor"),
+             errors=(401, 422)),
     Endpoint("GET", "/offenders", list_offenders,
              "Keys refused most for model access and client addresses with most failed authentications", 200,
-             "OffenderList", query=("hours", "limit"), errors=(401, 422)),
+             responses.OffenderList, query=("hours", "limit"), errors=(401, 422)),
     Endpoint("DELETE", "/keys/{id}", revoke_key, "Revoke an API key (refused at once on every instance)", 200,
-             "ApiKey", errors=(401, 404)),
+             responses.ApiKey, errors=(401, 404)),
 )
 
 

@@ -13,7 +13,6 @@ Ctrl-C stops the gateway and everything this command started.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import secrets
@@ -112,7 +111,7 @@ def _banner(url: str, key: str, console: str) -> str:
 """
 
 
-def run_dev(args: argparse.Namespace) -> int:
+def run_dev(config_path: str | None, port: int, litemaas: bool) -> int:
     import uvicorn
 
     from gateway.serving import listeners
@@ -137,18 +136,18 @@ def run_dev(args: argparse.Namespace) -> int:
             environ["LITELLM_API_KEY"] = master_key
         environ.setdefault("LITELLM_AUTH", "service_key")
         environ.setdefault("LITELLM_SYNC_USERS", "false")
-        if args.litemaas:
+        if litemaas:
             environ["GATEWAY_DATABASE_SCHEMA"] = "litemaas"
-        config = load_config(args.config, environ)
-        url = f"http://{config.server.host}:{args.port}"
+        config = load_config(config_path, environ)
+        url = f"http://{config.server.host}:{port}"
         if not environ.get("OIDC_ISSUER") and config.console.enabled:
             provider = _start_oidc(workdir, url, environ)
             if provider is not None:
                 started.append(provider)
-                config = load_config(args.config, environ)
+                config = load_config(config_path, environ)
         check_serving(config)
         configure(config.logging.level)
-        if args.litemaas:
+        if litemaas:
             from gateway.dev.litemaas import seed_litemaas_demo
 
             key = asyncio.run(seed_litemaas_demo(environ["DATABASE_URL"], ALL_DEMO_MODELS, DEMO_MODELS))
@@ -156,7 +155,7 @@ def run_dev(args: argparse.Namespace) -> int:
             key = asyncio.run(seed_demo(environ["DATABASE_URL"], config))
         print(_banner(url, key, _console_banner(url, config)), flush=True)
         uvicorn.run(
-            create_app(config), host=config.server.host, port=args.port, loop="uvloop", http=listeners.protocol(config.server),
+            create_app(config), host=config.server.host, port=port, loop="uvloop", http=listeners.protocol(config.server),
             lifespan="on", access_log=False, log_config=None, proxy_headers=False, server_header=False,
             timeout_keep_alive=config.server.keep_alive_timeout_seconds,  # type: ignore[arg-type]
         )

@@ -11,7 +11,7 @@ import uuid
 import orjson
 import pytest
 
-from tests.admin_support import unique_email
+from tests.admin_support import row_counts, unique_email
 from tests.support import MASTER_KEY
 
 pytestmark = pytest.mark.integration
@@ -97,3 +97,56 @@ async def test_sync_with_sync_switched_off_says_so(env):
     assert (code, out) == (2, "")
     assert err == ("maas-gateway: configuration error: user sync is off (litellm.sync_users: false / "
                    "LITELLM_SYNC_USERS=false): nothing to do\n")
+
+
+async def test_a_bad_value_gets_the_admin_apis_answer_and_changes_nothing(env, pool):
+    counts = await row_counts(pool)
+    code, out, err = await cli(env, "keys", "create", "--user", "u", "--models", "m", "--rpm-limit", "-1", "--json")
+    assert (code, out) == (1, "")
+    assert orjson.loads(err) == {"error": {"message": "rpm_limit: expected a non-negative integer, got -1.",
+                                           "type": "invalid_request_error", "param": "rpm_limit", "code": "INVALID_REQUEST"}}
+    code, out, err = await cli(env, "keys", "create", "--user", "u", "--models", "m", "--expires-at", "tomorrow")
+    assert (code, out, err) == (1, "", "maas-gateway: INVALID_REQUEST: expires_at: 'tomorrow' is not an ISO 8601 date-time.\n")
+    code, out, err = await cli(env, "keys", "create", "--user", "u", "--models", " , ")
+    assert (code, out, err) == (1, "", "maas-gateway: INVALID_REQUEST: models: expected a non-empty list of non-empty "
+                                       "strings, got a list.\n")
+    assert await row_counts(pool) == counts
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("keys", "set-limits", "k1"), "Error: name at least one of: --rpm-limit, --tpm-limit, --max-parallel-requests"),
+        (("keys", "set-limits", "k1", "--rpm-limit", "many"), "Error: Invalid value for '--rpm-limit': 'many' is not "
+                                                              "a valid integer."),
+        (("subscriptions", "set-status", "s1", "paused"), "Error: Invalid value for '{active|cancelled|denied|expired|"
+                                                          "inactive|pending|suspended}': 'paused' is not one of"),
+        (("migrate", "--litemaas-triggers", "--remove-litemaas-triggers"),
+         "Error: --litemaas-triggers and --remove-litemaas-triggers exclude each other"),
+        (("keys", "rotate"), "Error: No such command 'rotate'."),
+    ],
+)
+async def test_a_wrong_command_line_is_a_usage_error_with_exit_status_2(env, argv, message):
+    code, out, err = await cli(env, *argv)
+    assert (code, out) == (2, "")
+    assert err.startswith("Usage: maas-gateway ") and message in err, err
+
+
+async def test_activate_deactivate_set_status_and_list_from_the_command_line(env, pool):
+    code, out, _ = await cli(env, "users", "create", "--email", unique_email("cli-state"), "--json")
+    user = orjson.loads(out)
+    model = "cli-state-" + uuid.uuid4().hex[:6]
+    await cli(env, "models", "add", model)
+    code, out, _ = await cli(env, "subscriptions", "create", "--user", user["id"], "--model", model, "--json")
+    subscription = orjson.loads(out)["subscription"]
+    code, out, err = await cli(env, "users", "deactivate", user["id"], "--json")
+    assert (code, err, orjson.loads(out)["is_active"]) == (0, "", False)
+    code, out, _ = await cli(env, "users", "activate", user["id"])
+    assert code == 0 and out.splitlines()[3].split() == ["is_active", "yes"]
+    code, out, err = await cli(env, "subscriptions", "set-status", subscription["id"], "suspended", "--json")
+    assert (code, err, orjson.loads(out)["status"]) == (0, "", "suspended")
+    assert await pool.fetchval("SELECT status FROM subscriptions WHERE id = $1", subscription["id"]) == "suspended"
+    code, out, _ = await cli(env, "models", "list")
+    header, *rows = out.splitlines()
+    assert code == 0 and header.split() == ["id", "is_active", "created_at"]
+    assert [model, "yes"] in [row.split()[:2] for row in rows]

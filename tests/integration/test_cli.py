@@ -80,3 +80,22 @@ async def test_serve_answers_and_stops_cleanly_on_sigterm(pool, postgres_url, re
     assert "Application shutdown complete." in err.decode()
     assert seeded.key not in err.decode()  # the access log shows the prefix only
     assert seeded.key[:7] in err.decode()
+
+
+def test_every_command_has_clear_help(capsys):
+    from gateway.cli import main
+
+    assert main(["--help"]) == 0
+    listed = capsys.readouterr().out
+    commands = ["dev", "keys", "migrate", "models", "serve", "subscriptions", "sync", "usage", "users"]
+    assert [line.split()[0] for line in listed.split("Commands:\n")[1].splitlines()] == commands
+    assert "..." not in listed.split("Commands:")[1]  # no summary cut short
+    leaves = ["serve", "migrate", "dev", "users create", "users get", "users set-limits", "users activate",
+              "users deactivate", "models add", "models list", "subscriptions create", "subscriptions set-limits",
+              "subscriptions set-status", "keys create", "keys set-limits", "keys list", "keys revoke", "usage", "sync"]
+    for leaf in leaves:
+        assert main([*leaf.split(), "--help"]) == 0
+        text = capsys.readouterr().out
+        assert text.startswith(f"Usage: maas-gateway {leaf} ") and "..." not in text.split("Options:")[0], leaf
+    assert main(["keys", "set-limits", "--help"]) == 0
+    assert "--rpm-limit INTEGER|DEFAULT" in capsys.readouterr().out

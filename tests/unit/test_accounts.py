@@ -62,32 +62,32 @@ def test_an_expired_subscription_counts_as_gone_for_litellm():
     assert litellm_key_state(record, NOW) == {"models": ["a"], "blocked": True}
 
 
-def problem(body: schema.Body, data) -> tuple[str, str | None]:
+def problem(body: type[schema.Body], data) -> tuple[str, str | None]:
     with pytest.raises(AdminError) as caught:
-        body.validate(data)
+        body.parse(data)
     assert (caught.value.status, caught.value.code) == (422, "INVALID_REQUEST")
     return caught.value.message, caught.value.param
 
 
 def test_body_validation_is_strict_and_names_the_field():
-    assert schema.KEY_CREATE.validate({"user_id": "u", "models": ["a"], "name": None}) == {"user_id": "u", "models": ["a"]}
-    assert problem(schema.KEY_CREATE, {"user_id": "u", "models": ["a"], "zzz": 1, "aaa": 2}) == (
+    assert schema.KeyCreate.parse({"user_id": "u", "models": ["a"], "name": None}) == {"user_id": "u", "models": ["a"]}
+    assert problem(schema.KeyCreate, {"user_id": "u", "models": ["a"], "zzz": 1, "aaa": 2}) == (
         "aaa: unknown field (known: user_id, models, name, expires_at, rpm_limit, tpm_limit, max_parallel_requests).", "aaa")
-    assert problem(schema.KEY_CREATE, {"user_id": None, "models": ["a"]}) == ("user_id: required.", "user_id")
-    assert problem(schema.KEY_CREATE, {"user_id": "u", "models": ["a", ""]}) == (
+    assert problem(schema.KeyCreate, {"user_id": None, "models": ["a"]}) == ("user_id: required.", "user_id")
+    assert problem(schema.KeyCreate, {"user_id": "u", "models": ["a", ""]}) == (
         "models: expected a non-empty list of non-empty strings, got a list.", "models")
-    assert problem(schema.USER_CREATE, {"email": "e@x", "rpm_limit": 1.5}) == (
+    assert problem(schema.UserCreate, {"email": "e@x", "rpm_limit": 1.5}) == (
         "rpm_limit: expected a non-negative integer, got 1.5.", "rpm_limit")
-    assert problem(schema.USER_CREATE, {"email": "e@x", "tpm_limit": -1}) == (
+    assert problem(schema.UserCreate, {"email": "e@x", "tpm_limit": -1}) == (
         "tpm_limit: expected a non-negative integer, got -1.", "tpm_limit")
-    assert problem(schema.USER_CREATE, {"email": "e@x", "max_budget": False}) == (
+    assert problem(schema.UserCreate, {"email": "e@x", "max_budget": False}) == (
         "max_budget: expected a non-negative number, got false.", "max_budget")
-    assert problem(schema.SUBSCRIPTION_UPDATE, {"status": "gone"})[1] == "status"
-    assert problem(schema.MODEL_CREATE, "gpt-4o") == ("The request body must be a JSON object, got 'gpt-4o'.", None)
+    assert problem(schema.SubscriptionUpdate, {"status": "gone"})[1] == "status"
+    assert problem(schema.ModelCreate, "gpt-4o") == ("The request body must be a JSON object, got 'gpt-4o'.", None)
 
 
 def test_the_json_schema_matches_the_validation():
-    described = schema.SUBSCRIPTION_CREATE.json_schema()
+    described = schema.SubscriptionCreate.model_json_schema()
     assert described["additionalProperties"] is False
     assert described["required"] == ["user_id", "model_id"]
     assert described["properties"]["status"]["enum"] == sorted(schema.STATUSES)
