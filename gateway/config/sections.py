@@ -76,7 +76,7 @@ _RULE = BreakerRule()  # the breaker's numbers have their defaults in one place:
 
 @section
 class BreakerConfig(Section):
-    """`breaker:` -- the numbers of policies/breaker.py's BreakerRule, which `rule()` builds."""
+    """The circuit breakers' numbers (policies/breaker.py's BreakerRule, built by `rule()`)."""
 
     error_threshold_percent: Annotated[Number, within(0, 100)] = _RULE.error_threshold_percent
     window_seconds: Number = _RULE.window_seconds

@@ -12,7 +12,7 @@ import dataclasses
 from typing import Annotated, Any
 
 from annotated_types import Ge
-from pydantic import ConfigDict, Field, Strict, model_validator
+from pydantic import ConfigDict, Field, GetJsonSchemaHandler, Strict, model_validator
 from pydantic.dataclasses import dataclass
 from pydantic.json_schema import SkipJsonSchema
 
@@ -53,6 +53,10 @@ class Section:
     @classmethod
     def _null_is_empty(cls, data: Any) -> Any:
         return {} if data is None else data
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: GetJsonSchemaHandler) -> Any:
+        return {"anyOf": [handler(core_schema), {"type": "null"}]}  # null: as the loader, all defaults
 
 
 # The decorator of every section (`@section class XConfig(Section)`): frozen, unknown keys refused,
