@@ -6,7 +6,7 @@ Unknown keys and values of the wrong type are refused with the key's path in the
 the environment and are never in a repr. Every key is documented in the repository's
 `config.yaml`; docs/config.schema.json is generated from the same classes (schema.py).
 
-    types.py     the value types keys are made of (strict; bounds; secrets)
+    values.py    the value types keys are made of (strict; bounds; secrets)
     sections.py  config.yaml's sections, their keys and defaults
     messages.py  ConfigError; pydantic's errors said in one line
     rules.py     what types cannot say: rules between keys, grammars

@@ -16,7 +16,7 @@ from annotated_types import Ge, Gt, Le
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from gateway.config.types import Why
+from gateway.config.values import Why
 
 
 class ConfigError(Exception):

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator
 
-from gateway.config.types import (
+from gateway.config.values import (
     Count,
     Flag,
     Number,

@@ -1,4 +1,4 @@
-"""gateway/config.py: one parse into frozen objects; unknown keys, wrong types, secrets and env overrides."""
+"""gateway/config/: one parse into frozen objects; unknown keys, wrong types, secrets and env overrides."""
 
 from __future__ import annotations
 
