@@ -12,7 +12,6 @@ import types
 import typing
 from typing import Any
 
-from annotated_types import Ge, Gt, Le
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
@@ -72,10 +71,10 @@ def from_validation_error(root: type, error: ValidationError) -> ConfigError:
 def _bound_message(info: FieldInfo, given: Any) -> str:
     if given < 0:
         return f"must not be negative, got {given}"
-    meta = info.metadata
-    gt = next((m.gt for m in meta if isinstance(m, Gt)), None)
-    le = next((m.le for m in meta if isinstance(m, Le)), None)
-    ge = max((m.ge for m in meta if isinstance(m, Ge)), default=None)
+    meta = info.metadata  # annotated_types' Gt, Ge, Le (as pydantic keeps a Field's bounds), and Why
+    gt = next((m.gt for m in meta if hasattr(m, "gt")), None)
+    le = next((m.le for m in meta if hasattr(m, "le")), None)
+    ge = max((m.ge for m in meta if hasattr(m, "ge")), default=None)
     why = "".join(f" ({m})" for m in meta if isinstance(m, Why))
     if gt is not None and le is not None:
         return f"must be within ({gt:g}, {le:g}]{why}"

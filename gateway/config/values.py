@@ -11,13 +11,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any
 
-from annotated_types import Ge
 from pydantic import ConfigDict, Field, GetJsonSchemaHandler, Strict, model_validator
 from pydantic.dataclasses import dataclass
 from pydantic.json_schema import SkipJsonSchema
 
-Count = Annotated[int, Strict(), Ge(0)]
-Number = Annotated[float, Strict(), Ge(0)]  # an integer is a number too, stored as a float
+Count = Annotated[int, Strict(), Field(ge=0)]
+Number = Annotated[float, Strict(), Field(ge=0)]  # an integer is a number too, stored as a float
 Flag = Annotated[bool, Strict()]
 Text = Annotated[str, Strict()]
 SecretText = SkipJsonSchema[str | None]
