@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run run-litemaas test test-unit test-integration test-e2e bench system-deps venv clean
+.PHONY: run run-litemaas test test-unit test-integration test-e2e bench config-schema system-deps venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ test-integration: system-deps venv
 
 test-e2e: system-deps venv
 	$(PY) -m pytest -m e2e
+
+## make config-schema: regenerate docs/config.schema.json from gateway/config/ (a test checks it is current).
+config-schema:
+	$(PY) -m gateway.config.schema > docs/config.schema.json
 
 ## make bench: the side-by-side benchmark (wrk); results in bench-results/.
 bench: venv

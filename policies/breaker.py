@@ -38,6 +38,9 @@ class Admit(enum.Enum):
 
 @dataclass(frozen=True)
 class BreakerRule:
+    """A breaker's numbers, and the one place their defaults live: config.yaml's `breaker:`
+    section takes them from here and builds the rule (gateway/config/sections.py, BreakerConfig.rule)."""
+
     consecutive_failures: int = 5
     error_threshold_percent: float = 50.0
     min_requests: int = 20

@@ -25,7 +25,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 from gateway.config import BreakerConfig
 from gateway.errors import ModelUnavailableError, UpstreamError, UpstreamUnavailableError
 from gateway.ops.metrics import BREAKER_STATE, BREAKER_TRANSITIONS
-from policies.breaker import CLOSED, Admit, BreakerMachine, BreakerRule
+from policies.breaker import CLOSED, Admit, BreakerMachine
 
 log = logging.getLogger("maas_gateway.breaker")
 
@@ -44,17 +44,6 @@ class UpstreamFailure(Exception):
         self.result = result
 
 
-def rule(config: BreakerConfig, min_keys: int = 1) -> BreakerRule:
-    return BreakerRule(
-        consecutive_failures=config.consecutive_failures,
-        error_threshold_percent=config.error_threshold_percent,
-        min_requests=config.min_requests,
-        window_seconds=config.window_seconds,
-        reset_timeout_seconds=config.reset_timeout_seconds,
-        min_keys=min_keys,
-    )
-
-
 class Breaker:
     def __init__(
         self,
@@ -70,7 +59,7 @@ class Breaker:
         self._clock = clock
         self._per_key = per_key  # a model's breaker: breaker.min_distinct_keys applies
         self._refusal = refusal
-        self.machine = BreakerMachine(rule(config, config.min_distinct_keys if per_key else 1))
+        self.machine = BreakerMachine(config.rule(per_key))
         self.last_failure: tuple[float, str] | None = None  # (wall-clock time, reason), for /health/integration
         self._gauge = BREAKER_STATE.labels(target=target)
         self._gauge.set(0)
@@ -78,7 +67,7 @@ class Breaker:
     def configure(self, config: BreakerConfig) -> None:
         """Apply new settings (config reload) without losing the current state."""
         self.config = config
-        self.machine.configure(rule(config, config.min_distinct_keys if self._per_key else 1))
+        self.machine.configure(config.rule(self._per_key))
 
     @property
     def state(self) -> str:

@@ -120,7 +120,7 @@ PASSED_HEADERS = frozenset(
 def response_headers(raw: Iterable[tuple[bytes, bytes]], allow: frozenset[bytes] = PASSED_HEADERS) -> list[tuple[bytes, bytes]]:
     """LiteLLM's response headers as the client gets them: those named in `allow`, names in lowercase.
 
-    `allow` never holds a hop-by-hop name (config.py refuses them), but a Connection header
+    `allow` never holds a hop-by-hop name (gateway/config/rules.py refuses them), but a Connection header
     can make any name hop-by-hop: those are dropped."""
     out = []
     named: frozenset[bytes] = frozenset()

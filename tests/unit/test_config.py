@@ -1,4 +1,4 @@
-"""gateway/config.py: one parse into frozen objects; unknown keys, wrong types, secrets and env overrides."""
+"""gateway/config/: one parse into frozen objects; unknown keys, wrong types, secrets and env overrides."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from gateway.config import (
     load_config,
     parse_config,
 )
+from policies.breaker import BreakerRule
 from policies.records import Mode
 
 pytestmark = pytest.mark.unit
@@ -164,6 +165,18 @@ KNOWN_TOP = ("admin, breaker, cache, console, database, enforcement, health, lim
          "response_headers.allow[0]: the request id header is the gateway's own (server.request_id_header), got 'X-Request-Id'"),
         ({"response_headers": {"allow": ["x cost"]}}, "response_headers.allow[0]: expected a header name, got 'x cost'"),
         ({"response_headers": {"allow": "x-cost"}}, "response_headers.allow: expected a list, got 'x-cost'"),
+        ({"usage": {"flush_seconds": 0}}, "usage.flush_seconds: must be positive"),
+        ({"usage": {"max_pending_rows": 0}}, "usage.max_pending_rows: must be at least 1"),
+        ({"limits": {"expected_instances": 0}}, "limits.expected_instances: must be at least 1"),
+        ({"security": {"failed_auth_window_seconds": 0}},
+         "security.failed_auth_window_seconds: must be within (0, 60] (it is the longest Retry-After)"),
+        ({"server": {"drain_delay_seconds": -1}}, "server.drain_delay_seconds: must not be negative, got -1"),
+        ({"server": {"admin_port": "9090"}}, "server.admin_port: expected an integer, got '9090'"),
+        ({"limits": {"defaults": {"user": {"max_budget": "5"}}}}, "limits.defaults.user.max_budget: expected a number, got '5'"),
+        ({"limits": {"defaults": {"key": {"rpm": 1}}}},
+         "limits.defaults.key.rpm: unknown key (known: max_parallel_requests, rpm_limit, tpm_limit)"),
+        ({"routes": [None]}, "routes[0].path: required"),
+        ({"server": {"host": b"x"}}, "server.host: expected a string, got b'x'"),
         ([1, 2], "config: expected a mapping at the top, got [1, 2]"),
         ("text", "config: expected a mapping at the top, got 'text'"),
     ],
@@ -182,6 +195,33 @@ def test_response_headers_allow_list() -> None:
 def test_breaker_threshold_bounds_accepted() -> None:
     assert parse_config({"breaker": {"error_threshold_percent": 100}}, {}).breaker.error_threshold_percent == 100.0
     assert parse_config({"breaker": {"error_threshold_percent": 0.1}}, {}).breaker.error_threshold_percent == 0.1
+
+
+def test_null_sections_at_any_depth_are_their_defaults() -> None:
+    """A section written with every key commented out is YAML null, as a file that lacks it."""
+    assert parse_config({"limits": {"defaults": None}, "litellm": {"user_defaults": None}}, {}) == Config()
+    assert parse_config({"limits": {"defaults": {"key": None, "user": {"rpm_limit": 5}}}}, {}).limits.defaults.user.rpm_limit == 5
+
+
+def test_sections_stay_dataclasses_and_are_validated_when_replaced() -> None:
+    """Code and tests derive configs with dataclasses.replace; a wrong value is refused there too."""
+    config = parse_config({}, {})
+    assert dataclasses.replace(config.server, port=9000).port == 9000
+    assert RouteConfig("/v1/x") == RouteConfig(path="/v1/x", model="body", methods=("POST",))
+    with pytest.raises(ValueError):
+        dataclasses.replace(config.server, port="9000")
+
+
+def test_breaker_defaults_live_in_the_policy_rule() -> None:
+    """BreakerRule (policies/breaker.py) holds the numbers' defaults; BreakerConfig builds the rule."""
+    assert BreakerConfig().rule(per_key=False) == BreakerRule()
+    assert BreakerConfig().rule(per_key=True) == dataclasses.replace(BreakerRule(), min_keys=3)
+    config = parse_config({"breaker": {"consecutive_failures": 2, "error_threshold_percent": 30, "min_requests": 4,
+                                       "window_seconds": 6, "reset_timeout_seconds": 7, "min_distinct_keys": 5}}, {})
+    assert config.breaker.rule(per_key=True) == BreakerRule(consecutive_failures=2, error_threshold_percent=30.0,
+                                                            min_requests=4, window_seconds=6.0,
+                                                            reset_timeout_seconds=7.0, min_keys=5)
+    assert config.breaker.rule(per_key=False).min_keys == 1
 
 
 # -- secrets: only from the environment -------------------------------------------------
@@ -207,6 +247,15 @@ def test_secrets_refused_in_the_file(path: str, env: str, value) -> None:
     message = error_of({section: {leaf: value}}, {env: "from-env"})
     assert message == f"{path}: secrets are not read from the file; set {env} in the environment"
     assert "s3cret" not in message
+
+
+def test_secrets_are_never_in_a_repr() -> None:
+    values = {env: f"postgresql://u:hunter{i}@db/x" if "URL" in env else f"hunter{i}-secret"
+              for i, env in enumerate(SECRET_ENV.values())}
+    config = parse_config({}, values)
+    assert config.database.url == values["DATABASE_URL"]
+    for text in (repr(config), str(config), repr(config.litellm), repr(config.console)):
+        assert "hunter" not in text
 
 
 @pytest.mark.parametrize(("path", "env"), list(SECRET_ENV.items()), ids=list(SECRET_ENV))
@@ -302,6 +351,12 @@ def test_env_overrides_the_file(data: dict, environ: dict, getter, expected) -> 
 )
 def test_env_rejections(environ: dict, message: str) -> None:
     assert error_of({}, environ) == message
+
+
+def test_every_environment_variable_names_a_key() -> None:
+    for name, path in ENVIRONMENT.items():
+        section, key = path.split(".")
+        assert key in {f.name for f in dataclasses.fields(getattr(Config(), section))}, name
 
 
 def test_env_table_names() -> None:
