@@ -47,6 +47,7 @@ from gateway.errors import GatewayError, InternalError, MethodNotAllowedError, R
 from gateway.serving.failures import answer_unexpected
 from gateway.runtime.health import health_routes, start_health
 from gateway.store.invalidation import Invalidator
+from gateway.store.keyquery import key_query
 from gateway.store.keys import KeyStore
 from gateway.ops.offenders import Offenders
 from gateway.limits.limiter import Limiter
@@ -168,9 +169,8 @@ class GatewayApp:
         else:
             log.warning("DATABASE_URL is not set: no key can be found, every request is refused")
         redis = aioredis.from_url(config.redis.url, socket_timeout=0.5, socket_connect_timeout=0.5) if config.redis.url else None
-        key_query = litemaas.KEY_QUERY if config.database.schema == "litemaas" else db.KEY_QUERY
         store = KeyStore(pool, redis, config.cache, acquire_timeout=config.database.acquire_timeout_ms / 1000,
-                         key_query=key_query)
+                         key_query=key_query(config.database.schema))
         breaker = Breaker("litellm", config.breaker)
         upstream = Upstream(config.litellm, breaker)
         await upstream.start()

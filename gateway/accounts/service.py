@@ -40,6 +40,7 @@ from gateway.config import Config
 from gateway.errors import AdminError, GatewayError, UpstreamUnavailableError
 from gateway.store.invalidation import Invalidator
 from gateway.accounts.keymirror import KeyMirror, key_alias
+from gateway.store.keyquery import KEY_MODELS
 from gateway.store.keys import hash_key, key_prefix
 from gateway.accounts.litellm import LiteLLMManagement
 from gateway.ops.metrics import KEY_CREATIONS
@@ -64,9 +65,9 @@ log = logging.getLogger("maas_gateway.accounts")
 
 T = TypeVar("T")
 
-KEY_COLUMNS = """k.id, k.user_id, k.name, k.key_prefix, k.expires_at, k.is_active, k.revoked_at,
+KEY_COLUMNS = f"""k.id, k.user_id, k.name, k.key_prefix, k.expires_at, k.is_active, k.revoked_at,
     k.last_used_at, k.sync_status, k.created_at, k.updated_at, k.rpm_limit, k.tpm_limit, k.max_parallel_requests,
-    ARRAY(SELECT m.model_id FROM api_key_models m WHERE m.api_key_id = k.id ORDER BY m.model_id) AS models"""
+    {KEY_MODELS} AS models"""
 
 
 def _mapped(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:

@@ -28,6 +28,7 @@ import asyncpg
 from gateway.store import db
 from gateway.config import ConfigError, DatabaseConfig
 from gateway.errors import AdminError, StoreUnavailableError
+from gateway.store.keyquery import key_query
 
 log = logging.getLogger("maas_gateway.litemaas")
 
@@ -67,29 +68,7 @@ REQUIRED_COLUMNS = {
 #   quota periods are months counted from it (policies.limits.period), the same calendar months.
 # Not read (the limiter has no such check): api_keys.max_budget, subscriptions.rpm_limit / tpm_limit,
 # the per-model JSON limits of api_keys; LiteLLM still applies those it was given.
-KEY_QUERY = """
-SELECT k.id::text AS id, k.user_id::text AS user_id, k.key_prefix, coalesce(k.is_active, false) AS is_active,
-       k.key_hash,
-       extract(epoch FROM k.revoked_at)::float8 AS revoked_at,
-       extract(epoch FROM k.expires_at)::float8 AS expires_at,
-       coalesce(u.is_active, false) AS user_active,
-       CASE WHEN EXISTS (SELECT 1 FROM api_key_models m WHERE m.api_key_id = k.id)
-            THEN ARRAY(SELECT m.model_id::text FROM api_key_models m WHERE m.api_key_id = k.id ORDER BY m.model_id)
-            ELSE ARRAY(SELECT s.model_id::text FROM subscriptions s WHERE s.id = k.subscription_id)
-       END AS models,
-       ARRAY(SELECT s.model_id::text FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_models,
-       ARRAY(SELECT s.status::text FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_statuses,
-       ARRAY(SELECT extract(epoch FROM s.expires_at)::float8 FROM subscriptions s
-             WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_expiries,
-       k.rpm_limit, k.tpm_limit, k.max_parallel_requests,
-       u.rpm_limit AS user_rpm_limit, u.tpm_limit AS user_tpm_limit, NULL::int AS user_max_parallel_requests,
-       u.max_budget::float8 AS user_max_budget,
-       ARRAY(SELECT array[nullif(s.quota_requests, 0)::float8, nullif(s.quota_tokens, 0)::float8,
-                          nullif(s.max_budget, 0)::float8, extract(epoch FROM s.reset_at)::float8]
-             FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_limits
-FROM api_keys k JOIN users u ON u.id = k.user_id
-WHERE k.key_hash = $1
-"""
+KEY_QUERY = key_query("litemaas")  # the readings above, in the one key query (gateway/store/keyquery.py)
 
 # gateway/limits/usage_recorder.py's writes to LiteMaaS's tables, for its types: UUID ids (usage_daily keeps
 # them as text) and INTEGER used_requests / used_tokens (capped: an overflow would fail every flush).
