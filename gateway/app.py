@@ -47,6 +47,7 @@ from gateway.errors import GatewayError, InternalError, MethodNotAllowedError, R
 from gateway.serving.failures import answer_unexpected
 from gateway.runtime.health import health_routes, start_health
 from gateway.store.invalidation import Invalidator
+from gateway.store.keyquery import key_query
 from gateway.store.keys import KeyStore
 from gateway.ops.offenders import Offenders
 from gateway.limits.limiter import Limiter
@@ -135,6 +136,7 @@ class GatewayApp:
         # The file reloaded on SIGHUP or change (gateway/runtime/reload.py); `serve --config` names it in the environment.
         self.config_path = config_path
         self.holder = StateHolder()
+        self.reloader: ConfigReloader | None = None  # the lifespan's, while serving with a config file
         self.routes = RouteTable(config.routes)
         self.proxy = Proxy(self.holder, config.server.request_id_header,
                            allowed_headers(config.response_headers.allow))
@@ -167,13 +169,15 @@ class GatewayApp:
         else:
             log.warning("DATABASE_URL is not set: no key can be found, every request is refused")
         redis = aioredis.from_url(config.redis.url, socket_timeout=0.5, socket_connect_timeout=0.5) if config.redis.url else None
-        key_query = litemaas.KEY_QUERY if config.database.schema == "litemaas" else db.KEY_QUERY
         store = KeyStore(pool, redis, config.cache, acquire_timeout=config.database.acquire_timeout_ms / 1000,
-                         key_query=key_query)
+                         key_query=key_query(config.database.schema))
         breaker = Breaker("litellm", config.breaker)
         upstream = Upstream(config.litellm, breaker)
         await upstream.start()
         service_auth = f"Bearer {config.litellm.api_key}" if config.litellm.auth == "service_key" else None
+        invalidator = Invalidator(store, config.database.url, redis)
+        invalidator.start()
+        account_services = await start_account_services(config, pool, invalidator)  # admin API, console, user sync
         state = GatewayState(
             config=config,
             routes=self.routes,
@@ -194,12 +198,10 @@ class GatewayApp:
             usage=(None if pool is None else UsageRecorder(pool, config.usage) if config.database.schema == "native"
                    else UsageRecorder(pool, config.usage, used_sql=litemaas.USED_SQL, last_used_sql=litemaas.LAST_USED_SQL)),
             offenders=Offenders(redis),
+            invalidator=invalidator,
+            account_services=account_services,
         )
         state.known_models = await _known_models(state)
-        invalidator = Invalidator(store, config.database.url, redis)
-        invalidator.start()
-        state.extras["invalidator"] = invalidator
-        stop_accounts = await start_account_services(state)  # admin API's Accounts + the user-sync reconciler
         self.holder.state = state
         background = [
             asyncio.create_task(_refresh_known_models(state), name="known-models"),
@@ -214,12 +216,10 @@ class GatewayApp:
         gc_thresholds = gc.get_threshold()
         gc.set_threshold(GC_FIRST_THRESHOLD, *gc_thresholds[1:])
         set_mode_gauge(state.mode)
-        reloader = None
         config_path = self.config_path or os.environ.get(CONFIG_ENV)
-        if config_path:
-            reloader = ConfigReloader(state, config_path)
+        reloader = self.reloader = ConfigReloader(state, config_path) if config_path else None
+        if reloader is not None:
             reloader.start()
-            state.extras["reloader"] = reloader
         restore_signals = drain.install(state, asyncio.get_running_loop())
         try:
             yield
@@ -230,7 +230,7 @@ class GatewayApp:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await stop_accounts()
+            await account_services.stop()
             await invalidator.stop()
             await store.settle()
             await state.limiter.settle()

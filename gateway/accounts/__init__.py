@@ -1,6 +1,7 @@
 """Users, subscriptions, keys and their LiteLLM side: the service layer behind admin API, CLI and console.
 
-service (Accounts: every management flow), validation and views (what rows must look like and
+service (Accounts: every management flow), issuance (a new key, minted and made in LiteLLM
+or taken back), validation and views (what rows must look like and
 how they are shown), quotas and usage_report (limits and usage as admins set and read them),
 litellm (LiteLLM's management API), usersync, keymirror and outbox (LiteLLM kept in step,
 never inside a transaction), reconciler (the background pass that heals drift).

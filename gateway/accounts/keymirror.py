@@ -25,6 +25,7 @@ from gateway.store import db
 from gateway.config import Config
 from gateway.accounts.litellm import LiteLLMManagement
 from gateway.accounts.validation import covered
+from policies.access import live_models
 from policies.records import KeyRecord
 
 ALIAS_PREFIX = "maas-gateway/"
@@ -40,11 +41,7 @@ def litellm_key_state(record: KeyRecord, now: float) -> dict[str, Any]:
     An empty model list means "every model" to LiteLLM, so a key with nothing left keeps
     its list and is blocked instead.
     """
-    live = [
-        s.model_id
-        for s in record.subscriptions.values()
-        if s.status == "active" and (s.expires_at is None or s.expires_at > now)
-    ]
+    live = list(live_models(record.subscriptions.values(), now))
     usable = [m for m in record.models if covered(m, live)]
     blocked = not (record.is_active and record.user_active and usable)
     return {"models": usable or list(record.models), "blocked": blocked}

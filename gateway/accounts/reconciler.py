@@ -6,9 +6,9 @@ Runs only when `litellm.sync_users` is true and a database is configured. A pass
 fails (database or LiteLLM down) is logged and the next one tries again; per-user
 backoff lives on the rows (gateway/accounts/usersync.py), so the loop itself stays simple.
 
-start_account_services(state) is what the lifespan calls: it builds the management
-client, Accounts and the reconciler, puts them in state.extras ("accounts",
-"litellm_management", "reconciler") and returns the coroutine that stops them.
+start_account_services(config, pool, invalidator) is what the lifespan calls: it builds the
+management client, Accounts and the reconciler and returns them as AccountServices (typed;
+`stop()` ends them).
 Accounts and the reconciler use their own small pool (ADMIN_POOL_MAX connections, opened
 on demand), never the hot path's: a slow management flow cannot starve key lookups.
 """
@@ -18,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import Any, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from gateway.store import db
 from gateway.accounts.service import Accounts
 from gateway.errors import GatewayError
 from gateway.accounts.litellm import LiteLLMManagement
+from gateway.config import Config
+from gateway.store.invalidation import Invalidator
 
 log = logging.getLogger("maas_gateway.reconciler")
 
@@ -68,32 +71,38 @@ class Reconciler:
             await asyncio.sleep(self._interval)
 
 
-async def start_account_services(state: Any) -> Callable[[], Awaitable[None]]:
-    """Build and start what the admin API and the reconciler need; returns their stopper."""
-    config = state.config
+@dataclass(frozen=True)
+class AccountServices:
+    """What the admin API, the console and the reconciler share; each None when not configured."""
+
+    accounts: Accounts | None = None  # None without a database
+    management: LiteLLMManagement | None = None  # None unless litellm.sync_users
+    reconciler: Reconciler | None = None  # None unless both
+    admin_pool: Any = None  # Accounts' own small pool
+
+    async def stop(self) -> None:
+        if self.reconciler is not None:
+            await self.reconciler.stop()
+        if self.management is not None:
+            await self.management.close()
+        if self.admin_pool is not None:
+            await self.admin_pool.close()
+
+
+async def start_account_services(config: Config, pool: Any, invalidator: Invalidator | None) -> AccountServices:
+    """Build and start what the admin API and the reconciler need (nothing without a database pool)."""
     management = None
     if config.litellm.sync_users:
         management = LiteLLMManagement(config)
         await management.start()
-        state.extras["litellm_management"] = management
-    reconciler = admin_pool = None
-    if state.pool is not None:
-        admin_pool = await db.create_pool(
-            config.database.url, dataclasses.replace(config.database, pool_min=0, pool_max=ADMIN_POOL_MAX)
-        )
-        accounts = Accounts(admin_pool, config, management, state.extras.get("invalidator"))
-        state.extras["accounts"] = accounts
-        if management is not None:
-            reconciler = Reconciler(accounts, config.litellm.sync_interval_seconds)
-            reconciler.start()
-            state.extras["reconciler"] = reconciler
-
-    async def stop() -> None:
-        if reconciler is not None:
-            await reconciler.stop()
-        if management is not None:
-            await management.close()
-        if admin_pool is not None:
-            await admin_pool.close()
-
-    return stop
+    if pool is None:
+        return AccountServices(management=management)
+    admin_pool = await db.create_pool(
+        config.database.url, dataclasses.replace(config.database, pool_min=0, pool_max=ADMIN_POOL_MAX)
+    )
+    accounts = Accounts(admin_pool, config, management, invalidator)
+    reconciler = None
+    if management is not None:
+        reconciler = Reconciler(accounts, config.litellm.sync_interval_seconds)
+        reconciler.start()
+    return AccountServices(accounts, management, reconciler, admin_pool)

@@ -23,11 +23,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import secrets
 import time
 import uuid
 from datetime import datetime
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import asyncpg
 
@@ -37,10 +36,11 @@ from gateway.accounts import quotas
 
 from gateway.accounts import usage_report
 from gateway.config import Config
-from gateway.errors import AdminError, GatewayError, UpstreamUnavailableError
+from gateway.errors import AdminError, GatewayError
 from gateway.store.invalidation import Invalidator
-from gateway.accounts.keymirror import KeyMirror, key_alias
-from gateway.store.keys import hash_key, key_prefix
+from gateway.accounts.issuance import KEY_COLUMNS, KeyIssuer, counted_key_creation, key_row
+from gateway.accounts.keymirror import KeyMirror
+from gateway.store.keys import hash_key
 from gateway.accounts.litellm import LiteLLMManagement
 from gateway.ops.metrics import KEY_CREATIONS
 from gateway.accounts.outbox import Outbox
@@ -63,11 +63,6 @@ log = logging.getLogger("maas_gateway.accounts")
 
 T = TypeVar("T")
 
-KEY_COLUMNS = """k.id, k.user_id, k.name, k.key_prefix, k.expires_at, k.is_active, k.revoked_at,
-    k.last_used_at, k.sync_status, k.created_at, k.updated_at, k.rpm_limit, k.tpm_limit, k.max_parallel_requests,
-    ARRAY(SELECT m.model_id FROM api_key_models m WHERE m.api_key_id = k.id ORDER BY m.model_id) AS models"""
-
-
 def _mapped(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """Database failures become one admin error, whichever query met them."""
 
@@ -83,17 +78,6 @@ def _mapped(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
             raise AdminError(503, "DATABASE_UNAVAILABLE", f"The database cannot answer ({type(exc).__name__}).") from exc
 
     return wrapper
-
-
-@contextlib.contextmanager
-def _counted_key_creation(counted: bool = True) -> Iterator[None]:
-    """A failed key creation counts in KEY_CREATIONS{result="failure"}; success is counted by _key_created."""
-    try:
-        yield
-    except Exception:
-        if counted:
-            KEY_CREATIONS.labels(result="failure").inc()
-        raise
 
 
 def _clean_limits(values: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
@@ -120,6 +104,7 @@ class Accounts:
         self.users = UserSync(pool, config, management)
         self.mirror = KeyMirror(management if config.litellm.auth == "passthrough" else None, config, pool)
         self.outbox = Outbox(pool, self.mirror, config)
+        self.issuer = KeyIssuer(pool, self.mirror, self.outbox)
 
     # -- users --------------------------------------------------------------
 
@@ -236,7 +221,7 @@ class Accounts:
         """{"subscription", "created", "api_key"?}; asking again for an existing one answers it (created: false).
         `limits`: quota_requests, quota_tokens, max_budget, reset_at (gateway/accounts/quotas.py)."""
         limits = _clean_limits(limits, quotas.SUBSCRIPTION_LIMITS)
-        with _counted_key_creation(generate_api_key):
+        with counted_key_creation(generate_api_key):
             check_status(status)
             if generate_api_key and status != "active":
                 raise invalid("generate_api_key: a key needs an active subscription.", "generate_api_key")
@@ -262,9 +247,9 @@ class Accounts:
                     row = await quotas.set_columns(conn, "subscriptions", row["id"], limits)
                 answer: dict[str, Any] = {"subscription": subscription_view(row), "created": True}
                 if generate_api_key:
-                    answer["api_key"], intents = await self._issue_key(conn, user, [model_id], api_key_name, None)
+                    answer["api_key"], intents = await self.issuer.issue(conn, user, [model_id], api_key_name, None)
             if intents:  # committed: now LiteLLM; a failure takes the subscription back too
-                answer["api_key"] = await self._generate(
+                answer["api_key"] = await self.issuer.generate(
                     answer["api_key"], intents, user, [model_id], api_key_name, None,
                     undo=("DELETE FROM subscriptions WHERE id = $1", (row["id"],)),
                 )
@@ -328,7 +313,7 @@ class Accounts:
     ) -> dict:
         """`limits`: rpm_limit, tpm_limit, max_parallel_requests (gateway/accounts/quotas.py)."""
         limits = _clean_limits(limits, quotas.KEY_LIMITS)
-        with _counted_key_creation():
+        with counted_key_creation():
             models = clean_models(models)
             expiry = future_expiry(expires_at)
             user = await self._user_row(user_id, param="user_id")
@@ -337,12 +322,12 @@ class Accounts:
             await self.users.require(user)
             async with self._transaction() as conn:
                 await self._check_subscribed(conn, user_id, models, lock=True)
-                created, intents = await self._issue_key(conn, user, models, name, expiry)
+                created, intents = await self.issuer.issue(conn, user, models, name, expiry)
                 if limits:
                     await quotas.set_columns(conn, "api_keys", created["id"], limits)
                     created.update(limits)
             if intents:
-                created = await self._generate(created, intents, user, models, name, expiry)
+                created = await self.issuer.generate(created, intents, user, models, name, expiry)
         await self._key_created(created)
         return created
 
@@ -366,7 +351,7 @@ class Accounts:
             raise _not_found("API key", key_id)
         log.info("API key limits changed", extra={"fields": {"key_id": key_id, **limits}})
         await self._publish({"kind": "key", "id": key_id, "key_hash": found["key_hash"]})
-        row = await self._pool.fetchrow(f"SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.id = $1", key_id)
+        row = await key_row(self._pool, key_id)
         return key_view(row)
 
     @_mapped
@@ -383,7 +368,7 @@ class Accounts:
                 intents = await self.outbox.record(conn, "delete_key", found["key_hash"], key_id)
         await self._publish({"kind": "key", "id": key_id, "key_hash": found["key_hash"]})
         await self.outbox.apply(intents)
-        row = await self._pool.fetchrow(f"SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.id = $1", key_id)
+        row = await key_row(self._pool, key_id)
         log.info("API key revoked", extra={"fields": {"key_id": key_id, "key_prefix": row["key_prefix"]}})
         return key_view(row)
 
@@ -440,40 +425,6 @@ class Accounts:
             user_id,
         )
         require_subscribed(models, rows, time.time())
-
-    async def _issue_key(
-        self, conn: Any, user: Any, models: list[str], name: str | None, expires_at: datetime | None
-    ) -> tuple[dict, list[int]]:
-        """Insert the key (minted here, in every mode) and, in passthrough mode, its generate_key intent."""
-        key_id, key = str(uuid.uuid4()), "sk-" + secrets.token_urlsafe(32)
-        await conn.execute(
-            """INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, expires_at, sync_status, litellm_key_alias)
-               VALUES ($1, $2, $3, $4, $5, $6, 'synced', $7)""",
-            key_id, user["id"], name, hash_key(key), key_prefix(key), expires_at,
-            key_alias(key_id) if self.mirror.enabled else None,
-        )
-        await conn.executemany(
-            "INSERT INTO api_key_models (api_key_id, model_id) VALUES ($1, $2)", [(key_id, m) for m in models]
-        )
-        intents = await self.outbox.record(conn, "generate_key", hash_key(key), key_id)
-        row = await conn.fetchrow(f"SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.id = $1", key_id)
-        return {**key_view(row), "key": key}, intents
-
-    async def _generate(
-        self, created: dict, intents: list[int], user: Any, models: list[str], name: str | None,
-        expires_at: datetime | None, undo: tuple[str, tuple] | None = None,
-    ) -> dict:
-        """After the commit: make the key in LiteLLM, or take back what was committed and raise."""
-        [intent] = intents
-        try:
-            await self.mirror.generate(user, created["key"], created["id"], models, name, expires_at)
-        except GatewayError:
-            await self.outbox.abandon(intent, extra_sql=undo[0] if undo else None, extra_args=undo[1] if undo else ())
-            raise
-        if not await self.outbox.generated(intent):  # the reconciler gave it up meanwhile: it is deleted
-            raise UpstreamUnavailableError(detail="LiteLLM answered after the key was given up", retry_after=1)
-        row = await self._pool.fetchrow(f"SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.id = $1", created["id"])
-        return {**key_view(row), "key": created["key"]}
 
     async def _key_created(self, created: dict) -> None:
         KEY_CREATIONS.labels(result="success").inc()

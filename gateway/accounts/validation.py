@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 from gateway.errors import AdminError
 from policies import periods
+from policies.access import subscription_lapse
 from policies.matching import is_pattern, matches
 from policies.records import SUBSCRIPTION_STATUSES
 
@@ -85,12 +86,19 @@ def covered(entry: str, live: Iterable[str]) -> bool:
 
 def unsubscribed(models: list[str], subscriptions: Iterable[Any], now: float) -> list[str]:
     """The requested models (or patterns) no active, unexpired subscription of the user covers."""
-    live = [
-        s["model_id"]
-        for s in subscriptions
-        if s["status"] == "active" and (s["expires_at"] is None or s["expires_at"].timestamp() > now)
-    ]
+    live = live_model_ids(subscriptions, now)
     return [m for m in models if not covered(m, live)]
+
+
+def epoch(value: datetime | None) -> float | None:
+    """A row's timestamp as the POSIX seconds policies/ compare."""
+    return None if value is None else value.timestamp()
+
+
+def live_model_ids(subscriptions: Iterable[Any], now: float) -> list[str]:
+    """The model ids of subscription rows (model_id, status, expires_at) that grant access now:
+    policies.access.subscription_lapse is the rule."""
+    return [s["model_id"] for s in subscriptions if subscription_lapse(s["status"], epoch(s["expires_at"]), now) is None]
 
 
 def require_subscribed(models: list[str], subscriptions: Iterable[Any], now: float) -> None:

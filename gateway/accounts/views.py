@@ -12,6 +12,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from policies.access import key_lapse
+
 
 def _plain(value: Any) -> Any:
     if isinstance(value, UUID):  # LiteMaaS's ids
@@ -55,13 +57,10 @@ def subscription_view(row: Any) -> dict:
 
 
 def key_status(row: Any, now: float) -> str:
-    if row["revoked_at"] is not None:
-        return "revoked"
-    if not row["is_active"]:
-        return "inactive"
-    if row["expires_at"] is not None and row["expires_at"].timestamp() <= now:
-        return "expired"
-    return "active"
+    """revoked | inactive | expired | active: policies.access.key_lapse is the rule."""
+    expires_at = row["expires_at"]
+    lapse = key_lapse(row["is_active"], row["revoked_at"], None if expires_at is None else expires_at.timestamp(), now)
+    return lapse or "active"
 
 
 def key_view(row: Any) -> dict:

@@ -189,7 +189,7 @@ def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         authenticate(request)
         if request.method != "GET" and request.app.state.holder.state.config.database.schema == "litemaas":
             raise litemaas.read_only_error()
-        accounts = request.app.state.holder.state.extras.get("accounts")
+        accounts = request.app.state.holder.state.account_services.accounts
         if accounts is None:
             raise AdminError(503, "ADMIN_UNAVAILABLE", "The admin API needs a database: set DATABASE_URL.")
         try:

@@ -80,7 +80,7 @@ async def callback(request: Request) -> Response:
         groups=_groups(claims, config.console.oidc_groups_claim),
     )
     state = request.app.state.holder.state
-    accounts = state.extras.get("accounts")
+    accounts = state.account_services.accounts
     if accounts is None:
         raise HTTPException(503, "The console needs the database: set DATABASE_URL.")
     try:

@@ -28,6 +28,7 @@ from gateway.console.security import check_csrf
 from gateway.console.session import Viewer, render, require, viewer
 from gateway.errors import GatewayError
 from gateway.accounts.usage_report import key_totals
+from gateway.accounts.validation import live_model_ids
 
 NOT_YOURS = "No such item among yours."
 
@@ -58,14 +59,9 @@ def month_start(now: float) -> str:
     return datetime.fromtimestamp(now, timezone.utc).date().replace(day=1).isoformat()
 
 
-def _usable(rows: list[Any], now: float) -> list[str]:
-    return [r["model_id"] for r in rows
-            if r["status"] == "active" and (r["expires_at"] is None or r["expires_at"].timestamp() > now)]
-
-
 async def new_key(request: Request) -> Response:
     me = await require(request)
-    return render(request, "key_new.html", me, models=_usable(await _subscriptions(me), time.time()), error=None)
+    return render(request, "key_new.html", me, models=live_model_ids(await _subscriptions(me), time.time()), error=None)
 
 
 def gateway_url(request: Request) -> str:
@@ -82,7 +78,7 @@ async def create_key(request: Request) -> Response:
         created = await me.accounts.create_key(user_id=me.id, models=models, name=name)
     except GatewayError as exc:
         return render(request, "key_new.html", me, status_code=exc.status,
-                      models=_usable(await _subscriptions(me), time.time()), error=exc.message)
+                      models=live_model_ids(await _subscriptions(me), time.time()), error=exc.message)
     return render(request, "key_created.html", me, created=created, url=gateway_url(request))
 
 

@@ -41,7 +41,7 @@ async def viewer(request: Request) -> Viewer | None:
     if not user_id:
         return None
     state = request.app.state.holder.state
-    accounts = state.extras.get("accounts")
+    accounts = state.account_services.accounts
     if accounts is None:
         raise HTTPException(503, "The console needs the database: set DATABASE_URL.")
     user = await state.pool.fetchrow("SELECT * FROM users WHERE id = $1", user_id)

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
 
 import aiohttp
 from starlette.requests import Request
@@ -39,7 +38,7 @@ from starlette.routing import Route
 from gateway.serving.breaker import Breaker
 from gateway.errors import GatewayError
 from gateway.ops.metrics import DEPENDENCY_LATENCY, DEPENDENCY_UP, LAST_USER_SYNC
-from gateway.state import GatewayState
+from gateway.state import DependencyCheck, GatewayState, HealthReport
 
 log = logging.getLogger("maas_gateway.health")
 
@@ -54,20 +53,22 @@ def _iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def _result(name: str, healthy: bool, started: float, **extra: Any) -> dict[str, Any]:
+def _result(name: str, healthy: bool, started: float) -> DependencyCheck:
     elapsed = time.perf_counter() - started
     DEPENDENCY_UP.labels(dependency=name).set(1 if healthy else 0)
     DEPENDENCY_LATENCY.labels(dependency=name).set(elapsed)
-    return {"status": "healthy" if healthy else "unhealthy", "latency": round(elapsed * 1000, 1), **extra}
+    return DependencyCheck("healthy" if healthy else "unhealthy", round(elapsed * 1000, 1))
+
+
+_DISABLED = DependencyCheck("disabled")
 
 
 def litellm_breakers(state: GatewayState) -> list[Breaker]:
     """LiteLLM's breakers of this process: the inference path's and the management client's."""
     found = [state.breaker]
-    management = state.extras.get("litellm_management")
-    extra = getattr(management, "breaker", None)
-    if isinstance(extra, Breaker) and extra is not state.breaker:
-        found.append(extra)
+    management = state.account_services.management
+    if management is not None and management.breaker is not state.breaker:
+        found.append(management.breaker)
     return found
 
 
@@ -76,7 +77,7 @@ def breakers(state: GatewayState) -> list[Breaker]:
     return litellm_breakers(state) + state.model_breakers.all()
 
 
-async def _probe_litellm(state: GatewayState, session: aiohttp.ClientSession) -> dict[str, Any]:
+async def _probe_litellm(state: GatewayState, session: aiohttp.ClientSession) -> DependencyCheck:
     started = time.perf_counter()
     timeout = state.config.litellm.timeout_ms / 1000
     healthy = False
@@ -98,9 +99,9 @@ async def _probe_litellm(state: GatewayState, session: aiohttp.ClientSession) ->
     return _result("litellm", healthy, started)
 
 
-async def _probe_postgres(state: GatewayState) -> dict[str, Any]:
+async def _probe_postgres(state: GatewayState) -> DependencyCheck:
     if state.pool is None:
-        return {"status": "disabled"}
+        return _DISABLED
     started = time.perf_counter()
     try:
         await state.pool.fetchval("SELECT 1", timeout=_PG_TIMEOUT_SECONDS)
@@ -113,14 +114,14 @@ async def _probe_postgres(state: GatewayState) -> dict[str, Any]:
         with contextlib.suppress(Exception):
             last = await state.pool.fetchval(_LAST_SYNC_QUERY, timeout=_PG_TIMEOUT_SECONDS)
             if last is not None:
-                state.extras["last_user_sync"] = max(last, state.extras.get("last_user_sync") or 0.0)
-                LAST_USER_SYNC.set(state.extras["last_user_sync"])
+                state.last_user_sync = max(last, state.last_user_sync or 0.0)
+                LAST_USER_SYNC.set(state.last_user_sync)
     return result
 
 
-async def _probe_redis(state: GatewayState) -> dict[str, Any]:
+async def _probe_redis(state: GatewayState) -> DependencyCheck:
     if state.redis is None:
-        return {"status": "disabled"}
+        return _DISABLED
     started = time.perf_counter()
     try:
         await state.redis.ping()
@@ -130,17 +131,14 @@ async def _probe_redis(state: GatewayState) -> dict[str, Any]:
     return _result("redis", healthy, started)
 
 
-async def probe(state: GatewayState, session: aiohttp.ClientSession | None) -> dict[str, Any]:
+async def probe(state: GatewayState, session: aiohttp.ClientSession | None) -> HealthReport:
     """One round of checks; LiteLLM is skipped when `session` is None (integration check off)."""
     checks = [_probe_postgres(state), _probe_redis(state)]
     if session is not None:
         checks.append(_probe_litellm(state, session))
     results = await asyncio.gather(*checks)
-    now = time.time()
-    report = {"postgres": results[0], "redis": results[1], "checked_at": _iso(now), "checked_ts": now}
-    if session is not None:
-        report["litellm"] = results[2]
-    return report
+    return HealthReport(postgres=results[0], redis=results[1], litellm=results[2] if session is not None else None,
+                        checked_ts=time.time())
 
 
 async def _probe_loop(state: GatewayState, session: aiohttp.ClientSession | None) -> None:
@@ -148,7 +146,7 @@ async def _probe_loop(state: GatewayState, session: aiohttp.ClientSession | None
         while True:
             await asyncio.sleep(state.config.health.interval_seconds)  # read each time: reloadable
             try:
-                state.extras["health"] = await probe(state, session)
+                state.health = await probe(state, session)
             except Exception:  # a bug must not stop the probe for good
                 log.exception("health probe failed")
     finally:
@@ -161,7 +159,7 @@ async def start_health(state: GatewayState) -> list[asyncio.Task]:
     session = None
     if state.config.health.integration_check:
         session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
-    state.extras["health"] = await probe(state, session)
+    state.health = await probe(state, session)
     return [asyncio.create_task(_probe_loop(state, session), name="health-probe")]
 
 
@@ -177,8 +175,8 @@ async def ready(request: Request) -> JSONResponse:
     state = _state(request)
     if state is None:
         return JSONResponse({"status": "not_ready", "config_loaded": False}, status_code=503)
-    report = state.extras.get("health") or {}
-    postgres_ok = state.pool is not None and report.get("postgres", {}).get("status") == "healthy"
+    report = state.health
+    postgres_ok = state.pool is not None and report is not None and report.postgres.status == "healthy"
     cached = state.store.size
     ok = (postgres_ok or cached > 0) and not state.draining
     body = {
@@ -195,27 +193,27 @@ async def integration(request: Request) -> JSONResponse:
     state = _state(request)
     if state is None:
         return JSONResponse({"status": "starting"}, status_code=503)
-    report = state.extras.get("health") or {}
-    if "litellm" not in report:
+    report = state.health
+    if report is None or report.litellm is None:
         return JSONResponse({"status": "disabled", "detail": "INTEGRATION_HEALTH_CHECK is false"})
     all_breakers = {b.target: b.state for b in breakers(state)}
     breaker = state.breaker
     failure = breaker.last_failure
     litellm = dict(
-        report["litellm"],
-        last_sync=_iso(state.extras.get("last_user_sync")),
+        report.litellm.as_json(),
+        last_sync=_iso(state.last_user_sync),
         circuit_breaker=breaker.state,  # now, not as of the last probe
         last_failure=None if failure is None else {"at": _iso(failure[0]), "reason": failure[1]},
     )
-    if breaker.state != "closed" or (failure is not None and failure[0] >= report.get("checked_ts", 0.0)):
+    if breaker.state != "closed" or (failure is not None and failure[0] >= report.checked_ts):
         litellm["status"] = "unhealthy"  # what requests found since the probe's last look
     body = {
         "status": "healthy",
         "litellm": litellm,
-        "postgres": report["postgres"],
-        "redis": report["redis"],
+        "postgres": report.postgres.as_json(),
+        "redis": report.redis.as_json(),
         "circuit_breakers": all_breakers,
-        "checked_at": report["checked_at"],
+        "checked_at": _iso(report.checked_ts),
     }
     dependencies_ok = all(body[name]["status"] in ("healthy", "disabled") for name in ("litellm", "postgres", "redis"))
     if not dependencies_ok or any(s != "closed" for s in all_breakers.values()):

@@ -171,7 +171,7 @@ class ConfigReloader:
             breaker.configure(merged.breaker)
         state.model_breakers.configure(merged.breaker)
         state.upstream.set_timeout(merged.litellm.timeout_ms)
-        management = state.extras.get("litellm_management")
+        management = state.account_services.management
         if management is not None:
             management.set_timeout(merged.litellm.timeout_ms)
         if old.logging.level != merged.logging.level:

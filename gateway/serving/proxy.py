@@ -1,11 +1,18 @@
-"""The hot path, as raw ASGI: authenticate -> decide -> forward -> stream back.
+"""The hot path, as raw ASGI: it orchestrates and decides nothing itself.
+
+    credentials / authenticate   who calls (gateway/serving/credentials.py)
+    reader.read_request          read once: body, content type, model names -> facts (gateway/serving/reader.py)
+    policies.access.decide       decide once: Allow | Deny (pure; time, mode and record are arguments)
+    limiter                      limits and quotas (gateway/limits/limiter.py)
+    edits.forwarded_body         forward once: the bytes read, with the two documented edits
+                                 (gateway/serving/edits.py); headers with exactly one credential
+    _forward                     LiteLLM's answer streamed back chunk by chunk (gateway/serving/relay.py
+                                 for its errors)
 
 Raw ASGI callables rather than Starlette Request/Response: measured ~25% more
 requests/s and half the streaming cost (README, "Performance"). Nothing here waits
-on Redis or Postgres for a warm key. A request is read once (gateway/serving/reader.py) and
-the bytes read are forwarded, with one edit: in service_key mode the attribution is the
-gateway's (attribute(): the body's `user` is the key's user id, and so is the
-x-litellm-customer-id header, which LiteLLM bills by before any body field).
+on Redis or Postgres for a warm key. In service_key mode the x-litellm-customer-id header,
+which LiteLLM bills by before any body field, is the key's user too (_upstream_headers).
 """
 
 from __future__ import annotations
@@ -14,29 +21,25 @@ import asyncio
 import itertools
 import os
 import time
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable
 
 import aiohttp
 import orjson
 
 from gateway.serving import reader
-
 from gateway.serving import relay
-from gateway.serving.bodylimits import refuse_dense_json
+from gateway.serving.credentials import authenticate, credentials
 from gateway.serving.disconnect import ClientDisconnected, DisconnectWatcher
+from gateway.serving.edits import forwarded_body
 from gateway.errors import (
     MESSAGES,
-    AuthenticationError,
     GatewayError,
     MethodNotAllowedError,
-    RequestTooLargeError,
     RouteNotFoundError,
     ShuttingDownError,
-    StoreUnavailableError,
     from_denial,
 )
 from gateway.serving.failures import answer_unexpected
-from gateway.store.keys import extract_key, hash_key, well_formed
 from gateway.limits.limiter import Meter
 from gateway.ops.metrics import (
     AUTH_DECISIONS,
@@ -48,35 +51,23 @@ from gateway.ops.metrics import (
     TALLY,
     UPSTREAM_DURATION,
 )
-from gateway.serving.routes import PATH_MODEL_ROUTES, Route
+from gateway.serving.routes import Route
 from gateway.state import GatewayState
-from gateway.serving.streamusage import UsageStripper, ask_for_usage
+from gateway.serving.streamusage import UsageStripper
 from gateway.serving.upstream import END_USER_HEADER, PASSED_HEADERS, forward_headers, response_headers
 from gateway.limits.usage import TAIL_BYTES, TAIL_LIMIT, record_usage
 from policies.access import decide, usable_models
 from policies.records import Allow, Code, Deny, KeyRecord, Mode, RequestFacts
-from policies.requests import request_facts
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
 _ALLOW_OK = TALLY.cell(AUTH_DECISIONS, ("allow", "ok"))  # held: the one counter every allowed request adds to
-_DENY_MISSING = AUTH_DECISIONS.labels(result="deny", reason="MISSING_API_KEY")
-_DENY_INVALID = AUTH_DECISIONS.labels(result="deny", reason="INVALID_API_KEY")
-_DENY_LIMITED = AUTH_DECISIONS.labels(result="deny", reason="RATE_LIMITED")
-_STORE_ERROR = AUTH_DECISIONS.labels(result="error", reason="KEY_STORE_UNAVAILABLE")
 _SSE = b"text/event-stream"
 # GET /v1/models and /v1/models/{id} (also without /v1): their route label values.
 _MODELS_LIST = ("/v1/models",)
 _MODELS_ONE = ("/v1/models/{model}",)
-# Routes whose OpenAI request takes a `user` field (service_key mode fills it in when absent).
-_USER_FIELD_ROUTES = frozenset(
-    {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/images/generations",
-     *PATH_MODEL_ROUTES}
-)
-
-
 def _request_id(scope: Scope, header: bytes, make: Callable[[], str]) -> str:
     for name, value in scope["headers"]:
         if name == header and 0 < len(value) <= 128 and value.isascii() and value.decode().isprintable():
@@ -97,74 +88,6 @@ def _ms(seconds: float) -> float:
     return int(seconds * 1_000_000) / 1000
 
 
-def _header(scope: Scope, wanted: bytes) -> bytes | None:
-    for name, value in scope["headers"]:
-        if name == wanted:
-            return value
-    return None
-
-
-def refuse_declared_excess(scope: Scope, limit: int) -> None:
-    """413 before reading, when Content-Length already says the body is over `limit`."""
-    length = _header(scope, b"content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise RequestTooLargeError(detail=f"limit is {limit} bytes")
-
-
-async def read_rest(first: dict, receive: Receive, limit: int) -> bytes:
-    """The whole request body from its first message on, refusing more than `limit` bytes (413).
-
-    The hot path reads the first message itself: a body in one message (the usual case)
-    costs no extra coroutine."""
-    message = first
-    body = message.get("body", b"")
-    chunks = [body]
-    size = len(body)
-    while message.get("more_body"):
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLargeError(detail=f"limit is {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _authenticate(
-    state: GatewayState, scope: Scope, key: str, key_hash: str, found: KeyRecord | None | bool
-) -> KeyRecord:
-    """A key the in-process cache does not hold (`found` False) or knows to be unknown (None),
-    past the failed-authentication limiter (gateway/serving/authguard.py): a refused address gets 429
-    before any lookup, a key of no possible shape is not looked up (gateway/store/keys.py
-    `well_formed`), and every unknown or malformed key counts against its address."""
-    guard = state.auth_guard
-    address = guard.address(scope)
-    refusal = guard.refusal(address)
-    if refusal is not None:
-        _DENY_LIMITED.inc()
-        raise refusal
-    record = await _look_up(state, key_hash) if found is False and well_formed(key) else None
-    if record is None:
-        state.offenders.failed_address(address)  # gateway/ops/offenders.py
-        limited = await guard.failed(address)
-        if limited is not None:
-            _DENY_LIMITED.inc()
-            raise limited
-        _DENY_INVALID.inc()
-        raise AuthenticationError(Code.INVALID_API_KEY.value)
-    return record
-
-
-async def _look_up(state: GatewayState, key_hash: str) -> KeyRecord | None:
-    try:
-        return await state.store.lookup(key_hash)
-    except StoreUnavailableError:
-        _STORE_ERROR.inc()
-        raise
-
-
 async def send_error(send: Send, error: GatewayError, request_id: str, id_header: bytes) -> None:
     body = error.body()
     headers = error.headers()
@@ -172,18 +95,6 @@ async def send_error(send: Send, error: GatewayError, request_id: str, id_header
     headers.append((id_header, request_id.encode()))
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def attribute(body: bytes, fields: Mapping[str, Any] | None, user_id: str, takes_user: bool) -> bytes:
-    """service_key mode: the JSON body to forward, whose `user` (when it has one, or the route
-    takes one) is the key's user id, whatever the client sent. A client's own `user` is replaced,
-    not kept elsewhere: LiteLLM also reads an end user from `metadata` and `litellm_metadata`."""
-    assert fields is not None, "a JSON reading has fields"
-    if "user" in fields:
-        if fields["user"] == user_id:
-            return body
-        return orjson.dumps({**fields, "user": user_id})  # one `user`, not a duplicate key: rare
-    return reader.splice_field(body, "user", user_id) if takes_user else body
 
 
 class Proxy:
@@ -202,19 +113,6 @@ class Proxy:
             return ""
         return model if model in state.known_models else OTHER
 
-    def _credentials(self, state: GatewayState, scope: Scope) -> tuple[str, str, KeyRecord | None | bool]:
-        """The key (forwarded upstream in passthrough mode only), its hash and what the
-        in-process cache knows of it (False: nothing yet; None: no such key; then `_authenticate`).
-
-        Not a coroutine, so that the hot path, for a cached key, awaits nothing (a coroutine
-        layer costs ~3k instructions a request: docs/performance.md)."""
-        key = extract_key(scope["headers"])
-        if key is None:
-            _DENY_MISSING.inc()
-            raise AuthenticationError(Code.MISSING_API_KEY.value)
-        key_hash = hash_key(key)
-        return key, key_hash, state.store.cached(key_hash)
-
     async def handle(self, scope: Scope, receive: Receive, send: Send, route: Route, path_model: str | None) -> None:
         state: GatewayState = self.holder.state
         started = time.perf_counter()
@@ -226,33 +124,26 @@ class Proxy:
         try:
             if scope["method"] not in route.methods:
                 raise MethodNotAllowedError(route.methods)
-            key, key_hash, found = self._credentials(state, scope)
-            record = found if found else await _authenticate(state, scope, key, key_hash, found)
+            key, key_hash, found = credentials(state, scope)
+            record = found if found else await authenticate(state, scope, key, key_hash, found)
             log["key_prefix"] = record.key_prefix
             log["user_id"] = record.user_id
-            limit = state.config.server.max_body_bytes
-            refuse_declared_excess(scope, limit)
-            message = await receive()
-            body = await read_rest(message, receive, limit) if message.get("more_body") else message.get("body", b"")
-            refuse_dense_json(body, state.config.server.max_json_elements)  # before any parse: bounds its memory
-            reading = reader.read(route, scope["headers"], scope.get("query_string", b""), body, path_model)
-            facts = request_facts(reading.sources, reading.fields, model_required=route.model_source != "none")
-            if isinstance(facts, Deny):
-                raise from_denial(facts)
-            model = facts.models[0] if facts.models else None
+            server = state.config.server
+            inbound = await reader.read_request(route, scope, receive, path_model, server.max_body_bytes,
+                                                server.max_json_elements)
+            model = inbound.model
             label = self._model_label(state, model)
-            self._decide(state, record, facts, log)
+            self._decide(state, record, inbound.facts, log)
             if state.mode is not Mode.OFF and (checks := state.limiter.checks(record, model, now := time.time())):
                 meter = await state.limiter.admit(record, model, checks, now, state.mode)  # gateway/limits/limiter.py
             elif state.usage is not None:  # no limit applies: usage is still recorded (gateway/limits/usage_recorder.py)
                 meter = state.limiter.unlimited(record, model)
-            upstream_body = body
-            if state.service_auth is not None and reading.json:
-                upstream_body = attribute(body, reading.fields, record.user_id, route.name in _USER_FIELD_ROUTES)
-            if meter is not None and reading.json and (asked := ask_for_usage(upstream_body, reading.fields, route.name)):
-                upstream_body, meter.inject_usage = asked, True  # gateway/serving/streamusage.py
+            attribute_to = record.user_id if state.service_auth is not None else None
+            upstream_body, asked = forwarded_body(inbound, route.name, attribute_to, meter is not None)
+            if asked:
+                meter.inject_usage = True  # type: ignore[union-attr]  # gateway/serving/streamusage.py
             headers = self._upstream_headers(state, scope, key, request_id, record.user_id)
-            message = body = reading = None  # type: ignore[assignment]  # a stream may last minutes: keep only what is sent
+            inbound = None  # type: ignore[assignment]  # a stream may last minutes: keep only what is sent
             status = await self._forward(state, scope, send, route, headers, upstream_body, label, log, receive, id_header,
                                          key_hash, meter)
         except GatewayError as error:
@@ -429,8 +320,8 @@ class Proxy:
         try:
             if scope["method"] != "GET":
                 raise MethodNotAllowedError(("GET",))
-            key, key_hash, found = self._credentials(state, scope)
-            record = found if found else await _authenticate(state, scope, key, key_hash, found)
+            key, key_hash, found = credentials(state, scope)
+            record = found if found else await authenticate(state, scope, key, key_hash, found)
             log["key_prefix"] = record.key_prefix
             log["user_id"] = record.user_id
             headers = self._upstream_headers(state, scope, key, request_id, record.user_id)

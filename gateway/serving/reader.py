@@ -37,21 +37,30 @@ the file contents dropped; its fields become what LiteLLM's transcription handle
 fields that differ, a `model[]`, a file named `model`, and a name sent both with and without
 `[]` are refused. policies/requests.py then decides whether the names agree and which fields
 are refused; the proxy forwards exactly the bytes read here.
+
+read_request() is the proxy's one call: it receives the body (413 over server.max_body_bytes,
+before reading when Content-Length says so), bounds its JSON's size (gateway/serving/bodylimits.py),
+reads it as above and returns an Inbound: the bytes to forward, the reading, the facts
+policies/requests.py made of it (its Deny raised as a 400), the primary model and the stream flag.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Coroutine, Iterable, Mapping
+from typing import Any, Awaitable, Callable, Coroutine, Iterable, Mapping
 from urllib.parse import parse_qs
 
 import orjson
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from gateway.errors import InvalidRequestError, UnsupportedMediaTypeError
+from gateway.errors import InvalidRequestError, RequestTooLargeError, UnsupportedMediaTypeError, from_denial
+from gateway.serving.bodylimits import refuse_dense_json
+from gateway.serving.disconnect import ClientDisconnected
 from gateway.serving.routes import Route
+from policies.records import Deny, RequestFacts
+from policies.requests import request_facts
 
 JSON = b"application/json"
 MULTIPART = b"multipart/form-data"
@@ -77,6 +86,17 @@ class Reading:
     sources: dict[str, Any]
     fields: Mapping[str, Any] | None = None
     json: bool = False
+
+
+@dataclass(slots=True)
+class Inbound:
+    """A request as the proxy needs it, read once (read_request)."""
+
+    body: bytes  # the bytes read: what is forwarded, but for the two documented edits (gateway/serving/edits.py)
+    reading: Reading
+    facts: RequestFacts  # every model name the request could reach, the primary one first
+    model: str | None  # the primary model; None on a route that names none
+    stream: bool  # a JSON body's `"stream": true`
 
 
 class FormFile:
@@ -254,3 +274,49 @@ def splice_field(body: bytes, name: str, value: Any) -> bytes:
     comma = b"" if _EMPTY_REST.match(body, start) else b","
     return body[:start] + orjson.dumps(name) + b":" + orjson.dumps(value) + comma + body[start:]
 
+
+
+def refuse_declared_excess(headers: Iterable[tuple[bytes, bytes]], limit: int) -> None:
+    """413 before reading, when Content-Length already says the body is over `limit`."""
+    for name, value in headers:
+        if name == b"content-length":
+            if value.isdigit() and int(value) > limit:
+                raise RequestTooLargeError(detail=f"limit is {limit} bytes")
+            return
+
+
+async def read_rest(first: dict, receive: Callable[[], Awaitable[dict]], limit: int) -> bytes:
+    """The whole request body from its first message on, refusing more than `limit` bytes (413)."""
+    message = first
+    body = message.get("body", b"")
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body"):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLargeError(detail=f"limit is {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_request(route: Route, scope: dict[str, Any], receive: Callable[[], Awaitable[dict]],
+                       path_model: str | None, max_body_bytes: int, max_json_elements: int) -> Inbound:
+    """The request's body, reading and facts, in one call (see the module's docstring).
+
+    A body in one message (the usual case) is taken as it is: no extra coroutine."""
+    headers = scope["headers"]
+    refuse_declared_excess(headers, max_body_bytes)
+    message = await receive()
+    body = await read_rest(message, receive, max_body_bytes) if message.get("more_body") else message.get("body", b"")
+    refuse_dense_json(body, max_json_elements)  # before any parse: bounds its memory
+    reading = read(route, headers, scope.get("query_string", b""), body, path_model)
+    facts = request_facts(reading.sources, reading.fields, model_required=route.model_source != "none")
+    if isinstance(facts, Deny):
+        raise from_denial(facts)
+    fields = reading.fields
+    return Inbound(body, reading, facts, facts.models[0] if facts.models else None,
+                   reading.json and fields is not None and fields.get("stream") is True)

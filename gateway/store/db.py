@@ -14,6 +14,7 @@ import asyncpg
 
 from gateway.config import DatabaseConfig
 from gateway.errors import StoreUnavailableError
+from gateway.store.keyquery import key_query
 from policies import periods
 from policies.limits import NO_LIMITS, Limits
 from policies.records import KeyRecord, SubscriptionRecord
@@ -23,29 +24,7 @@ log = logging.getLogger("maas_gateway.db")
 INVALIDATION_CHANNEL = "maas_gateway_invalidate"
 MIGRATION_LOCK = 0x6D616173  # "maas": one migrator at a time across instances
 
-# Everything a decision needs about one key, in one round trip.
-KEY_QUERY = """
-SELECT k.id, k.user_id, k.key_prefix, k.is_active, k.key_hash,
-       extract(epoch FROM k.revoked_at)::float8 AS revoked_at,
-       extract(epoch FROM k.expires_at)::float8 AS expires_at,
-       u.is_active AS user_active,
-       k.rpm_limit, k.tpm_limit, k.max_parallel_requests,
-       u.rpm_limit AS user_rpm_limit, u.tpm_limit AS user_tpm_limit,
-       u.max_parallel_requests AS user_max_parallel_requests, u.max_budget::float8 AS user_max_budget,
-       u.budget_duration AS user_budget_duration,
-       ARRAY(SELECT m.model_id FROM api_key_models m WHERE m.api_key_id = k.id ORDER BY m.model_id) AS models,
-       ARRAY(SELECT s.model_id FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_models,
-       ARRAY(SELECT s.status FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_statuses,
-       ARRAY(SELECT extract(epoch FROM s.expires_at)::float8 FROM subscriptions s
-             WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_expiries,
-       ARRAY(SELECT array[s.quota_requests::float8, s.quota_tokens::float8, s.max_budget::float8,
-                          extract(epoch FROM s.reset_at)::float8]
-             FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_limits,
-       ARRAY(SELECT s.budget_duration::text FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id)
-           AS sub_durations
-FROM api_keys k JOIN users u ON u.id = k.user_id
-WHERE k.key_hash = $1
-"""
+KEY_QUERY = key_query("native")  # everything a decision needs about one key (gateway/store/keyquery.py)
 
 # Everything that means "the database cannot answer now" (InternalClientError: the
 # connection died mid-query).

@@ -28,6 +28,7 @@ import asyncpg
 from gateway.store import db
 from gateway.config import ConfigError, DatabaseConfig
 from gateway.errors import AdminError, StoreUnavailableError
+from gateway.store.keyquery import key_query
 
 log = logging.getLogger("maas_gateway.litemaas")
 
@@ -74,52 +75,7 @@ REQUIRED_COLUMNS = {
 #   "timePeriod": "1d"}}, LiteLLM's snake_case too), read into text arrays so that a malformed value
 #   is ignored rather than failing the key's query (db._model_limits).
 # Not read: api_keys.soft_budget (an alert in LiteLLM, not a limit), teams' limits.
-KEY_QUERY = """
-SELECT k.id::text AS id, k.user_id::text AS user_id, k.key_prefix, coalesce(k.is_active, false) AS is_active,
-       k.key_hash,
-       extract(epoch FROM k.revoked_at)::float8 AS revoked_at,
-       extract(epoch FROM k.expires_at)::float8 AS expires_at,
-       coalesce(u.is_active, false) AS user_active,
-       CASE WHEN EXISTS (SELECT 1 FROM api_key_models m WHERE m.api_key_id = k.id)
-            THEN ARRAY(SELECT m.model_id::text FROM api_key_models m WHERE m.api_key_id = k.id ORDER BY m.model_id)
-            ELSE ARRAY(SELECT s.model_id::text FROM subscriptions s WHERE s.id = k.subscription_id)
-       END AS models,
-       ARRAY(SELECT s.model_id::text FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_models,
-       ARRAY(SELECT s.status::text FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_statuses,
-       ARRAY(SELECT extract(epoch FROM s.expires_at)::float8 FROM subscriptions s
-             WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_expiries,
-       k.rpm_limit, k.tpm_limit, k.max_parallel_requests,
-       k.max_budget::float8 AS key_max_budget, k.budget_duration::text AS key_budget_duration,
-       ARRAY(SELECT array[m.model,
-                          CASE WHEN jsonb_typeof(j.rpm -> m.model) = 'number' THEN j.rpm ->> m.model END,
-                          CASE WHEN jsonb_typeof(j.tpm -> m.model) = 'number' THEN j.tpm ->> m.model END,
-                          CASE WHEN jsonb_typeof(j.budget -> m.model -> 'budgetLimit') = 'number'
-                               THEN j.budget -> m.model ->> 'budgetLimit'
-                               WHEN jsonb_typeof(j.budget -> m.model -> 'budget_limit') = 'number'
-                               THEN j.budget -> m.model ->> 'budget_limit' END,
-                          CASE WHEN jsonb_typeof(j.budget -> m.model -> 'timePeriod') = 'string'
-                               THEN j.budget -> m.model ->> 'timePeriod'
-                               ELSE j.budget -> m.model ->> 'time_period' END]
-             FROM (SELECT CASE WHEN jsonb_typeof(k.model_rpm_limit::jsonb) = 'object' THEN k.model_rpm_limit::jsonb
-                               ELSE '{}' END AS rpm,
-                          CASE WHEN jsonb_typeof(k.model_tpm_limit::jsonb) = 'object' THEN k.model_tpm_limit::jsonb
-                               ELSE '{}' END AS tpm,
-                          CASE WHEN jsonb_typeof(k.model_max_budget::jsonb) = 'object' THEN k.model_max_budget::jsonb
-                               ELSE '{}' END AS budget) j,
-                  LATERAL (SELECT jsonb_object_keys(j.rpm) UNION SELECT jsonb_object_keys(j.tpm)
-                           UNION SELECT jsonb_object_keys(j.budget)) AS m(model)
-             ORDER BY m.model) AS key_model_limits,
-       u.rpm_limit AS user_rpm_limit, u.tpm_limit AS user_tpm_limit, NULL::int AS user_max_parallel_requests,
-       u.max_budget::float8 AS user_max_budget, u.budget_duration::text AS user_budget_duration,
-       ARRAY(SELECT array[nullif(s.quota_requests, 0)::float8, nullif(s.quota_tokens, 0)::float8,
-                          nullif(s.max_budget, 0)::float8, extract(epoch FROM s.reset_at)::float8,
-                          nullif(s.rpm_limit, 0)::float8, nullif(s.tpm_limit, 0)::float8]
-             FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id) AS sub_limits,
-       ARRAY(SELECT s.budget_duration::text FROM subscriptions s WHERE s.user_id = k.user_id ORDER BY s.model_id)
-           AS sub_durations
-FROM api_keys k JOIN users u ON u.id = k.user_id
-WHERE k.key_hash = $1
-"""
+KEY_QUERY = key_query("litemaas")  # the readings above, in the one key query (gateway/store/keyquery.py)
 
 # gateway/limits/usage_recorder.py's writes to LiteMaaS's tables, for its types: UUID ids (usage_daily keeps
 # them as text) and INTEGER used_requests / used_tokens (capped: an overflow would fail every flush).

@@ -60,7 +60,7 @@ async def test_a_litemaas_key_through_the_gateway_to_litellm(litellm, litemaas_u
                            "(model: llama-3-8b)",
                 "type": "permission_denied_error", "param": "model", "code": "SUBSCRIPTION_INACTIVE"})
 
-            await asyncio.wait_for(gw.state.extras["invalidator"].postgres_listening.wait(), 10)
+            await asyncio.wait_for(gw.state.invalidator.postgres_listening.wait(), 10)
             await litemaas.revoke(conn, key.id)  # in LiteMaaS
 
             async def refused() -> bool:

@@ -213,7 +213,7 @@ async def test_sync_switched_off_makes_no_management_call(pool, postgres_url, re
         assert status == 201 and answer["api_key"]["key"].startswith("sk-")
         status, key = await call(admin, "POST", gw.url + "/admin/v1/keys", json={"user_id": user["id"], "models": [model]})
         assert status == 201
-        assert "reconciler" not in gw.state.extras
+        assert gw.state.account_services.reconciler is None
     assert user["sync_status"] == "pending"
     assert double.management_calls() == []
 

@@ -123,7 +123,7 @@ async def _a_model(pool) -> str:
 
 
 async def test_an_email_held_by_another_user_refuses_sign_in(gateway, pool):
-    await gateway.state.extras["accounts"].create_user(email=ERIN["email"])  # made by an operator, no identity
+    await gateway.state.account_services.accounts.create_user(email=ERIN["email"])  # made by an operator, no identity
     session, page = await sign_in_status(gateway.url, ERIN)
     async with session:
         assert page == (409, "Another account already uses this email address. Ask an administrator to link it.")
@@ -236,7 +236,7 @@ async def post(session: aiohttp.ClientSession, url: str, data: dict) -> tuple[in
 
 async def test_a_restricted_model_waits_for_an_admin(gateway, pool):
     model = f"restricted-{RUN}"
-    await gateway.state.extras["accounts"].create_model(id=model)
+    await gateway.state.account_services.accounts.create_model(id=model)
     admin, _ = await sign_in(gateway.url, HEIDI)
     user, _ = await sign_in(gateway.url, IVAN)
     async with admin, user:
@@ -289,7 +289,7 @@ async def test_a_restricted_model_waits_for_an_admin(gateway, pool):
 
 async def test_an_admin_denies_a_pending_subscription(gateway, pool):
     model = f"denied-{RUN}"
-    accounts = gateway.state.extras["accounts"]
+    accounts = gateway.state.account_services.accounts
     await accounts.create_model(id=model)
     await accounts.set_model_restricted(model, True)
     admin, _ = await sign_in(gateway.url, HEIDI)

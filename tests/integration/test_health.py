@@ -78,9 +78,9 @@ async def test_integration_health_check_false_turns_the_probe_off(pool, postgres
     }
     config = parse_config({"health": {"interval_seconds": 0.05}}, environ)
     async with running_gateway(config) as gw:
-        first = gw.state.extras["health"]
-        await eventually(lambda: gw.state.extras["health"] is not first, timeout=5)  # Postgres/Redis are still probed
-        assert "litellm" not in gw.state.extras["health"]
+        first = gw.state.health
+        await eventually(lambda: gw.state.health is not first, timeout=5)  # Postgres/Redis are still probed
+        assert gw.state.health.litellm is None
         assert await get(http, gw.url + "/health/integration") == (
             200, {"status": "disabled", "detail": "INTEGRATION_HEALTH_CHECK is false"}
         )

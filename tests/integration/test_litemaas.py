@@ -72,7 +72,7 @@ async def gateways(url: str, redis_url: str, upstream_url: str, count: int = 1):
     async with contextlib.AsyncExitStack() as stack:
         started = [await stack.enter_async_context(running_gateway(config)) for _ in range(count)]
         for gw in started:
-            await asyncio.wait_for(gw.state.extras["invalidator"].postgres_listening.wait(), 10)
+            await asyncio.wait_for(gw.state.invalidator.postgres_listening.wait(), 10)
         yield started
 
 

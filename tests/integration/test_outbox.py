@@ -169,13 +169,13 @@ async def test_reconciler_deletes_litellm_keys_with_the_gateway_alias_and_no_row
     foreign = double._mint({"user_id": "someone", "models": [], "key_alias": "made-by-hand"})["token_id"]
     async with admin_gateway(postgres_url, redis_url, double.url, litellm=PASSTHROUGH) as gw:
         await eventually(lambda: orphan not in double.keys, timeout=15)
-        await eventually(lambda: gw.state.extras["reconciler"].passes >= 2, timeout=15)
+        await eventually(lambda: gw.state.account_services.reconciler.passes >= 2, timeout=15)
     assert foreign in double.keys  # not ours: left alone
 
 
 async def test_management_flows_use_their_own_small_pool(pool, postgres_url, redis_url, double):
     async with admin_gateway(postgres_url, redis_url, double.url, litellm=PASSTHROUGH) as gw:
-        accounts = gw.state.extras["accounts"]
+        accounts = gw.state.account_services.accounts
         assert accounts.outbox._pool is not gw.state.pool  # a slow flow cannot take the key lookups' connections
         assert (accounts.outbox._pool.get_max_size(), gw.state.pool.get_max_size()) == (3, 10)
 

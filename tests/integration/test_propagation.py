@@ -44,7 +44,7 @@ async def two_instances(postgres_url, redis_url, upstream_url):
     config = make_config(postgres_url, redis_url, upstream_url)  # L1 TTL 30 s: only invalidation can explain a change
     async with running_gateway(config) as first, running_gateway(config) as second, aiohttp.ClientSession() as http:
         for gw in (first, second):
-            await asyncio.wait_for(gw.state.extras["invalidator"].postgres_listening.wait(), 10)
+            await asyncio.wait_for(gw.state.invalidator.postgres_listening.wait(), 10)
         yield first, second, http
 
 

@@ -318,7 +318,7 @@ async def test_revocation_reaches_a_second_instance_within_one_second(pool, redi
     seeded = await seed_key(pool, models=["gpt-4o-mini"])
     async with running_gateway(config) as first, running_gateway(config) as second:
         for gw in (first, second):
-            await eventually(lambda gw=gw: gw.state.extras["invalidator"].postgres_listening.is_set(), timeout=10)
+            await eventually(lambda gw=gw: gw.state.invalidator.postgres_listening.is_set(), timeout=10)
             async with http.post(gw.url + "/v1/chat/completions", json=chat("gpt-4o-mini"), headers=bearer(seeded.key)) as r:
                 assert r.status == 200  # and now cached in both instances
         await pool.execute("UPDATE api_keys SET revoked_at = now(), is_active = false WHERE id = $1", seeded.key_id)

@@ -159,7 +159,7 @@ async def test_breaker_settings_and_litellm_timeout_reload(pool, postgres_url, r
 
 async def test_a_bad_file_keeps_the_running_config(pool, postgres_url, redis_url, fake_upstream, http, config_file):
     async with running_gateway(make_config(postgres_url, redis_url, fake_upstream.url)) as gw:
-        reloader = gw.state.extras["reloader"]
+        reloader = gw.app.reloader
         for text, problem in (
             ("enforcement: {mode: strict}\n", "enforcement.mode: expected one of enforce, shadow, off, got 'strict'"),
             ("enforcement: [\n", "not valid YAML"),
@@ -178,7 +178,7 @@ async def test_a_bad_file_keeps_the_running_config(pool, postgres_url, redis_url
 
 async def test_sighup_reloads_the_file(pool, postgres_url, redis_url, fake_upstream, http, config_file):
     async with running_gateway(make_config(postgres_url, redis_url, fake_upstream.url)) as gw:
-        assert gw.state.extras["reloader"].sighup_enabled  # else SIGHUP would end the test process
+        assert gw.app.reloader.sighup_enabled  # else SIGHUP would end the test process
         write(config_file, file_config("off"), keep_mtime=True)  # the poll cannot notice this change
         applied = count(CONFIG_RELOADS, "applied")
         os.kill(os.getpid(), signal.SIGHUP)

@@ -161,7 +161,7 @@ async def test_litellm_killed_fails_fast_then_recovers_by_itself(pool, postgres_
         assert 'maas_gateway_circuit_breaker_state{target="litellm"} 1.0' in await scrape(http, gw.url)
         status, health = await get_json(http, gw.url + "/health/integration")
         assert (status, health["status"], health["litellm"]["circuit_breaker"]) == (200, "degraded", "open")
-        await eventually(lambda: gw.state.extras["health"]["litellm"]["status"] == "unhealthy", timeout=5)
+        await eventually(lambda: gw.state.health.litellm.status == "unhealthy", timeout=5)
 
         # LiteLLM comes back; nobody sends a request: the health probe's trial closes the breaker
         await serve_fake_on(fake, port)
@@ -374,13 +374,13 @@ async def test_redis_down_and_back_under_traffic_serves_without_a_5xx(pool, post
             await eventually(traffic.sent_more(20), timeout=10)
             redis.kill()
             mark = len(traffic.statuses)
-            await eventually(lambda: gw.state.extras["health"]["redis"]["status"] == "unhealthy", timeout=5)
+            await eventually(lambda: gw.state.health.redis.status == "unhealthy", timeout=5)
             await eventually(traffic.sent_more(mark + 40), timeout=10)
             status, ready = await get_json(http, gw.url + "/health/ready")
             assert (status, ready["status"]) == (200, "ready")
 
             redis = devservices.restart(redis)
-            await eventually(lambda: gw.state.extras["health"]["redis"]["status"] == "healthy", timeout=5)
+            await eventually(lambda: gw.state.health.redis.status == "healthy", timeout=5)
             redis_hits = KEY_CACHE_LOOKUPS.labels(tier="redis", result="hit")._value.get()
             await eventually(lambda: KEY_CACHE_LOOKUPS.labels(tier="redis", result="hit")._value.get() > redis_hits, timeout=10)
             mark = len(traffic.statuses)
@@ -411,7 +411,7 @@ async def test_postgres_down_keeps_cached_keys_and_refuses_unknown_ones_with_503
             assert (await get_json(http, idle.url + "/health/ready"))[0] == 200
 
             await asyncio.to_thread(postgres.stop)
-            await eventually(lambda: gw.state.extras["health"]["postgres"]["status"] == "unhealthy", timeout=5)
+            await eventually(lambda: gw.state.health.postgres.status == "unhealthy", timeout=5)
             stale = KEY_CACHE_LOOKUPS.labels(tier="l1", result="stale")._value.get()
             for _ in range(5):  # past the L1 TTL: every lookup tries Postgres, then serves the last record
                 assert (await post(http, gw.url, warm.key))[0] == 200
@@ -422,7 +422,7 @@ async def test_postgres_down_keeps_cached_keys_and_refuses_unknown_ones_with_503
                 assert (status, orjson.loads(body)["error"]["code"], headers["Retry-After"]) == (503, "KEY_STORE_UNAVAILABLE", "1")
             status, ready = await get_json(http, gw.url + "/health/ready")
             assert (status, ready["status"], ready["postgres"]) == (200, "ready", False)  # warm cache
-            await eventually(lambda: idle.state.extras["health"]["postgres"]["status"] == "unhealthy", timeout=5)
+            await eventually(lambda: idle.state.health.postgres.status == "unhealthy", timeout=5)
             status, ready = await get_json(http, idle.url + "/health/ready")
             assert (status, ready["status"]) == (503, "not_ready")  # nothing cached, nothing to ask
 
@@ -434,7 +434,7 @@ async def test_postgres_down_keeps_cached_keys_and_refuses_unknown_ones_with_503
             await eventually(recovered, timeout=15, interval=0.1)
             assert (await post(http, gw.url, unknown))[0] == 401
             assert (await post(http, gw.url, warm.key))[0] == 200
-            await eventually(lambda: idle.state.extras["health"]["postgres"]["status"] == "healthy", timeout=5)
+            await eventually(lambda: idle.state.health.postgres.status == "healthy", timeout=5)
             assert (await get_json(http, idle.url + "/health/ready"))[0] == 200
     finally:
         await asyncio.to_thread(postgres.stop)

@@ -11,7 +11,9 @@ from gateway.admin import schema
 from gateway.admin.cli import record, table
 from gateway.errors import AdminError
 from gateway.accounts.keymirror import litellm_key_state
-from gateway.accounts.validation import future_expiry, unsubscribed
+from gateway.accounts.validation import future_expiry, live_model_ids, unsubscribed
+from gateway.accounts.views import key_status
+from policies.access import key_problem, model_problem
 from policies.records import KeyRecord, SubscriptionRecord
 
 pytestmark = pytest.mark.unit
@@ -28,6 +30,37 @@ def test_unsubscribed_names_models_without_an_active_unexpired_subscription():
     future = datetime.fromtimestamp(NOW + 60, timezone.utc)
     subs = [sub("a"), sub("b", "suspended"), sub("c", expires_at=past), sub("d", expires_at=future)]
     assert unsubscribed(["a", "b", "c", "d", "e"], subs, NOW) == ["b", "c", "e"]
+
+
+STATUS_ROWS = [(status, offset) for status in ("active", "suspended", "pending", "cancelled", "expired")
+               for offset in (None, -60.0, 0.0, 0.001, 60.0)]
+
+
+def test_database_rows_and_the_request_path_apply_one_subscription_rule():
+    """The admin API and the console read rows (datetimes); the proxy reads KeyRecords: same verdicts."""
+    rows = [sub(f"m{i}", status, None if offset is None else datetime.fromtimestamp(NOW + offset, timezone.utc))
+            for i, (status, offset) in enumerate(STATUS_ROWS)]
+    record = KeyRecord("k", "u", "sk-abcd", models=tuple(r["model_id"] for r in rows), subscriptions={
+        r["model_id"]: SubscriptionRecord(r["model_id"], r["status"], r["expires_at"] and r["expires_at"].timestamp())
+        for r in rows})
+    granted = [r["model_id"] for r in rows if model_problem(record, r["model_id"], NOW) is None]
+    assert granted == ["m0", "m3", "m4"]  # active and never expiring or expiring after now
+    assert live_model_ids(rows, NOW) == granted
+    assert litellm_key_state(record, NOW) == {"models": granted, "blocked": False}
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({}, "active"), ({"revoked_at": datetime.fromtimestamp(NOW + 60, timezone.utc)}, "revoked"),
+    ({"is_active": False}, "inactive"), ({"expires_at": datetime.fromtimestamp(NOW, timezone.utc)}, "expired"),
+    ({"expires_at": datetime.fromtimestamp(NOW + 1, timezone.utc)}, "active"),
+])
+def test_a_keys_shown_status_follows_the_request_paths_rule(fields, expected):
+    row = {"is_active": True, "revoked_at": None, "expires_at": None, **fields}
+    assert key_status(row, NOW) == expected
+    record = KeyRecord("k", "u", "sk-abcd", is_active=row["is_active"],
+                       revoked_at=row["revoked_at"] and row["revoked_at"].timestamp(),
+                       expires_at=row["expires_at"] and row["expires_at"].timestamp())
+    assert (key_problem(record, NOW) is None) == (expected == "active")
 
 
 def test_a_pattern_is_covered_by_one_active_subscription_on_a_segment_boundary():

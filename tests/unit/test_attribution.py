@@ -1,11 +1,11 @@
-"""gateway/serving/proxy.py attribute(): in service_key mode a JSON body's `user` is the key's user id."""
+"""gateway/serving/edits.py attribute(): in service_key mode a JSON body's `user` is the key's user id."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from gateway.serving.proxy import attribute
+from gateway.serving.edits import attribute
 
 pytestmark = pytest.mark.unit
 

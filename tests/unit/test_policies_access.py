@@ -7,7 +7,16 @@ from types import MappingProxyType
 
 import pytest
 
-from policies.access import access_problem, decide, key_problem, model_problem, usable_models
+from policies.access import (
+    access_problem,
+    decide,
+    key_lapse,
+    key_problem,
+    live_models,
+    model_problem,
+    subscription_lapse,
+    usable_models,
+)
 from policies.records import (
     ALLOW,
     SUBSCRIPTION_STATUSES,
@@ -260,3 +269,35 @@ def test_key_record_subscriptions_are_a_frozen_copy() -> None:
 def test_mode_and_code_values_are_the_contract() -> None:
     assert {m.value for m in Mode} == {"enforce", "shadow", "off"}
     assert {c.value for c in Code} == {c.name for c in Code}
+
+
+# -- the two rules other modules apply: written once here ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "expires_at", "expected"),
+    [("active", None, None), ("active", NOW + 0.001, None), ("active", NOW, "expired"), ("active", NOW - 1, "expired"),
+     ("suspended", None, "suspended"), ("pending", NOW + 60, "pending"), ("cancelled", NOW - 1, "cancelled"),
+     ("Active", None, "Active")],
+)
+def test_subscription_lapse(status: str, expires_at: float | None, expected: str | None) -> None:
+    assert subscription_lapse(status, expires_at, NOW) == expected
+    record = key(subscriptions={MODEL: SubscriptionRecord(MODEL, status, expires_at)})
+    expected_problem = None if expected is None else Deny(Code.SUBSCRIPTION_INACTIVE, MODEL, expected)
+    assert model_problem(record, MODEL, NOW) == expected_problem  # decide() applies the same rule
+    assert list(live_models(record.subscriptions.values(), NOW)) == ([MODEL] if expected is None else [])
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [({}, None), ({"revoked_at": NOW + 60}, "revoked"), ({"is_active": False}, "inactive"),
+     ({"expires_at": NOW}, "expired"), ({"expires_at": NOW + 0.001}, None),
+     ({"revoked_at": NOW, "is_active": False, "expires_at": NOW - 1}, "revoked"),
+     ({"is_active": False, "expires_at": NOW - 1}, "inactive")],
+)
+def test_key_lapse(fields: dict, expected: str | None) -> None:
+    record = key(**fields)
+    assert key_lapse(record.is_active, record.revoked_at, record.expires_at, NOW) == expected
+    denial = {None: None, "revoked": Deny(Code.API_KEY_REVOKED), "inactive": Deny(Code.API_KEY_REVOKED),
+              "expired": Deny(Code.API_KEY_EXPIRED)}[expected]
+    assert key_problem(record, NOW) == denial
