@@ -78,14 +78,16 @@ def console_app(config: Config, holder: Any) -> Starlette | None:
         log.info("console not served: set %s", ", ".join(missing))
         return None
     from gateway.console import admin, auth, pages
-    from gateway.console.security import SecurityHeaders
+    from gateway.console.security import SecurityHeaders, origin
 
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app = Starlette(
         routes=[*auth.routes(), *pages.routes(), *admin.routes(),
                 Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static")],
         middleware=[
-            Middleware(SecurityHeaders),
+            # The provider's end_session_endpoint is on the issuer's origin (Keycloak, Entra ID, Okta,
+            # Auth0, oidc-provider): sign-out's redirect there must pass the CSP's form-action.
+            Middleware(SecurityHeaders, sign_out_origin=origin(config.console.oidc_issuer)),
             Middleware(SessionMiddleware, secret_key=config.console.session_secret, session_cookie=SESSION_COOKIE,
                        max_age=SESSION_SECONDS, path="/console", same_site="lax",
                        https_only=config.console.https_only),

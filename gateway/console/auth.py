@@ -4,7 +4,10 @@
     GET  /console/callback   code -> tokens; Authlib verifies the ID token (signature against the
                              provider's JWKS, issuer, audience, expiry, nonce); the user is upserted
                              by (issuer, sub) and ensured in LiteLLM; the session remembers the user
-    POST /console/logout     forgets the session (the provider's own session is left alone)
+    POST /console/logout     forgets the session; when the provider's discovery document has an
+                             end_session_endpoint, the browser goes there (RP-initiated logout:
+                             id_token_hint, client_id, post_logout_redirect_uri = the console), so
+                             the provider's session ends too; else (OpenShift) sign-out is local
 
 The provider's endpoints come from OIDC_ISSUER's discovery document, fetched on first use.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import httpx
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.starlette_client import OAuth
 from starlette.exceptions import HTTPException
@@ -28,6 +32,11 @@ from gateway.console.users import EmailTaken, Identity, sign_in
 
 log = logging.getLogger("maas_gateway.console")
 
+# The ID token is kept in the (cookie) session for the sign-out's id_token_hint; one larger than
+# this (a provider that puts many groups in it) is not, so the cookie stays under browsers' 4 KB:
+# the sign-out then names the client only (client_id), which providers also accept.
+ID_TOKEN_HINT_MAX = 2048
+
 
 def oauth_client(config: Config) -> Any:
     console = config.console
@@ -41,11 +50,16 @@ def oauth_client(config: Config) -> Any:
     )
 
 
-def callback_url(request: Request) -> str:
+def console_url(request: Request, name: str, path: str) -> str:
+    """The absolute URL of a console route, as the provider must know it (console.public_url)."""
     public = request.app.state.config.console.public_url
     if public:
-        return public.rstrip("/") + "/console/callback"
-    return str(request.url_for("callback"))
+        return public.rstrip("/") + "/console" + path
+    return str(request.url_for(name))
+
+
+def callback_url(request: Request) -> str:
+    return console_url(request, "callback", "/callback")
 
 
 async def login(request: Request) -> Response:
@@ -95,14 +109,36 @@ async def callback(request: Request) -> Response:
     request.session["uid"] = str(user["id"])  # LiteMaaS's ids are UUIDs
     admin_group = config.console.oidc_admin_group
     request.session["admin"] = bool(admin_group and admin_group in identity.groups)
+    id_token = token.get("id_token")
+    if isinstance(id_token, str) and len(id_token) <= ID_TOKEN_HINT_MAX:
+        request.session["id_token"] = id_token
     csrf_token(request)
     return RedirectResponse(request.url_for("keys"), status_code=303)
 
 
 async def logout(request: Request) -> Response:
     await check_csrf(request)
+    id_token = request.session.get("id_token")
     request.session.clear()
-    return RedirectResponse(request.url_for("keys"), status_code=303)
+    return RedirectResponse(await _provider_logout(request, id_token) or request.url_for("keys"), status_code=303)
+
+
+async def _provider_logout(request: Request, id_token: str | None) -> str | None:
+    """The provider's end_session_endpoint URL for this sign-out, or None: it has none (OpenShift's
+    OAuth server), or its discovery document cannot be read now (the sign-out stays local)."""
+    client = request.app.state.oauth
+    try:
+        metadata = await client.load_server_metadata()
+    except (httpx.HTTPError, ValueError) as exc:
+        log.warning("console sign-out is local only: the provider's discovery document could not be read",
+                    extra={"fields": {"error": type(exc).__name__}})
+        return None
+    if not metadata.get("end_session_endpoint"):
+        return None
+    logout_url = await client.create_logout_url(
+        post_logout_redirect_uri=console_url(request, "keys", "/"), id_token_hint=id_token,
+        client_id=client.client_id)
+    return logout_url["url"]
 
 
 def routes() -> list[Route]:

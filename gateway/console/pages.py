@@ -1,6 +1,6 @@
 """The signed-in user's own pages; every query and action is scoped to that user's rows.
 
-    GET  /console/                          My keys (or the sign-in page)
+    GET  /console/                          My keys, with each key's usage this month (or the sign-in page)
     GET  /console/keys/new                  the create-key form: the models the user may use now
     POST /console/keys                      create; the key is shown once, with snippets
     POST /console/keys/{id}/revoke          revoke one of the user's own keys
@@ -49,8 +49,9 @@ async def keys(request: Request) -> Response:
     listed = [key_access(k, subscriptions, me.user["is_active"], now) for k in await me.accounts.list_keys(me.id)]
     listed.sort(key=lambda k: (k.status != "active", k.key["created_at"]), reverse=False)
     period = month_start(now)
-    # LiteMaaS mode: last use only (its usage rows are in maas_gateway.usage_daily, not read here yet).
-    usage = None if read_only(request) else await key_totals(me.pool, user_id=me.id, from_=period)
+    # usage_daily: the gateway's usage records; in LiteMaaS mode the pool's search_path finds them in
+    # maas_gateway, where user and key ids are LiteMaaS's UUIDs as text.
+    usage = await key_totals(me.pool, user_id=str(me.id), from_=period)
     return render(request, "keys.html", me, keys=listed, usage=usage, period=period)
 
 

@@ -76,7 +76,7 @@ def _start_oidc(workdir: Path, url: str, environ: dict) -> devservices.Service |
     if not (devservices.OIDC_PROVIDER_DIR / "node_modules").is_dir() or not shutil.which("node"):
         return None
     client = {"client_id": "maas-console", "client_secret": secrets.token_urlsafe(24),
-              "redirect_uris": [f"{url}/console/callback"]}
+              "redirect_uris": [f"{url}/console/callback"], "post_logout_redirect_uris": [f"{url}/console/"]}
     print("starting the local OIDC provider ...", flush=True)
     service = devservices.start_oidc_provider(workdir / "oidc", [client], [DEMO_LOGIN])
     environ.update(OIDC_ISSUER=service.url, OIDC_CLIENT_ID=client["client_id"],

@@ -4,23 +4,58 @@
 //
 //   node provider.mjs SETTINGS.json
 //
-// SETTINGS.json: {"port": 9000, "issuer": "http://127.0.0.1:9000",
-//   "clients": [{"client_id", "client_secret", "redirect_uris": [...]}],
-//   "users": [{"sub", "username", "password", "email", "name", "groups": [...]}]}
+// SETTINGS.json: {"port": 0,
+//   "clients": [{"client_id", "client_secret", "redirect_uris": [...], "post_logout_redirect_uris": [...]}],
+//   "users": [{"sub", "username", "password", "email", "name", "groups": [...]}],
+//   "end_session": true}
 // Everything lives in memory; nothing is fetched from the network.
+//
+// It listens on 127.0.0.1 first (port 0: a free port the kernel picks, so no other process can
+// take it between a choice and the bind), then builds the provider for the issuer
+// http://127.0.0.1:PORT and says so on stdout: "... ready at ISSUER". Each step is logged with
+// the milliseconds since node started, so a slow start shows where it was.
+//
+// Sign-out (RP-initiated logout, /session/end): a request that carries a valid id_token_hint ends
+// the provider's session at once and goes back to the client's post_logout_redirect_uri, as
+// Keycloak does; one without it gets the confirmation page. "end_session": false leaves the
+// end_session_endpoint out of the discovery document, like OpenShift's OAuth server.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
+const step = (what) => console.log(`${Math.round(performance.now())} ms: ${what}`);
+step('modules loaded');
 const settings = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+const server = http.createServer();
+await new Promise((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(settings.port || 0, '127.0.0.1', resolve);
+});
+const issuer = `http://127.0.0.1:${server.address().port}`;
+step(`listening at ${issuer}`);
 const users = new Map(settings.users.map((u) => [u.username, u]));
 const bySub = new Map(settings.users.map((u) => [u.sub, u]));
 const SCOPES = ['openid', 'email', 'profile', 'groups'];
 
-const signingKey = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
+const escape = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
-const provider = new Provider(settings.issuer, {
+// The page /session/end shows; `form` is oidc-provider's (its xsrf token), the buttons submit it.
+// With a valid id_token_hint the client is known and the user asked it to sign out: "yes" is
+// submitted at once (no JavaScript: the user presses it).
+async function logoutSource(ctx, form) {
+  const hinted = Boolean(ctx.oidc.entities.IdTokenHint);
+  ctx.body = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign out: local OIDC provider</title>
+${hinted ? '<script>addEventListener("DOMContentLoaded", () => document.getElementById("op.yes").click())</script>' : ''}
+</head><body><h1>Local OIDC provider</h1><p>Sign out of the provider too?</p>${form}
+<button id="op.yes" type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button>
+<button type="submit" form="op.logoutForm">No, stay signed in</button></body></html>`;
+}
+
+const signingKey = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
+step('signing key made');
+
+const provider = new Provider(issuer, {
   clients: settings.clients.map((c) => ({ ...c, grant_types: ['authorization_code'], response_types: ['code'] })),
   jwks: { keys: [{ ...signingKey, kid: 'dev-1', use: 'sig', alg: 'RS256' }] },
   cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
@@ -33,7 +68,10 @@ const provider = new Provider(settings.issuer, {
   },
   conformIdTokenClaims: false, // the ID token carries the scopes' claims: the console reads only it
   pkce: { required: () => true },
-  features: { devInteractions: { enabled: false }, rpInitiatedLogout: { enabled: true } },
+  features: {
+    devInteractions: { enabled: false },
+    rpInitiatedLogout: { enabled: settings.end_session !== false, logoutSource },
+  },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   async findAccount(ctx, sub) {
     const user = bySub.get(sub);
@@ -61,7 +99,6 @@ const provider = new Provider(settings.issuer, {
   },
 });
 
-const escape = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 function loginPage(uid, error, username) {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign in: local OIDC provider</title>
@@ -119,7 +156,7 @@ async function interaction(req, res) {
 }
 
 const callback = provider.callback();
-const server = http.createServer((req, res) => {
+server.on('request', (req, res) => {
   if (req.url.startsWith('/interaction/')) {
     interaction(req, res).catch((err) => {
       res.writeHead(400, { 'content-type': 'text/plain' });
@@ -129,9 +166,7 @@ const server = http.createServer((req, res) => {
   }
   callback(req, res);
 });
-server.listen(settings.port, '127.0.0.1', () => {
-  console.log(`oidc provider ready at ${settings.issuer}`);
-});
+step(`oidc provider ready at ${issuer}`);
 for (const signal of ['SIGTERM', 'SIGINT']) {
   process.on(signal, () => process.exit(0));
 }

@@ -7,13 +7,17 @@ UPDATE_SCREENSHOTS=1 they replace the ones in docs/console/ (else they go to a t
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import AsyncIterator
+from urllib.parse import parse_qsl, urlsplit
 
 import openai
 import pytest
@@ -44,7 +48,7 @@ async def console(litellm, pool, postgres_url, redis_url) -> AsyncIterator[dict]
     port = devservices.free_port()
     url = f"http://127.0.0.1:{port}"
     client = {"client_id": "maas-console", "client_secret": secrets.token_urlsafe(24),
-              "redirect_uris": [f"{url}/console/callback"]}
+              "redirect_uris": [f"{url}/console/callback"], "post_logout_redirect_uris": [f"{url}/console/"]}
     workdir = Path(tempfile.mkdtemp(prefix="maas-oidc-"))
     provider = devservices.start_oidc_provider(workdir, [client], [ALICE, BOB])
     environ = {
@@ -133,7 +137,9 @@ async def test_the_console_end_to_end(console, browser, pool):
     assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Lax", "/console")
     response = await page.goto(console["url"] + "/console/")
     csp = (await response.all_headers())["content-security-policy"]
-    assert "script-src 'self'" in csp and "form-action 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    # Forms post only to the console; sign-out's redirect goes on to the provider (its end_session_endpoint).
+    assert f"form-action 'self' {console['issuer']};" in csp
 
     # Subscribe to gpt-4o-mini and llama-3-8b.
     await page.get_by_role("link", name="My subscriptions", exact=True).click()
@@ -283,10 +289,37 @@ async def test_the_console_end_to_end(console, browser, pool):
         await bob_row.get_by_role("button", name=then, exact=True).wait_for()
         assert await pool.fetchval("SELECT is_active FROM users WHERE id = $1", bob_id) is active
 
-    # Sign out: the console asks to sign in again.
+    # Signed in at the provider, signing in to the console again asks nothing (single sign-on) ...
+    await bob_page.goto(console["url"] + "/console/login")
+    await bob_page.wait_for_url(console["url"] + "/console/")
+    assert await bob_page.locator("h1").inner_text() == "My keys"
+
+    # ... but after signing out, which ends the provider's session too (RP-initiated logout, with
+    # the ID token as hint: the provider signs out at once and sends the browser back), the
+    # console asks to sign in again and the provider asks for the password again.
+    ends: list[str] = []
+    page.on("request", lambda request: ends.append(request.url) if "/session/end" in request.url else None)
     await page.get_by_role("button", name="Sign out").click()
-    await page.wait_for_url(console["url"] + "/console/")
+    await page.wait_for_url(re.compile(re.escape(console["url"] + "/console/?state=") + ".+"))
     assert await page.get_by_role("link", name="Sign in").count() == 1
+    end = urlsplit(ends[0])
+    assert f"{end.scheme}://{end.netloc}{end.path}" == console["issuer"] + "/session/end"
+    hint = dict(parse_qsl(end.query))
+    assert (hint["client_id"], hint["post_logout_redirect_uri"]) == ("maas-console", console["url"] + "/console/")
+    assert jwt_claims(hint["id_token_hint"])["sub"] == ALICE["sub"]
     assert (await page.goto(console["url"] + "/console/keys/new")).url == console["url"] + "/console/"
+    await page.get_by_role("link", name="Sign in").click()
+    await page.wait_for_url(console["issuer"] + "/interaction/**")
+    await page.fill("#username", ALICE["username"])
+    await page.fill("#password", ALICE["password"])
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(console["url"] + "/console/")
+    assert await page.locator("h1").inner_text() == "My keys"
     await bob.close()
     await alice.close()
+
+
+def jwt_claims(token: str) -> dict:
+    """A JWT's payload, unverified (the provider verified it: this only reads whose it is)."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))

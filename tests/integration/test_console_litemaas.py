@@ -1,7 +1,8 @@
 """The console on a LiteMaaS database (database.schema: litemaas), signed in through the real
 OIDC provider: it shows the user's LiteMaaS keys and per-model access, offers no create /
 revoke / subscribe / cancel / approve control, its write routes answer 403 in words (after
-the CSRF check), and no row of LiteMaaS's tables changes, sign-in included.
+the CSRF check), and no row of LiteMaaS's tables changes, sign-in included. My keys shows each
+key's usage this month from the gateway's records (maas_gateway.usage_daily) and its last use.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import re
 import secrets
 import shutil
 import tempfile
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import asyncpg
@@ -21,7 +23,7 @@ from gateway.config import ConsoleConfig
 from gateway.console.litemaas_mode import MANAGED, NO_ACCOUNT
 from tests import litemaas_support as litemaas
 from tests.integration.test_console_signin import csrf_from, post, sign_in, sign_in_status, usage_line
-from tests.support import make_config, running_gateway
+from tests.support import bearer, make_config, running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +82,8 @@ async def test_the_console_shows_litemaas_keys_and_changes_nothing(console, conn
         assert re.search(r'data-model="gpt-4o-mini">.*?<td>allowed</td>', section, re.S)
         assert re.search(r'data-model="granite">.*?state-pending">pending<.*?<td>refused: Your subscription to this '
                          r'model is not active. Please check your subscription.</td>', section, re.S)
-        assert usage_line(page, key.key[:7]) == "never used"
+        assert usage_line(page, key.key[:7]) == (
+            f"Since {month_start()} (UTC): 0 requests, 0 prompt and 0 completion tokens · never used")
         assert "Create key" not in page and post_forms(page) == 1  # sign-out
         async with session.get(console.url + "/console/subscriptions") as response:
             subscriptions = await response.text()
@@ -116,3 +119,39 @@ async def test_the_console_shows_litemaas_keys_and_changes_nothing(console, conn
     async with session:
         assert refusal == (403, NO_ACCOUNT)
     assert await litemaas.rows(conn) == before
+
+
+def month_start() -> date:
+    return datetime.now(timezone.utc).date().replace(day=1)
+
+
+async def test_my_keys_shows_litemaas_usage_this_month(console, conn, fake_upstream):
+    await litemaas.add_model(conn, "gpt-4o-mini")
+    user_id = await litemaas.add_user(conn, oauth_id=LISA["sub"])
+    await litemaas.subscribe(conn, user_id, "gpt-4o-mini")
+    used = await litemaas.add_key(conn, user_id, ["gpt-4o-mini"])
+    idle = await litemaas.add_key(conn, user_id, ["gpt-4o-mini"])
+    fake_upstream.virtual_keys.add(used.key)
+    # Two answered calls (the fake upstream reports 5 prompt and 7 completion tokens each) and one
+    # refused (a model the key does not hold), which is not usage.
+    session, _ = await sign_in(console.url, LISA)
+    async with session:
+        for model, status in (("gpt-4o-mini", 200), ("gpt-4o-mini", 200), ("granite", 403)):
+            async with session.post(console.url + "/v1/chat/completions", headers=bearer(used.key),
+                                    json={"model": model, "messages": [{"role": "user", "content": "hi"}]}) as r:
+                assert r.status == status, await r.text()
+        await console.state.usage.flush()
+        # A row of last month, in the gateway's own schema, that this period leaves out.
+        month = month_start()
+        await conn.execute(
+            "INSERT INTO maas_gateway.usage_daily (day, key_id, user_id, model_id, requests, prompt_tokens, "
+            "completion_tokens) VALUES ($1, $2, $3, 'gpt-4o-mini', 50, 500, 5000)",
+            month - timedelta(days=1), str(used.id), str(user_id))
+        last_used = await conn.fetchval("SELECT last_used_at FROM api_keys WHERE id = $1", used.id)
+        assert last_used is not None
+        async with session.get(console.url + "/console/") as response:
+            page = await response.text()
+        assert usage_line(page, used.key[:7]) == (f"Since {month} (UTC): 2 requests, 10 prompt and 14 completion "
+                                                  f"tokens · last used {last_used:%Y-%m-%d %H:%M} UTC")
+        assert usage_line(page, idle.key[:7]) == (
+            f"Since {month} (UTC): 0 requests, 0 prompt and 0 completion tokens · never used")

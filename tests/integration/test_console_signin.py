@@ -3,13 +3,16 @@ is upserted by (issuer, sub) and ensured in LiteLLM (the management double); a L
 failure does not block the sign-in, the page says the account is being set up, and the
 reconciler heals it. My keys shows each key's usage this month and when it was last used.
 An admin restricts a model: its subscriptions stay pending (the key refused) until approved, or are denied.
+Sign-out ends the provider's session too when it has an end_session_endpoint, else only the console's.
 Plus the console's refusals: CSRF, disabled, email already taken.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import json
 import re
 import secrets
 import shutil
@@ -18,6 +21,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import AsyncIterator
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import pytest
@@ -35,15 +39,16 @@ SETUP = "Account setup in progress. Please try again in a moment."
 ADMIN_GROUP = "maas-admins"
 USERS = [{"sub": f"{name}-{RUN}", "username": name, "password": f"{name}-pw", "email": f"{name}-{RUN}@example.com",
           "name": name.title(), "groups": [ADMIN_GROUP] if name == "heidi" else []}
-         for name in ("carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")]
-CAROL, DAVE, ERIN, FRANK, GRACE, HEIDI, IVAN, JUDY = USERS
+         for name in ("carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "kate", "liam")]
+CAROL, DAVE, ERIN, FRANK, GRACE, HEIDI, IVAN, JUDY, KATE, LIAM = USERS
 
 
 @pytest.fixture(scope="module")
 async def provider_and_port() -> AsyncIterator[tuple[devservices.Service, int, dict]]:
     port = devservices.free_port()
     client = {"client_id": "console-it", "client_secret": secrets.token_urlsafe(24),
-              "redirect_uris": [f"http://127.0.0.1:{port}/console/callback"]}
+              "redirect_uris": [f"http://127.0.0.1:{port}/console/callback"],
+              "post_logout_redirect_uris": [f"http://127.0.0.1:{port}/console/"]}
     workdir = Path(tempfile.mkdtemp(prefix="maas-oidc-"))
     provider = devservices.start_oidc_provider(workdir, [client], USERS)
     yield provider, port, client
@@ -160,6 +165,83 @@ async def test_pages_need_a_session(gateway):
             assert response.headers["content-security-policy"].startswith("default-src 'none'")
             assert '<a class="button" href="http://127.0.0.1:%d/console/login">Sign in</a>' % gateway.server.config.port \
                 in await response.text()
+
+
+def jwt_claims(token: str) -> dict:
+    """A JWT's payload, unverified (the provider verifies the hint: this only reads what it says)."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def signed_out(page: str) -> bool:
+    return 'class="button" href=' in page and ">Sign in</a>" in page and "<h1>My keys</h1>" not in page
+
+
+async def test_sign_out_ends_the_provider_session_too(gateway, provider_and_port):
+    provider, port, client = provider_and_port
+    session, _ = await sign_in(gateway.url, KATE)
+    async with session:
+        csrf = await csrf_from(session, gateway.url + "/console/")
+        async with session.post(gateway.url + "/console/logout", data={"csrf": csrf}, allow_redirects=False) as r:
+            assert r.status == 303
+            location = r.headers["location"]
+        # RP-initiated logout at the provider's end_session_endpoint, naming the user's ID token,
+        # the client, and where to come back to.
+        end = urlsplit(location)
+        assert f"{end.scheme}://{end.netloc}{end.path}" == provider.url + "/session/end"
+        params = dict(parse_qsl(end.query))
+        assert sorted(params) == ["client_id", "id_token_hint", "post_logout_redirect_uri", "state"]
+        assert (params["client_id"], params["post_logout_redirect_uri"]) == (client["client_id"],
+                                                                             gateway.url + "/console/")
+        hint = jwt_claims(params["id_token_hint"])
+        assert (hint["iss"], hint["sub"], hint["aud"]) == (provider.url, KATE["sub"], client["client_id"])
+        # The console's own session has ended already.
+        async with session.get(gateway.url + "/console/") as response:
+            assert signed_out(await response.text())
+        # The provider signs out at once (its page submits "yes" itself: a browser's part, done here
+        # by hand) and sends the browser back to the console.
+        async with session.get(location) as response:
+            page = await response.text()
+            assert 'document.getElementById("op.yes").click()' in page
+            action = re.search(r'<form id="op.logoutForm" method="post" action="([^"]+)"', page).group(1)
+            xsrf = re.search(r'name="xsrf" value="([^"]+)"', page).group(1)
+        async with session.post(str(response.url.join(aiohttp.client.URL(action))),
+                                data={"xsrf": xsrf, "logout": "yes"}) as response:
+            assert str(response.url) == f"{gateway.url}/console/?state={params['state']}"
+            assert signed_out(await response.text())
+        # Signing in again asks for the password: the provider's session is gone.
+        async with session.get(gateway.url + "/console/login") as response:
+            assert str(response.url).startswith(provider.url + "/interaction/")
+            assert 'id="password"' in await response.text()
+
+
+async def test_without_an_end_session_endpoint_sign_out_is_local(double, postgres_url, redis_url):
+    """OpenShift's OAuth server has no end_session_endpoint: only the console's session ends."""
+    port = devservices.free_port()
+    client = {"client_id": "console-local-sign-out", "client_secret": secrets.token_urlsafe(24),
+              "redirect_uris": [f"http://127.0.0.1:{port}/console/callback"]}
+    workdir = Path(tempfile.mkdtemp(prefix="maas-oidc-"))
+    provider = devservices.start_oidc_provider(workdir, [client], [LIAM], end_session=False)
+    try:
+        config = admin_config(postgres_url, redis_url, double.url)
+        console = ConsoleConfig(oidc_issuer=provider.url, oidc_client_id=client["client_id"],
+                                oidc_client_secret=client["client_secret"], session_secret=secrets.token_urlsafe(32))
+        async with running_gateway(dataclasses.replace(config, console=console), port=port) as gw:
+            session, _ = await sign_in(gw.url, LIAM)
+            async with session:
+                csrf = await csrf_from(session, gw.url + "/console/")
+                async with session.post(gw.url + "/console/logout", data={"csrf": csrf},
+                                        allow_redirects=False) as response:
+                    assert (response.status, response.headers["location"]) == (303, gw.url + "/console/")
+                async with session.get(gw.url + "/console/") as response:
+                    assert signed_out(await response.text())
+                # The provider's session is left as it was: signing in again asks nothing.
+                async with session.get(gw.url + "/console/login") as response:
+                    assert str(response.url) == gw.url + "/console/"
+                    assert "<h1>My keys</h1>" in await response.text()
+    finally:
+        provider.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.mark.parametrize("environ", [

@@ -1,17 +1,21 @@
 """The throwaway Postgres and Redis servers: they answer, survive a SIGKILL + restart on the same
-port with their data, and leave no process behind. (LiteLLM is covered by the e2e tests.)"""
+port with their data, and leave no process behind. (LiteLLM is covered by the e2e tests.)
+The local OIDC provider binds its own port, says its issuer, and restarts on it."""
 
 import asyncio
+import json
 import os
+import re
 import shutil
 import socket
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from gateway.dev.services import Service, restart, start_postgres, start_redis
+from gateway.dev.services import Service, restart, start_oidc_provider, start_postgres, start_redis
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +101,40 @@ def test_postgres_as_root_moves_out_of_a_workdir_the_postgres_user_cannot_reach(
         postgres.stop()
         shutil.rmtree(postgres.workdir)
     assert_gone(postgres)
+
+
+def discovery(issuer: str) -> dict:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(issuer + "/.well-known/openid-configuration", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_the_oidc_provider_binds_its_own_port_and_restarts_on_it(tmp_path):
+    provider = start_oidc_provider(tmp_path, [], [])
+    try:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", provider.url) and provider.port != 0
+        assert discovery(provider.url)["issuer"] == provider.url
+        # Each start step is logged with its time since node started (where a slow start stopped).
+        steps = re.findall(r"^\d+ ms: (modules loaded|listening at|signing key made|oidc provider ready at)",
+                           (tmp_path / "oidc.log").read_text(), re.M)
+        assert steps == ["modules loaded", "listening at", "signing key made", "oidc provider ready at"]
+        provider = restart(provider)  # the same issuer: clients and tokens keep naming it
+        assert discovery(provider.url)["issuer"] == provider.url
+        assert "end_session_endpoint" in discovery(provider.url)
+    finally:
+        provider.stop()
+    assert_gone(provider)
+    # A port already taken: node cannot listen, and the start says so at once (no retry on a given port).
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(RuntimeError, match=r"(?s)exited with status 1.*EADDRINUSE"):
+            start_oidc_provider(tmp_path / "taken", [], [], port=taken.getsockname()[1])
+
+
+def test_an_oidc_provider_without_end_session(tmp_path):
+    provider = start_oidc_provider(tmp_path, [], [], end_session=False)
+    try:
+        assert "end_session_endpoint" not in discovery(provider.url)
+    finally:
+        provider.stop()
