@@ -9,8 +9,8 @@ with its lifespan and every feature on, driven in-process as tests/perf/inproces
 drives it: once with `--requests` requests after a warm-up, once with none; the
 difference divided by the requests is the cost of one request, start-up and shutdown
 left out. Time-based behaviour is stretched by SLOWDOWN, as valgrind runs code that much
-slower: the disconnect-watch start, the metrics fold and the access-log flush happen
-per request as often as they do natively.
+slower: the disconnect-watch start and the access-log flush happen per request as
+often as they do natively.
 
 Instructions are not time (cache misses are not in them), but they follow it here:
 the ratio of the two counts has matched the served ratio to ~0.02. Use it to tell
@@ -40,10 +40,8 @@ def stretch_time() -> dict[str, Any]:
     """Scale the hot path's periodic behaviour by SLOWDOWN; returns options for the access log."""
     from gateway.ops import accesslog
     from gateway.serving import disconnect
-    from gateway.ops import metrics
 
     disconnect.WATCH_AFTER_SECONDS *= SLOWDOWN
-    metrics.FOLD_SECONDS *= SLOWDOWN
     return {"flush_seconds": accesslog.FLUSH_SECONDS * SLOWDOWN}
 
 
