@@ -228,7 +228,6 @@ class GatewayApp:
                 await state.usage.close()  # after the drain: every request's usage
             await state.offenders.close()
             await upstream.close()
-            state.access_log.flush()
             if redis is not None:
                 await redis.aclose()
             if pool is not None:

@@ -38,6 +38,7 @@ from gateway.errors import (
 from gateway.serving.failures import answer_unexpected
 from gateway.store.keys import extract_key, hash_key, well_formed
 from gateway.limits.limiter import Meter
+from gateway.ops.accesslog import log_request
 from gateway.ops.metrics import (
     AUTH_DECISIONS,
     MODEL_ACCESS_DENIALS,
@@ -472,7 +473,7 @@ def _account(state: GatewayState, labels: tuple[str], model_label: str, model: s
         log["status"] = status
         log["code"] = code or None
         log["duration_ms"] = _ms(elapsed)
-        state.access_log.record(log)
+        log_request(log)
 
 
 async def _send_json(send: Send, status: int, body: bytes, request_id: str, id_header: bytes) -> None:
