@@ -108,6 +108,14 @@ async def _known_models(state: GatewayState) -> frozenset[str]:
     return frozenset(names)
 
 
+async def _fold_metrics() -> None:
+    """The hot path's tally into the Prometheus metrics: a scrape folds too, but with several
+    workers a scrape reaches one of them; the others' files are this far behind at most."""
+    while True:
+        await asyncio.sleep(metrics.FOLD_SECONDS)
+        metrics.fold()
+
+
 async def _refresh_known_models(state: GatewayState) -> None:
     while True:
         state.known_models = await _known_models(state)
@@ -187,6 +195,7 @@ class GatewayApp:
         self.holder.state = state
         background = [
             asyncio.create_task(_refresh_known_models(state), name="known-models"),
+            asyncio.create_task(_fold_metrics(), name="metrics-fold"),
         ]
         if pool is not None:
             background.append(asyncio.create_task(state.limiter.refresh_prices(pool), name="model-prices"))
@@ -219,6 +228,8 @@ class GatewayApp:
                 await state.usage.close()  # after the drain: every request's usage
             await state.offenders.close()
             await upstream.close()
+            state.access_log.flush()
+            metrics.fold()
             if redis is not None:
                 await redis.aclose()
             if pool is not None:

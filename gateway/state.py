@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.ops.accesslog import AccessLog
 from gateway.serving.authguard import AuthGuard
 from gateway.serving.breaker import Breaker, ModelBreakers
 from gateway.config import BreakerConfig, Config
@@ -32,6 +33,7 @@ class GatewayState:
     draining: bool = False  # SIGTERM came: readiness 503, requests still served (gateway/runtime/drain.py)
     service_auth: str | None = None  # "Bearer <LITELLM_API_KEY>" in service_key mode
     dropped_headers: frozenset[bytes] = field(default_factory=lambda: dropped_headers(service_key=False))
+    access_log: AccessLog = field(default_factory=AccessLog)  # flushed at shutdown
     extras: dict[str, Any] = field(default_factory=dict)  # health probe, reconciler, ...
     auth_guard: AuthGuard = None  # type: ignore[assignment]  # set by the lifespan: failed-auth limiter
     limiter: Limiter = None  # type: ignore[assignment]  # set by the lifespan: rate limits, quotas, budgets

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.ops.metrics import TOKENS
+from gateway.ops.metrics import TALLY, TOKENS
 
 _MARKER = b'"usage"'
 # Chat and completions name them prompt/completion_tokens; the Responses API input/output_tokens.
@@ -42,9 +42,9 @@ def record_usage(tail: bytes | bytearray, model_label: str) -> None:
         return
     prompt, completion = counts
     if prompt:
-        TOKENS.labels(model_label, "prompt").inc(prompt)
+        TALLY.inc(TOKENS, (model_label, "prompt"), prompt)
     if completion:
-        TOKENS.labels(model_label, "completion").inc(completion)
+        TALLY.inc(TOKENS, (model_label, "completion"), completion)
 
 
 def _count(data: bytes | bytearray, start: int, names: tuple[bytes, ...]) -> int | None:

@@ -6,8 +6,8 @@
      "upstream_ms": 12.3, "duration_ms": 14.1}
 
 Records may carry `extra={"fields": {...}}`; those fields are merged into the line.
-The access line (above) is one of them: logger `maas_gateway.access`, at INFO whatever
-the level (gateway/ops/accesslog.py).
+The access line (above) has the same shape but is written by gateway/ops/accesslog.py,
+in batches and outside `logging`, and passes through redact() there.
 Key material never reaches a record: the proxy logs a key only by its prefix. As a
 second line of defence, anything shaped like an API key or a bearer token in a
 finished line (an exception text, a foreign library's message) is cut down to its
@@ -22,8 +22,6 @@ import sys
 import time
 
 import orjson
-
-from gateway.ops.accesslog import ACCESS_LOGGER
 
 # `sk-` keys (ours and LiteLLM's virtual keys) and bearer tokens: keep 7 characters, as key_prefix does.
 # Two plain patterns, each led by a literal, so a line without either costs a substring search.
@@ -68,6 +66,5 @@ def configure(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO)  # logging.access_log turns it off, not the level
     for noisy in ("uvicorn.access",):
         logging.getLogger(noisy).disabled = True

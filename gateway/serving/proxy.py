@@ -38,7 +38,6 @@ from gateway.errors import (
 from gateway.serving.failures import answer_unexpected
 from gateway.store.keys import extract_key, hash_key, well_formed
 from gateway.limits.limiter import Meter
-from gateway.ops.accesslog import log_request
 from gateway.ops.metrics import (
     AUTH_DECISIONS,
     MODEL_ACCESS_DENIALS,
@@ -46,6 +45,7 @@ from gateway.ops.metrics import (
     REQUEST_DURATION,
     REQUESTS,
     STREAM_TTFB,
+    TALLY,
     UPSTREAM_DURATION,
 )
 from gateway.serving.routes import PATH_MODEL_ROUTES, Route
@@ -61,7 +61,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
-_ALLOW_OK = AUTH_DECISIONS.labels(result="allow", reason="ok")
+_ALLOW_OK = TALLY.cell(AUTH_DECISIONS, ("allow", "ok"))  # held: the one counter every allowed request adds to
 _DENY_MISSING = AUTH_DECISIONS.labels(result="deny", reason="MISSING_API_KEY")
 _DENY_INVALID = AUTH_DECISIONS.labels(result="deny", reason="INVALID_API_KEY")
 _DENY_LIMITED = AUTH_DECISIONS.labels(result="deny", reason="RATE_LIMITED")
@@ -273,7 +273,7 @@ class Proxy:
     def _decide(self, state: GatewayState, record: KeyRecord, facts: RequestFacts, log: dict) -> None:
         decision = decide(record, facts, time.time(), state.mode)
         if decision.__class__ is Allow and decision.shadowed is None:  # type: ignore[union-attr]
-            _ALLOW_OK.inc()
+            _ALLOW_OK[0] += 1
             log["decision"] = "allow"
             return
         denial: Deny = decision if isinstance(decision, Deny) else decision.shadowed  # type: ignore[assignment]
@@ -339,7 +339,7 @@ class Proxy:
             response = await state.upstream.infer(scope["method"], target, headers, body, model_breaker, caller)
             try:
                 upstream_elapsed = time.perf_counter() - sent_at
-                UPSTREAM_DURATION.labels(*route.labels).observe(upstream_elapsed)
+                TALLY.observe(UPSTREAM_DURATION, route.labels, upstream_elapsed)
                 log["upstream_ms"] = _ms(upstream_elapsed)
                 out_headers = response_headers(response.raw_headers, self.passed_headers)
                 out_headers.append((id_header, request_id.encode()))
@@ -372,7 +372,7 @@ class Proxy:
                         if stripper is not None:  # gateway/serving/streamusage.py
                             chunk = stripper.feed(chunk)
                         if first:
-                            STREAM_TTFB.labels(*route.labels).observe(time.perf_counter() - sent_at)
+                            TALLY.observe(STREAM_TTFB, route.labels, time.perf_counter() - sent_at)
                             first = False
                         if content.at_eof():  # aiohttp has the whole body: one send and one read fewer
                             last = chunk
@@ -466,14 +466,14 @@ def _account(state: GatewayState, labels: tuple[str], model_label: str, model: s
              started: float, log: dict[str, Any]) -> None:
     """A request's metrics and access line, once it is answered: `labels` is (route,)."""
     elapsed = time.perf_counter() - started
-    REQUESTS.labels(labels[0], model_label, str(status), code).inc()
-    REQUEST_DURATION.labels(*labels).observe(elapsed)
+    TALLY.inc(REQUESTS, (labels[0], model_label, str(status), code))
+    TALLY.observe(REQUEST_DURATION, labels, elapsed)
     if state.config.logging.access_log:
         log["model"] = model
         log["status"] = status
         log["code"] = code or None
         log["duration_ms"] = _ms(elapsed)
-        log_request(log)
+        state.access_log.record(log)
 
 
 async def _send_json(send: Send, status: int, body: bytes, request_id: str, id_header: bytes) -> None:

@@ -39,7 +39,7 @@ import orjson
 from gateway.store import db
 from gateway.config import CacheConfig
 from gateway.errors import StoreUnavailableError
-from gateway.ops.metrics import KEY_CACHE_LOOKUPS
+from gateway.ops.metrics import KEY_CACHE_LOOKUPS, TALLY
 from policies.limits import NO_LIMITS, Limits
 from policies.records import KeyRecord, SubscriptionRecord
 
@@ -55,8 +55,8 @@ _NEGATIVE = b"null"
 
 _BEARER = "bearer "
 
-_L1_HIT = KEY_CACHE_LOOKUPS.labels(tier="l1", result="hit")  # the hot path's two, resolved once
-_L1_NEGATIVE = KEY_CACHE_LOOKUPS.labels(tier="l1", result="negative")
+_L1_HIT = TALLY.cell(KEY_CACHE_LOOKUPS, ("l1", "hit"))  # the hot path's two: metrics.TALLY cells
+_L1_NEGATIVE = TALLY.cell(KEY_CACHE_LOOKUPS, ("l1", "negative"))
 _L2_HIT = KEY_CACHE_LOOKUPS.labels(tier="redis", result="hit")
 _L2_NEGATIVE = KEY_CACHE_LOOKUPS.labels(tier="redis", result="negative")
 _DB_HIT = KEY_CACHE_LOOKUPS.labels(tier="postgres", result="hit")
@@ -189,11 +189,11 @@ class KeyStore:
         entry = self._l1.get(key_hash)
         now = self._clock()
         if entry is not None and entry[1] > now:
-            _L1_HIT.inc()
+            _L1_HIT[0] += 1
             return entry[0]
         expiry = self._negative.get(key_hash)
         if expiry is not None and expiry > now:
-            _L1_NEGATIVE.inc()
+            _L1_NEGATIVE[0] += 1
             return None
         return False
 

@@ -12,6 +12,7 @@ import openai
 import pytest
 from prometheus_client import REGISTRY
 
+from gateway.ops.metrics import fold
 from policies.limits import add_months, month_start
 from tests.support import eventually, make_config, running_gateway, seed_key
 
@@ -21,6 +22,7 @@ HI = [{"role": "user", "content": "hi"}]
 
 
 def refusals(scope: str, limit: str) -> float:
+    fold()
     return REGISTRY.get_sample_value("maas_gateway_limit_refusals_total",
                                      {"scope": scope, "limit": limit, "result": "refused"}) or 0.0
 

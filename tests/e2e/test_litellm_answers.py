@@ -16,7 +16,7 @@ import openai
 import orjson
 import pytest
 
-from tests.access_lines import AccessLines, access_lines
+from gateway.ops.accesslog import AccessLog
 from tests.e2e.conftest import PROVIDER_KEY
 from tests.support import RunningGateway, bearer, make_config, running_gateway, seed_key
 
@@ -30,11 +30,12 @@ FAILED = ("The model service failed to answer this request. Please try again lat
 
 
 @pytest.fixture(scope="module")
-async def gateway(litellm, pool, postgres_url, redis_url) -> AsyncIterator[tuple[RunningGateway, AccessLines]]:
+async def gateway(litellm, pool, postgres_url, redis_url) -> AsyncIterator[tuple[RunningGateway, list[str]]]:
     config = make_config(postgres_url, redis_url, litellm.url, response_headers={"allow": ["x-litellm-response-cost"]})
-    with access_lines() as lines:
-        async with running_gateway(config) as gw:
-            yield gw, lines
+    lines: list[str] = []
+    async with running_gateway(config) as gw:
+        gw.state.access_log = AccessLog(write=lines.append)
+        yield gw, lines
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,9 @@ async def key(gateway, pool) -> str:
     return (await seed_key(pool, models=MODELS)).key
 
 
-def access_line(gw: RunningGateway, lines: AccessLines, request_id: str) -> dict:
-    [line] = lines.of(request_id)
+def access_line(gw: RunningGateway, lines: list[str], request_id: str) -> dict:
+    gw.state.access_log.flush()
+    [line] = [parsed for parsed in map(orjson.loads, "".join(lines).splitlines()) if parsed["request_id"] == request_id]
     return line
 
 

@@ -21,10 +21,11 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.ops.accesslog import AccessLog
 from gateway.dev.services import free_port
 from gateway.store.keys import hash_key
 from gateway.ops.logs import JsonFormatter
-from tests.access_lines import access_lines
+from gateway.ops.metrics import FOLD_SECONDS, fold
 from tests.support import MASTER_KEY, bearer, eventually, make_config, running_gateway, seed_key, wait_until_serving
 
 pytestmark = pytest.mark.integration
@@ -46,6 +47,7 @@ async def http():
 
 
 def value(name: str, **labels: str) -> float:
+    fold()  # the hot path's counts wait in metrics.TALLY until a scrape or a fold
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
@@ -143,6 +145,7 @@ async def test_one_json_access_line_per_request_with_the_key_only_by_prefix(pool
     logger.setLevel(logging.INFO)
     try:
         async with running_gateway(make_config(postgres_url, redis_url, fake_upstream.url)) as gw:
+            gw.state.access_log = AccessLog(write=stream.write)  # its lines next to the others; flushed at shutdown
             key = bearer(seeded.key)
             status, _, headers = await post(http, gw.url, chat("gpt-4o-mini"), {**key, "x-request-id": "req-observability-1"})
             assert (status, headers["x-request-id"]) == (200, "req-observability-1")
@@ -182,14 +185,16 @@ async def test_model_listing_is_logged_and_counted_like_inference(pool, postgres
     one = ("maas_gateway_requests_total", {"route": "/v1/models/{model}", "model": "gpt-4o-mini", "status": "200", "code": ""})
     missing = ("maas_gateway_requests_total", {"route": "/v1/models/{model}", "model": "other", "status": "404", "code": "MODEL_NOT_FOUND"})
     before = [value(name, **labels) for name, labels in (listed, one, missing)]
-    with access_lines() as lines:
-        async with running_gateway(make_config(postgres_url, redis_url, fake_upstream.url)) as gw:
-            for path, status in (("/v1/models", 200), ("/v1/models/gpt-4o-mini", 200), ("/v1/models/made-up-model", 404)):
-                async with http.get(gw.url + path, headers=bearer(seeded.key)) as r:
-                    assert r.status == status, path
+    lines: list[str] = []
+    async with running_gateway(make_config(postgres_url, redis_url, fake_upstream.url)) as gw:
+        gw.state.access_log = AccessLog(write=lines.append)
+        for path, status in (("/v1/models", 200), ("/v1/models/gpt-4o-mini", 200), ("/v1/models/made-up-model", 404)):
+            async with http.get(gw.url + path, headers=bearer(seeded.key)) as r:
+                assert r.status == status, path
+        gw.state.access_log.flush()
     after = [value(name, **labels) for name, labels in (listed, one, missing)]
     assert [a - b for a, b in zip(after, before)] == [1, 1, 1]
-    access = lines.lines()
+    access = [orjson.loads(line) for line in "".join(lines).splitlines()]
     assert [(line["route"], line["model"], line["status"], line["code"]) for line in access] == [
         ("/v1/models", None, 200, None),
         ("/v1/models/{model}", "gpt-4o-mini", 200, None),
@@ -234,8 +239,12 @@ async def test_serve_with_two_workers_aggregates_metrics(pool, postgres_url, red
                 )
                 return served, text
 
-            # Whichever worker answers the scrape reports every worker's counts, at once: each
-            # count is in its worker's file when its request has been answered.
+            # Whichever worker answers the scrape reports every worker's counts: its own at once,
+            # the other's once that one has folded its tally (every metrics.FOLD_SECONDS).
+            async def all_counted() -> bool:
+                return (await scraped())[0] == requests
+
+            await eventually(all_counted, timeout=2 + 2 * FOLD_SECONDS, interval=0.1)
             for _ in range(4):
                 served, text = await scraped()
                 assert served == requests

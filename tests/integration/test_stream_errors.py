@@ -7,7 +7,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.access_lines import access_lines
+from gateway.ops.accesslog import AccessLog
 from tests.fakes.upstream import STREAM_ERROR
 from tests.support import bearer, make_config, running_gateway, seed_key
 
@@ -37,12 +37,14 @@ async def stream_events(url: str, key: str, request_id: str) -> list[bytes]:
 async def test_an_error_event_mid_stream_is_cleaned_and_logged(pool, postgres_url, redis_url, fake_upstream, status, error):
     seeded = await seed_key(pool, models=["gpt-4o-mini"])
     fake_upstream.fault, fake_upstream.status = "stream_error", status
-    with access_lines() as lines:
-        async with running_gateway(make_config(postgres_url, redis_url, fake_upstream.url)) as gw:
-            events = await stream_events(gw.url, seeded.key, f"req-stream-{status}")
+    lines: list[str] = []
+    async with running_gateway(make_config(postgres_url, redis_url, fake_upstream.url)) as gw:
+        gw.state.access_log = AccessLog(write=lines.append)
+        events = await stream_events(gw.url, seeded.key, f"req-stream-{status}")
+        gw.state.access_log.flush()
     assert [orjson.loads(e.removeprefix(b"data: "))["object"] for e in events[:2]] == ["chat.completion.chunk"] * 2
     assert events[2:] == [b"data: " + orjson.dumps({"error": error}), b"data: [DONE]"]
-    [line] = lines.lines()
+    [line] = [orjson.loads(line) for line in "".join(lines).splitlines()]
     assert (line["request_id"], line["status"]) == (f"req-stream-{status}", 200)
     # LiteLLM's whole text is in the log, its key cut to a prefix as in every log line
     assert orjson.loads(line["upstream_error"])["error"]["message"] == STREAM_ERROR.replace("sk-provider-abcdef123456", "sk-prov...")

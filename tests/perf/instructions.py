@@ -9,7 +9,8 @@ with its lifespan and every feature on, driven in-process as tests/perf/inproces
 drives it: once with `--requests` requests after a warm-up, once with none; the
 difference divided by the requests is the cost of one request, start-up and shutdown
 left out. Time-based behaviour is stretched by SLOWDOWN, as valgrind runs code that much
-slower: the disconnect-watch start happens per request as often as it does natively.
+slower: the disconnect-watch start, the metrics fold and the access-log flush happen
+per request as often as they do natively.
 
 Instructions are not time (cache misses are not in them), but they follow it here:
 the ratio of the two counts has matched the served ratio to ~0.02. Use it to tell
@@ -26,6 +27,7 @@ import re
 import shutil
 import subprocess
 import sys
+from typing import Any
 
 from tests.perf import bench
 from tests.perf.inprocess import Services, drive, make_apps, quiet_access_log, serving, services
@@ -34,21 +36,25 @@ SLOWDOWN = 50  # valgrind's, roughly, for this code
 WARM_UP = 320
 
 
-def stretch_time() -> None:
-    """Scale the hot path's periodic behaviour by SLOWDOWN."""
+def stretch_time() -> dict[str, Any]:
+    """Scale the hot path's periodic behaviour by SLOWDOWN; returns options for the access log."""
+    from gateway.ops import accesslog
     from gateway.serving import disconnect
+    from gateway.ops import metrics
 
     disconnect.WATCH_AFTER_SECONDS *= SLOWDOWN
+    metrics.FOLD_SECONDS *= SLOWDOWN
+    return {"flush_seconds": accesslog.FLUSH_SECONDS * SLOWDOWN}
 
 
 async def child(running: Services, app_name: str, kind: str, requests: int) -> None:
-    stretch_time()
+    log_options = stretch_time()
     gateway, ceiling = make_apps(running)
     app, key = (gateway, running.key) if app_name == "gateway" else (ceiling, None)
     body = bench.PLAIN_BODY if kind == "plain" else bench.STREAM_BODY
     async with serving(app):
         if app is gateway:
-            quiet_access_log()
+            quiet_access_log(gateway, **log_options)
         await drive(app, key, body, WARM_UP)
         if requests:
             await drive(app, key, body, requests)
