@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Callable
 
+from gateway.serving.ticker import Ticker, Timed
+
 Receive = Callable[[], Awaitable[dict]]  # the ASGI receive() of the request
 
 # A request still waiting for (or streaming from) LiteLLM after this long starts watching for
@@ -20,30 +22,29 @@ class ClientDisconnected(Exception):
     """The client went away before the gateway answered."""
 
 
-class DisconnectWatcher:
+class DisconnectWatcher(Timed):
     """Cancels the current task when the client goes away, so the upstream request is cancelled too.
 
     Watching takes a task that waits on receive(); for the many requests LiteLLM answers
     within WATCH_AFTER_SECONDS that task is pure cost (measured: ~60-80 us a request,
     docs/performance.md), so it starts only when the request is still running by then
-    (one `loop.call_later()`, cancelled by stop()). A client that leaves is noticed that
+    (a Ticker timeout, so a tick later at most). A client that leaves is noticed that
     late: what it costs is LiteLLM working on for a moment for nobody, never a wrong answer.
     """
 
-    __slots__ = ("disconnected", "_task", "_receive", "_loop", "_timer", "_watch")
+    __slots__ = ("disconnected", "_task", "_receive", "_loop", "_watch")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, receive: Receive) -> None:
-        # The loop is passed in: asyncio.get_running_loop() costs a getpid() system call per
-        # call on Python 3.11, and current_task() does too unless given the loop.
+    def __init__(self, ticker: Ticker, receive: Receive) -> None:
+        # The loop is passed in (as the ticker's): asyncio.get_running_loop() costs a getpid()
+        # system call per call on Python 3.11, and current_task() does too unless given the loop.
         self.disconnected = False
-        self._loop = loop
-        self._task = asyncio.current_task(loop)
+        self._loop = ticker.loop
+        self._task = asyncio.current_task(ticker.loop)
         self._receive = receive
         self._watch: asyncio.Task | None = None
-        self._timer: asyncio.TimerHandle | None = loop.call_later(WATCH_AFTER_SECONDS, self._start)
+        ticker.set(self, WATCH_AFTER_SECONDS)
 
-    def _start(self) -> None:
-        self._timer = None
+    def fire(self) -> None:
         self._watch = self._loop.create_task(self._run(self._receive))
 
     async def _run(self, receive: Receive) -> None:
@@ -55,9 +56,7 @@ class DisconnectWatcher:
                 return
 
     def stop(self) -> None:
-        if self._timer is not None:  # a cancelled handle lets go of its callback, this watcher
-            self._timer.cancel()
-            self._timer = None
+        self.disarm()
         # Let go of the task too: a cancelled task keeps its CancelledError, whose traceback
         # holds _run's frame and so this watcher. Kept here, that was a reference cycle per
         # request (about 14 objects, the request's receive() among them) left to the garbage

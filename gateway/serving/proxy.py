@@ -328,7 +328,7 @@ class Proxy:
         query = scope.get("query_string")
         target = path_qs.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
         request_id = log["request_id"]
-        watcher = DisconnectWatcher(state.upstream.loop, receive)  # type: ignore[arg-type]
+        watcher = DisconnectWatcher(state.upstream.ticker, receive)  # type: ignore[arg-type]
         streaming = started = False
         tail = bytearray()  # the response's end, where `usage` is (gateway/limits/usage.py)
         stripper: UsageStripper | None = None

@@ -11,9 +11,9 @@ the proxy passes on (IdleWatch). A slow generation that runs out of time is 504
 LITELLM_TIMEOUT and not a failure of LiteLLM. The gateway's own calls (`request`: the
 /v1/models list, the health probe's trial) wait `litellm.timeout_ms`, and reading the small
 bodies it reads itself (read_body) too: there a timeout is LiteLLM's failure.
-`litellm.connect_timeout_ms` bounds the TCP connect of every call. The others are the
-standard ones: `asyncio.timeout()` around an await, and one `loop.call_at()` for the idle
-watch (not aiohttp's read timeout, which re-makes a loop timer on every read from the socket).
+`litellm.connect_timeout_ms` bounds the TCP connect of every call. All but the connect
+timeout are Ticker timeouts: aiohttp's own read timeout re-made a loop timer on every read
+from the socket.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from multidict import CIMultiDict
 from gateway.serving.breaker import Breaker, UpstreamFailure
 from gateway.config import LiteLLMConfig
 from gateway.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from gateway.serving.ticker import Ticker, Timed
 
 # Connection-level headers never forwarded, in either direction.
 HOP_BY_HOP = frozenset(
@@ -171,43 +172,65 @@ class _ForwardedRequest(aiohttp.ClientRequest):
         pass
 
 
-class IdleWatch:
+class _Deadline(Timed):
+    """asyncio.timeout() for the one await on LiteLLM's response headers, with the same rule:
+    when it expires, the task is cancelled, and that cancellation (and no other) becomes a
+    timeout. Made here because asyncio.timeout() looks up the running loop and the current
+    task per use (on Python 3.11 each lookup is a getpid() system call) and sets a loop timer
+    of its own; this one is a Ticker timeout."""
+
+    __slots__ = ("_task", "_expired")
+
+    def __init__(self, ticker: Ticker, seconds: float) -> None:
+        self._task = asyncio.current_task(ticker.loop)
+        self._expired = False
+        ticker.set(self, seconds)
+
+    def fire(self) -> None:
+        self._expired = True
+        self._task.cancel()  # type: ignore[union-attr]
+
+    def stop(self, *, cancelled: bool) -> bool:
+        """Disarm; True when `cancelled` (the await ended in CancelledError) is this deadline's doing."""
+        self.disarm()
+        if not self._expired:
+            return False
+        # Expired: its cancel() was requested. Withdraw it; the CancelledError is a timeout only
+        # when nobody else (a disconnected client, a shutdown) asked for a cancellation too.
+        return self._task.uncancel() == 0 and cancelled  # type: ignore[union-attr]
+
+
+class IdleWatch(Timed):
     """Ends a response body that LiteLLM has left silent for `seconds` (stream_idle_timeout_ms).
 
     The proxy sets `last` to `clock()` after each chunk it has passed on: the time the client
-    took to take a chunk is not LiteLLM's silence. One loop timer, set with `call_at()` for the
-    moment the silence since `last` would be whole, looks then: when a chunk came meanwhile it
-    is set again for the new moment, else the pending read raises aiohttp.ServerTimeoutError
-    and the connection is closed. A silence is ended once it has lasted the timeout (and as
-    late as the loop runs a timer).
+    took to take a chunk is not LiteLLM's silence. A Ticker check every quarter of the
+    timeout ends the body once nothing came for all of it: the pending read raises
+    aiohttp.ServerTimeoutError and the connection is closed. A silence is ended after
+    1 to 1.25 times the timeout (and a tick).
     """
 
-    __slots__ = ("last", "clock", "expired", "_seconds", "_response", "_loop", "_timer")
+    __slots__ = ("last", "clock", "expired", "_seconds", "_response", "_ticker")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float, response: aiohttp.ClientResponse) -> None:
-        self._loop = loop
+    def __init__(self, ticker: Ticker, seconds: float, response: aiohttp.ClientResponse) -> None:
+        self._ticker = ticker
         self._seconds = seconds
         self._response = response
-        self.clock = loop.time
+        self.clock = ticker.loop.time
         self.last = self.clock()
         self.expired = False
-        self._timer: asyncio.TimerHandle | None = loop.call_at(self.last + seconds, self._check)
+        ticker.set(self, seconds / 4)
 
-    def _check(self) -> None:
-        whole_at = self.last + self._seconds
-        if self.clock() < whole_at:  # a chunk came since the timer was set
-            self._timer = self._loop.call_at(whole_at, self._check)
+    def fire(self) -> None:
+        if self.clock() - self.last < self._seconds:
+            self._ticker.set(self, self._seconds / 4)
             return
-        self._timer = None
         self.expired = True
         self._response.content.set_exception(aiohttp.ServerTimeoutError(f"LiteLLM sent nothing for {self._seconds:g} s"))
         self._response.close()
 
     def stop(self) -> None:
-        """Cancel the timer (a cancelled handle lets go of its callback: no cycle is left)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.disarm()
 
 
 class Upstream:
@@ -219,10 +242,10 @@ class Upstream:
         self.base_url = config.url.rstrip("/")
         self._timeout = config.timeout_ms / 1000
         self._session: aiohttp.ClientSession | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None  # the serving loop, set by start()
+        self.ticker: Ticker | None = None  # the serving loop's, made by start()
 
     async def start(self) -> None:
-        self.loop = asyncio.get_running_loop()
+        self.ticker = Ticker(asyncio.get_running_loop())
         connector = aiohttp.TCPConnector(
             limit=self.config.max_connections,
             limit_per_host=0,
@@ -241,6 +264,8 @@ class Upstream:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+        if self.ticker is not None:
+            self.ticker.close()
 
     def set_timeout(self, timeout_ms: int) -> None:
         self._timeout = timeout_ms / 1000
@@ -326,41 +351,42 @@ class Upstream:
         self, method: str, path_qs: str, headers: dict[str, str], body: bytes | None, timeout: float, own: bool
     ) -> aiohttp.ClientResponse:
         """`own`: a gateway call, whose timeout is LiteLLM's failure; else a generation, whose timeout is not."""
-        assert self._session is not None, "Upstream.start() was not awaited"
-        deadline = asyncio.timeout(timeout)
+        assert self._session is not None and self.ticker is not None, "Upstream.start() was not awaited"
+        deadline = _Deadline(self.ticker, timeout)
         try:
-            async with deadline:
-                return await self._session.request(
-                    method, self.base_url + path_qs, headers=headers, data=body, allow_redirects=False
-                )
+            response = await self._session.request(
+                method, self.base_url + path_qs, headers=headers, data=body, allow_redirects=False
+            )
         except BaseException as exc:
-            # asyncio.timeout() turns only its own cancellation into TimeoutError: a disconnected
-            # client's or a shutdown's stays a CancelledError, even when the deadline passed too.
-            timed_out = deadline.expired() and isinstance(exc, TimeoutError)
+            timed_out = deadline.stop(cancelled=isinstance(exc, asyncio.CancelledError))
             if timed_out and not own:
                 raise UpstreamTimeoutError(retry_after=1) from None  # a slow generation
-            if isinstance(exc, TimeoutError):  # ours, or aiohttp's connect timeout
+            if timed_out or isinstance(exc, TimeoutError):  # ours, or aiohttp's connect timeout
                 raise UpstreamFailure("timeout") from exc
             if isinstance(exc, aiohttp.ClientError):
                 raise UpstreamFailure("LiteLLM unreachable") from exc
             raise
+        deadline.stop(cancelled=False)
+        return response
 
     def idle_watch(self, response: aiohttp.ClientResponse) -> IdleWatch:
         """litellm.stream_idle_timeout_ms for the body of `response`, as it is passed on."""
-        assert self.loop is not None, "Upstream.start() was not awaited"
-        return IdleWatch(self.loop, self.config.stream_idle_timeout_ms / 1000, response)
+        assert self.ticker is not None, "Upstream.start() was not awaited"
+        return IdleWatch(self.ticker, self.config.stream_idle_timeout_ms / 1000, response)
 
     async def read_body(self, response: aiohttp.ClientResponse, limit: int | None = None) -> bytes:
         """All of a small body the gateway reads itself (its first `limit` bytes, when given),
         within litellm.timeout_ms (else 504)."""
-        deadline = asyncio.timeout(self._timeout)
+        assert self.ticker is not None, "Upstream.start() was not awaited"
+        deadline = _Deadline(self.ticker, self._timeout)
         try:
-            async with deadline:
-                return await response.read() if limit is None else await _read_at_most(response.content, limit)
-        except TimeoutError:
-            if deadline.expired():
+            body = await response.read() if limit is None else await _read_at_most(response.content, limit)
+        except BaseException as exc:
+            if deadline.stop(cancelled=isinstance(exc, asyncio.CancelledError)):
                 raise UpstreamTimeoutError(detail="reading LiteLLM's answer") from None
             raise
+        deadline.stop(cancelled=False)
+        return body
 
     async def get_json(self, path: str, headers: dict[str, str]) -> tuple[int, bytes, object]:
         """A small GET (model list, health): (status, body, decoded body or None)."""

@@ -9,8 +9,8 @@ with its lifespan and every feature on, driven in-process as tests/perf/inproces
 drives it: once with `--requests` requests after a warm-up, once with none; the
 difference divided by the requests is the cost of one request, start-up and shutdown
 left out. Time-based behaviour is stretched by SLOWDOWN, as valgrind runs code that much
-slower: the disconnect-watch start, the metrics fold and the access-log flush happen
-per request as often as they do natively.
+slower: the disconnect-watch start, the metrics fold, the access-log flush and the
+ticker's resolution happen per request as often as they do natively.
 
 Instructions are not time (cache misses are not in them), but they follow it here:
 the ratio of the two counts has matched the served ratio to ~0.02. Use it to tell
@@ -41,9 +41,11 @@ def stretch_time() -> dict[str, Any]:
     from gateway.ops import accesslog
     from gateway.serving import disconnect
     from gateway.ops import metrics
+    from gateway.serving import ticker
 
     disconnect.WATCH_AFTER_SECONDS *= SLOWDOWN
     metrics.FOLD_SECONDS *= SLOWDOWN
+    ticker.RESOLUTION_SECONDS *= SLOWDOWN
     return {"flush_seconds": accesslog.FLUSH_SECONDS * SLOWDOWN}
 
 
