@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 from typing import Any, AsyncIterator
@@ -66,12 +65,6 @@ KNOWN_MODELS_REFRESH_SECONDS = 30.0
 _OPERATOR_PATHS = (b"/health/", b"/admin/v1/", b"/metrics")
 _PUBLIC_HEALTH = (b"/health/live", b"/health/ready")
 REQUEST_ID_SCOPE = "maas.request_id"  # set by Starlette's last-resort handler, read by the net in __call__
-# The collector's first threshold (CPython's default: 700 container allocations). The hot
-# path allocates a few hundred containers per request, nearly all freed by reference
-# counting; every collection walks the objects of the requests in flight. At 10,000 it
-# runs ~14x less often; cycles are still collected. Measured under valgrind, the collector
-# then costs ~3k of ~530k instructions per request (docs/performance.md, "Fourth round").
-GC_FIRST_THRESHOLD = 10_000
 
 
 class StateHolder:
@@ -213,8 +206,6 @@ class GatewayApp:
             state.usage.start()
         state.offenders.start()
         background.extend(await start_health(state))
-        gc_thresholds = gc.get_threshold()
-        gc.set_threshold(GC_FIRST_THRESHOLD, *gc_thresholds[1:])
         set_mode_gauge(state.mode)
         config_path = self.config_path or os.environ.get(CONFIG_ENV)
         reloader = self.reloader = ConfigReloader(state, config_path) if config_path else None
@@ -244,7 +235,6 @@ class GatewayApp:
                 await redis.aclose()
             if pool is not None:
                 await pool.close()
-            gc.set_threshold(*gc_thresholds)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

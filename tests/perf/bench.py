@@ -7,6 +7,9 @@ Rows, each measured with wrk (64 connections; and 1 connection for added latency
     ceiling   a bare raw-ASGI + aiohttp proxy on the same server stack (tests/perf/ceiling.py)
     gateway   `maas-gateway serve`, 1 worker, every feature on: auth (warm L1), policy,
               Prometheus metrics, JSON access log, Redis + Postgres invalidation, health probe
+    gateway, limits on
+              the same gateway, with a key whose rpm and tpm limits are too high ever to
+              refuse: each request also pays the limiter (its Redis round trip, the counting)
     litellm   the real LiteLLM proxy with a mock model (when installed)
 and, for the gateway: streaming TTFB overhead and chunk-by-chunk forwarding, cold/Redis/warm
 key lookups, revocation propagation between two instances, RSS with 100,000 keys cached,
@@ -74,6 +77,8 @@ LITELLM_MASTER_KEY = "sk-bench-litellm-master-0000"
 SERVICE_KEY = "sk-bench-service-0000"
 PACED_GAP_MS = 10
 KEYS_PER_USER = 2  # each bench user: 2 keys, active subscriptions to BENCH_MODELS
+LIMITED = "gateway, limits on"  # the row: the gateway, the key with limits
+HIGH_LIMIT = 1_000_000_000  # rpm and tpm of that key: counted, never reached
 
 
 @dataclass
@@ -128,6 +133,7 @@ def pinned(cpus: set[int]) -> Iterator[None]:
 @dataclass
 class Seed:
     key: str  # the throughput key: warm in L1 for every gateway run
+    limited_key: str  # the same, with rpm and tpm limits (HIGH_LIMIT) that the limiter counts
     revocation: list[tuple[str, str]]  # (key, key id) revoked one per trial
     fill_keys: list[str]  # cached for the memory measurement
     cold_hashes: list[str]  # never requested over HTTP: for the in-process lookup timings
@@ -143,6 +149,8 @@ async def seed(database_url: str, settings: Settings) -> Seed:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
         main = await seed_key(pool, models=BENCH_MODELS)
+        limited = await seed_key(pool, models=BENCH_MODELS)
+        await pool.execute("UPDATE api_keys SET rpm_limit = $2, tpm_limit = $2 WHERE id = $1", limited.key_id, HIGH_LIMIT)
         revocation = [await seed_key(pool, models=[MODEL]) for _ in range(settings.revocation_trials)]
         total = settings.keys + settings.cold_keys
         keys = ["sk-bench-" + secrets.token_urlsafe(24) for _ in range(total)]
@@ -172,6 +180,7 @@ async def seed(database_url: str, settings: Settings) -> Seed:
         await pool.close()
     return Seed(
         key=main.key,
+        limited_key=limited.key,
         revocation=[(s.key, s.key_id) for s in revocation],
         fill_keys=keys[: settings.keys],
         cold_hashes=[hash_key(k) for k in keys[settings.keys :]],
@@ -295,12 +304,13 @@ class Bench:
 
     def paired(self, targets: dict[str, tuple[int, list[int], str | None]], kinds: tuple[str, ...] = ("plain", "stream"),
                cpus: set[int] | None = None) -> tuple[dict[str, dict[str, dict]], dict[str, Any]]:
-        """Throughput of two servers taking turns round by round: (rows, ratios).
+        """Throughput of two (or more) servers taking turns round by round: (rows, ratios).
 
         This machine's speed drifts by tens of percent over minutes (a shared VM host), so
-        one long run of each would compare different machines. Rounds alternate A B, B A, ...;
-        each row keeps its median round, and the ratio second / first is the median of the
-        per-round ratios. targets: name -> (port, pids whose CPU is counted, key).
+        one long run of each would compare different machines. Rounds alternate A B, B A, ...
+        (A B C, C B A, ... for three); each row keeps its median round, and the ratio second /
+        first is the median of the per-round ratios (ratios[kind]); with a third, third / second
+        too (ratios["third"][kind]). targets: name -> (port, pids whose CPU is counted, key).
         """
         s = self.s
         names = list(targets)
@@ -317,10 +327,13 @@ class Bench:
             for name in names:
                 ordered = sorted(runs[name], key=lambda run: run["rps"])
                 rows[name][kind] = {**ordered[len(ordered) // 2], "rounds_rps": [run["rps"] for run in runs[name]]}
-            first, second = names
-            per_round = [b["rps"] / a["rps"] for a, b in zip(runs[first], runs[second])]
-            ratios[kind] = {"ratios": [round(r, 3) for r in per_round], "median": round(sorted(per_round)[len(per_round) // 2], 3)}
-            log(f"  {second} / {first}, {kind}: median {ratios[kind]['median']:.3f} of {ratios[kind]['ratios']}")
+            pairs = [(names[0], names[1], ratios)]
+            if len(names) > 2:
+                pairs.append((names[1], names[2], ratios.setdefault("third", {})))
+            for first, second, into in pairs:
+                per_round = [b["rps"] / a["rps"] for a, b in zip(runs[first], runs[second])]
+                into[kind] = {"ratios": [round(r, 3) for r in per_round], "median": round(sorted(per_round)[len(per_round) // 2], 3)}
+                log(f"  {second} / {first}, {kind}: median {into[kind]['median']:.3f} of {into[kind]['ratios']}")
         return rows, ratios
 
     def profile(self, name: str, proc: subprocess.Popen, port: int, key: str | None) -> None:
@@ -401,13 +414,16 @@ class Bench:
             "LITELLM_API_KEY": SERVICE_KEY,
         }
         gateway, gw_port = self.start_gateway("gateway", env, PROXY_CPUS, workers=1, key=seeded.key)
+        self.wait_http(gateway, gw_port, "POST", PATH, auth(seeded.limited_key), PLAIN_BODY)  # warm too
 
-        log(f"ceiling and gateway, taking turns ({s.pair_rounds} rounds of {s.pair_duration:.0f} s, plain and streamed)")
+        log(f"ceiling, gateway and {LIMITED}, taking turns ({s.pair_rounds} rounds of {s.pair_duration:.0f} s, plain and streamed)")
         rows, self.results["paired"] = self.paired(
-            {"ceiling": (ceiling_port, [ceiling.pid], None), "gateway": (gw_port, [gateway.pid], seeded.key)})
+            {"ceiling": (ceiling_port, [ceiling.pid], None), "gateway": (gw_port, [gateway.pid], seeded.key),
+             LIMITED: (gw_port, [gateway.pid], seeded.limited_key)})
         for name, row in rows.items():
             self.results["rows"][name] = row
-        for name, port, proc, key in (("ceiling", ceiling_port, ceiling, None), ("gateway", gw_port, gateway, seeded.key)):
+        for name, port, proc, key in (("ceiling", ceiling_port, ceiling, None), ("gateway", gw_port, gateway, seeded.key),
+                                      (LIMITED, gw_port, gateway, seeded.limited_key)):
             self.results["rows"][name]["latency_1c"] = self.load(f"{name} 1 connection", port, [proc.pid], PLAIN_BODY, key,
                                                                  connections=1, duration=s.latency_duration, warmup=1)
         self.results["gateway"]["store_calls_per_request"] = self.store_calls(gw_port, [gateway.pid], seeded.key,
@@ -579,10 +595,13 @@ class Bench:
         events = len(results["direct"][0])
         out: dict[str, Any] = {"events_per_stream": events, "gap_ms": PACED_GAP_MS, "samples": self.s.paced_samples}
         for name in proxies:
+            # The gateway removes the usage event it asked LiteLLM for (README, "External contract"),
+            # one event fewer: events pair up by position, and each stream's last ([DONE]) with direct's.
+            forwarded = min(len(e) for e in results[name])
             lags = []
-            for i in range(events):
+            for i, j in [*((i, i) for i in range(forwarded - 1)), (events - 1, forwarded - 1)]:
                 d = percentile([e[i] for e in results["direct"]], 50)
-                g = percentile([e[i] for e in results[name]], 50)
+                g = percentile([e[j] for e in results[name]], 50)
                 lags.append(round(g - d, 4))
             # events that reached the client together although they left the upstream apart
             merged = [sum(1 for a, b in zip(sample, sample[1:]) if b - a < PACED_GAP_MS / 2) for sample in results[name]]

@@ -73,6 +73,7 @@ def evaluate(results: dict) -> None:
                                f"{ratio:.2f}, the median of {paired['rounds']} paired rounds "
                                f"({', '.join(f'{r:.2f}' for r in paired[kind]['ratios'])}); median rounds "
                                f"{gw[kind]['rps']:,.0f} / {ceiling[kind]['rps']:,.0f} req/s", ratio >= 0.80))
+    targets += _limits_targets(paired, rows, ratios)
     counted = results.get("instructions")
     if counted:
         for kind in ("plain", "stream"):
@@ -146,6 +147,24 @@ def evaluate(results: dict) -> None:
     results["targets"] = targets
 
 
+def _limits_targets(paired: dict, rows: dict, ratios: dict[str, float]) -> list[dict]:
+    """Limits on >= 0.9x limits off: the gateway with a key whose limits are counted (bench.LIMITED)
+    against the gateway, the median of their paired rounds (paired["third"]); none without that row."""
+    limited = paired.get("third")
+    if not limited:
+        return []
+    targets = []
+    for kind in ("plain", "stream"):
+        ratio = limited[kind]["median"]
+        ratios[f"limits_on_vs_off_{kind}"] = round(ratio, 3)
+        targets.append(_target(f"throughput with limits on vs off, {kind}", ">= 0.90",
+                               f"{ratio:.2f}, the median of {paired['rounds']} paired rounds "
+                               f"({', '.join(f'{r:.2f}' for r in limited[kind]['ratios'])}); median rounds "
+                               f"{rows['gateway, limits on'][kind]['rps']:,.0f} / {rows['gateway'][kind]['rps']:,.0f} req/s",
+                               ratio >= 0.90))
+    return targets
+
+
 def _instruction_rows(counted: dict | None) -> list[str]:
     if not counted:
         return []
@@ -170,6 +189,7 @@ def markdown(results: dict) -> str:
         "direct": "direct (fake upstream alone, the floor)",
         "ceiling": "ceiling (raw ASGI + aiohttp, no features)",
         "gateway": "**gateway** (1 worker, all features)",
+        "gateway, limits on": "gateway, limits on (a key with rpm/tpm limits: counted, never refused)",
         "litellm": "LiteLLM proxy (mock model, 1 worker)",
     }
     out = [
@@ -182,7 +202,7 @@ def markdown(results: dict) -> str:
         "| | req/s plain | streams/s | latency p50 / p99 / p99.9 (ms, plain) | added p50 / p99 at 1 conn (ms) | CPU/request plain / stream |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name in ("direct", "ceiling", "gateway", "litellm"):
+    for name in ("direct", "ceiling", "gateway", "gateway, limits on", "litellm"):
         row = rows.get(name)
         if row is None:
             out.append(f"| {names[name]} | not measured | | | | |")
@@ -199,6 +219,9 @@ def markdown(results: dict) -> str:
     ratios = results["ratios"]
     line = (f"Ratios (gateway / ceiling: median of paired rounds) = {ratios['gateway_vs_ceiling_plain']:.2f} plain, "
             f"{ratios['gateway_vs_ceiling_stream']:.2f} streamed")
+    if "limits_on_vs_off_plain" in ratios:
+        line += (f"; limits on / off = {ratios['limits_on_vs_off_plain']:.2f} plain, "
+                 f"{ratios['limits_on_vs_off_stream']:.2f} streamed")
     if "gateway_vs_litellm_plain" in ratios:
         line += (f"; gateway / LiteLLM = {ratios['gateway_vs_litellm_plain']:.0f}x plain, "
                  f"{ratios['gateway_vs_litellm_stream']:.0f}x streamed")
