@@ -50,6 +50,12 @@ class Limits:
 NO_LIMITS = Limits()
 
 
+def canonical(limits: Limits) -> Limits:
+    """NO_LIMITS itself when no field is set: the limiter's fast path for the common case (no limit
+    anywhere) is an identity test, so records loaded with nothing set must hold this one object."""
+    return NO_LIMITS if not limits.any() else limits
+
+
 def effective(own: Limits | None, default: Limits) -> Limits:
     """`own`'s fields, each None taken from `default`."""
     if own is None:

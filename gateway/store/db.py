@@ -16,7 +16,7 @@ from gateway.config import DatabaseConfig
 from gateway.errors import StoreUnavailableError
 from gateway.store.keyquery import key_query
 from policies import periods
-from policies.limits import NO_LIMITS, Limits
+from policies.limits import NO_LIMITS, Limits, canonical
 from policies.records import KeyRecord, SubscriptionRecord
 
 log = logging.getLogger("maas_gateway.db")
@@ -49,12 +49,13 @@ def record_from_row(row: Any) -> KeyRecord:
         user_active=row["user_active"],
         models=tuple(row["models"]),
         subscriptions=subscriptions,
-        limits=Limits(rpm_limit=row["rpm_limit"], tpm_limit=row["tpm_limit"],
-                      max_parallel_requests=row["max_parallel_requests"], max_budget=row.get("key_max_budget"),
-                      budget_duration=periods.custom(row.get("key_budget_duration"))),
-        user_limits=Limits(rpm_limit=row["user_rpm_limit"], tpm_limit=row["user_tpm_limit"],
-                           max_parallel_requests=row["user_max_parallel_requests"], max_budget=row["user_max_budget"],
-                           budget_duration=periods.custom(row["user_budget_duration"])),
+        limits=canonical(Limits(rpm_limit=row["rpm_limit"], tpm_limit=row["tpm_limit"],
+                                max_parallel_requests=row["max_parallel_requests"], max_budget=row.get("key_max_budget"),
+                                budget_duration=periods.custom(row.get("key_budget_duration")))),
+        user_limits=canonical(Limits(rpm_limit=row["user_rpm_limit"], tpm_limit=row["user_tpm_limit"],
+                                     max_parallel_requests=row["user_max_parallel_requests"],
+                                     max_budget=row["user_max_budget"],
+                                     budget_duration=periods.custom(row["user_budget_duration"]))),
         model_limits=_model_limits(row.get("key_model_limits") or ()),
     )
 
@@ -75,7 +76,7 @@ def _subscription_limits(values: Any, duration: str | None) -> tuple[Limits, flo
     rpm, tpm = rates or (None, None)
     limits = Limits(quota_requests=_int(requests), quota_tokens=_int(tokens), max_budget=budget,
                     budget_duration=periods.custom(duration), rpm_limit=_int(rpm), tpm_limit=_int(tpm))
-    return (NO_LIMITS if not limits.any() else limits), reset_at
+    return canonical(limits), reset_at
 
 
 def _int(value: float | str | None) -> int | None:
