@@ -191,10 +191,7 @@ class KeyLimitDefaults(Section):
 
 
 @section
-class UserLimitDefaults(Section):
-    rpm_limit: Count | None = None
-    tpm_limit: Count | None = None
-    max_parallel_requests: Count | None = None
+class UserLimitDefaults(KeyLimitDefaults):  # a key's limits, for all the user's keys together, and a budget
     max_budget: Number | None = None
 
 
