@@ -30,6 +30,7 @@ _PATTERN = re.compile(r"(\d+)(mo|[smhdw]?)")  # LiteLLM's, matched at the start 
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 WEEK = 604_800
 MONDAY = 4 * 86_400  # 1970-01-05 00:00 UTC, the first Monday after the epoch
+LONGEST_MONTHS = 1200  # a period of at most 100 years: longer ones are refused (admin API) or monthly (records)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,16 @@ class Duration:
         if self.unit == "mo":
             return self.value
         return 1 if (self.unit, self.value) == ("d", 30) else None
+
+    @property
+    def usable(self) -> bool:
+        """Longer than nothing and at most LONGEST: what a period may be (LiteLLM reads "30000mo" too,
+        but no calendar holds its end, and a counter's expiry must fit Redis's integers)."""
+        if self.value == 0:
+            return False
+        if self.unit == "mo":
+            return self.value <= LONGEST_MONTHS
+        return self.value * UNIT_SECONDS[self.unit] <= LONGEST_MONTHS * 31 * 86_400
 
     def seconds_from(self, start: float) -> int:
         """The length in seconds when it begins at `start` (LiteLLM's duration_in_seconds_from: `30d` is 30 days)."""
@@ -65,14 +76,15 @@ MONTHLY = Duration(1, "mo")
 
 def custom(text: str | None) -> str | None:
     """`text` when it is a period other than the default calendar month, else None (NULL, monthly, `1mo`,
-    `30d`, a zero length or a string LiteLLM would not read: those count per calendar month)."""
+    `30d`, a zero length, one over 100 years or a string LiteLLM would not read: those count per
+    calendar month)."""
     if text is None:
         return None
     try:
         duration = parse(text)
     except ValueError:
         return None
-    if duration.value == 0 or duration.months == 1:
+    if not duration.usable or duration.months == 1:
         return None
     return text
 

@@ -35,16 +35,17 @@ def check(pattern: re.Pattern, value: str, param: str, what: str) -> str:
 
 
 def check_duration(value: str | None, name: str = "budget_duration") -> str | None:
-    """A quota or budget period as LiteLLM writes budget_duration (policies/periods.py), longer than 0."""
+    """A quota or budget period as LiteLLM writes budget_duration (policies/periods.py), longer than 0
+    and at most 100 years."""
     if value is None:
         return None
     try:
         duration = periods.parse(value)
     except ValueError:
         duration = None
-    if duration is None or duration.value == 0:
+    if duration is None or not duration.usable:
         raise invalid(f"{name}: expected a period as LiteLLM writes budget_duration, such as 30s, 1h, 1d, 7d, 30d, "
-                      f"1mo or monthly, got {value!r}.", name)
+                      f"1mo or monthly, of at most 100 years, got {value!r}.", name)
     return value
 
 

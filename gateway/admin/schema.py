@@ -61,7 +61,7 @@ def _instant(value: Any) -> datetime:
 
 Text = Annotated[StrictStr, StringConstraints(min_length=1), Expect("a non-empty string")]
 Count = Annotated[StrictInt, Field(ge=0), Expect("a non-negative integer")]
-Amount = Annotated[float, Strict(), Field(ge=0), Expect("a non-negative number")]
+Amount = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False), Expect("a non-negative number")]
 Flag = Annotated[StrictBool, Expect("true or false")]
 Instant = Annotated[datetime, BeforeValidator(_instant), Expect("an ISO 8601 date-time string")]
 Names = Annotated[list[Text], Field(min_length=1), Expect("a non-empty list of non-empty strings")]
@@ -110,8 +110,8 @@ class Body(BaseModel):
     def _null_is_absent(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        fields = cls.model_fields
-        return {k: v for k, v in data.items() if v is not None or (k in fields and _nullable(fields[k].annotation))}
+        fields = cls.model_fields  # an unknown field stays, null or not, for extra="forbid" to name it
+        return {k: v for k, v in data.items() if v is not None or k not in fields or _nullable(fields[k].annotation)}
 
     @classmethod
     def parse(cls, data: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ rest of the gateway deals with one error for "the database cannot answer".
 from __future__ import annotations
 
 import logging
+import math
 from importlib import resources
 from typing import Any
 
@@ -79,8 +80,18 @@ def _subscription_limits(values: Any, duration: str | None) -> tuple[Limits, flo
     return canonical(limits), reset_at
 
 
+def _number(value: float | str | None) -> float | None:
+    """A limit read from a row; None for NULL and for what no counter can hold (LiteMaaS's JSON
+    limits are free-form: 1e400 reads as infinity, NaN as NaN; either would fail the key's lookup)."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and abs(number) < 2**53 else None
+
+
 def _int(value: float | str | None) -> int | None:
-    return None if value is None else int(float(value))
+    number = _number(value)
+    return None if number is None else int(number)
 
 
 def _model_limits(rows: Any) -> dict[str, Limits]:
@@ -88,7 +99,7 @@ def _model_limits(rows: Any) -> dict[str, Limits]:
     model_rpm_limit, model_tpm_limit, model_max_budget JSON; values that are not numbers are ignored)."""
     limits = {}
     for model, rpm, tpm, budget, duration in rows:
-        found = Limits(rpm_limit=_int(rpm), tpm_limit=_int(tpm), max_budget=None if budget is None else float(budget),
+        found = Limits(rpm_limit=_int(rpm), tpm_limit=_int(tpm), max_budget=_number(budget),
                        budget_duration=periods.custom(duration))
         if found.rpm_limit is not None or found.tpm_limit is not None or found.max_budget is not None:
             limits[model] = found

@@ -101,10 +101,16 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(gateway, admin, pool
          invalid("max_budget: expected a non-negative number, got true.", "max_budget")),
         ("POST", "/admin/v1/users", {"email": "a@example.com", "budget_duration": "5 d"}, 422,
          invalid("budget_duration: expected a period as LiteLLM writes budget_duration, such as 30s, 1h, 1d, 7d, 30d, "
-                 "1mo or monthly, got '5 d'.", "budget_duration")),
+                 "1mo or monthly, of at most 100 years, got '5 d'.", "budget_duration")),
         ("PATCH", f"/admin/v1/users/{uid}", {"budget_duration": "0h"}, 422,
          invalid("budget_duration: expected a period as LiteLLM writes budget_duration, such as 30s, 1h, 1d, 7d, 30d, "
-                 "1mo or monthly, got '0h'.", "budget_duration")),
+                 "1mo or monthly, of at most 100 years, got '0h'.", "budget_duration")),
+        ("PATCH", f"/admin/v1/users/{uid}", {"budget_duration": "30000mo"}, 422,
+         invalid("budget_duration: expected a period as LiteLLM writes budget_duration, such as 30s, 1h, 1d, 7d, 30d, "
+                 "1mo or monthly, of at most 100 years, got '30000mo'.", "budget_duration")),
+        ("PATCH", f"/admin/v1/users/{uid}", {"is_active": True, "max_budgt": None}, 422,
+         invalid("max_budgt: unknown field (known: is_active, rpm_limit, tpm_limit, max_parallel_requests, "
+                 "max_budget, budget_duration).", "max_budgt")),
         ("POST", "/admin/v1/users", {"username": "x"}, 422, invalid("email: required.", "email")),
         ("POST", "/admin/v1/users", {"email": "not-an-email"}, 422,
          invalid("email: 'not-an-email' is not a valid email address.", "email")),

@@ -228,6 +228,11 @@ async def test_the_key_query_reads_a_keys_own_budget_per_model_limits_and_a_subs
     await set_key_limits(conn, key, model_rpm_limit=["not", "an", "object"], model_tpm_limit=None,
                          model_max_budget=None)
     assert dict((await record(litemaas_url, key)).model_limits) == {}
+    # what no counter or calendar holds is no limit, not a failed lookup (a 500 on every request)
+    await set_key_limits(conn, key, budget_duration="30000mo", model_rpm_limit='{"gpt-4o-mini": 1e400, "gpt-4o": 3}')
+    found = await record(litemaas_url, key)
+    assert found.limits == Limits(max_budget=20.0)  # a period of 2,500 years counts per calendar month
+    assert dict(found.model_limits) == {"gpt-4o": Limits(rpm_limit=3)}
 
 
 async def test_a_keys_per_model_rpm_and_a_subscriptions_rpm_are_held(litemaas_url, conn, redis_url, fake_upstream,

@@ -94,6 +94,11 @@ def problem(body: type[schema.Body], data) -> tuple[int, str, str, str | None]:
          "input_cost_per_token: expected a non-negative number, got '0.1'.", "input_cost_per_token"),
         (schema.ModelCreate, {"id": "m", "output_cost_per_token": -0.5},
          "output_cost_per_token: expected a non-negative number, got -0.5.", "output_cost_per_token"),
+        (schema.UserUpdate, {"max_budget": float("inf")},  # the CLI's --max-budget inf (JSON cannot carry it)
+         "max_budget: expected a non-negative number, got inf.", "max_budget"),
+        (schema.UserCreate, {"email": "a@example.com", "bogus": None},  # unknown, even when null
+         "bogus: unknown field (known: id, email, username, max_budget, tpm_limit, rpm_limit, max_parallel_requests, "
+         "budget_duration).", "bogus"),
     ],
 )
 def test_a_bodys_first_problem_names_the_field_the_expectation_and_the_value(body, data, message, param):

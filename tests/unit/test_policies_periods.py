@@ -15,7 +15,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of the
 
 from litellm.litellm_core_utils import duration_parser  # noqa: E402
 
-from policies.periods import Duration, bounds, custom, parse  # noqa: E402
+from policies.periods import LONGEST_MONTHS, UNIT_SECONDS, Duration, bounds, custom, parse  # noqa: E402
 
 
 def ts(*parts: int) -> float:
@@ -98,6 +98,8 @@ def test_a_period_always_holds_now(text, now, anchor):
 @pytest.mark.parametrize(("text", "kept"), [
     (None, None), ("monthly", None), ("1mo", None), ("30d", None), (" MONTHLY", None), ("0d", None), ("bad", None),
     ("1d", "1d"), ("weekly", "weekly"), ("2mo", "2mo"), ("30s", "30s"),
+    ("1200mo", "1200mo"), ("1201mo", None), ("30000mo", None), ("99999999999999999999d", None), ("37200d", "37200d"),
+    ("37201d", None),
 ])
 def test_a_record_keeps_only_a_period_other_than_the_calendar_month(text, kept):
     assert custom(text) == kept
@@ -106,3 +108,22 @@ def test_a_record_keeps_only_a_period_other_than_the_calendar_month(text, kept):
 def test_the_parsed_units():
     assert [parse(t) for t in ("30s", "1h", "daily", "7d", "1mo", "2w")] == [
         Duration(30, "s"), Duration(1, "h"), Duration(24, "h"), Duration(7, "d"), Duration(1, "mo"), Duration(2, "w")]
+
+
+def longest(unit: str) -> int:
+    return LONGEST_MONTHS if unit == "mo" else LONGEST_MONTHS * 31 * 86_400 // UNIT_SECONDS[unit]
+
+
+USABLE = st.sampled_from(["s", "m", "h", "d", "w", "mo"]).flatmap(
+    lambda unit: st.integers(1, longest(unit)).map(lambda value: f"{value}{unit}"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(USABLE, STARTS, st.none() | STARTS)
+@example("1200mo", ts(2090, 1, 1), None)
+@example(f"{longest('s')}s", ts(1990, 1, 1), ts(2090, 1, 1))
+def test_every_period_a_record_keeps_has_bounds_that_fit_a_redis_expiry(text, now, anchor):
+    """What custom() keeps reaches the hot path: its bounds must exist (no year 0 or 10000) and the
+    period's end, in milliseconds from now, must fit the signed 64-bit integer of Redis's PX."""
+    start, end = bounds(now, parse(custom(text) or "1mo"), anchor)
+    assert start <= now < end and (end - now) * 1000 < 2**63
