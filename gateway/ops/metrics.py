@@ -68,7 +68,8 @@ MODEL_ACCESS_DENIALS = Counter(
 )
 KEY_CACHE_LOOKUPS = Counter(
     "maas_gateway_key_cache_lookups_total",
-    "API key lookups by the tier that answered (l1, redis, postgres) and result (hit, negative, stale).",
+    "API key lookups by the tier that answered (l1, redis, postgres) and result (hit, negative, stale; "
+    "unreadable: a Redis record of another version's shape, read from Postgres instead).",
     ["tier", "result"],
 )
 KEY_CACHE_ENTRIES = Gauge(

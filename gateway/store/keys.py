@@ -45,7 +45,10 @@ from policies.records import KeyRecord, SubscriptionRecord
 
 log = logging.getLogger("maas_gateway.keys")
 
-REDIS_PREFIX = "maas:key:"
+# The record's shape in Redis is part of the prefix: bump the version when encode_record changes
+# incompatibly, so that during a rolling deploy (or a rollback) instances of two versions neither
+# read nor break on each other's records; each deletes its own on invalidation, and TTLs end the rest.
+REDIS_PREFIX = "maas:key:v2:"
 REDIS_CHANNEL = "maas:invalidate"
 REDIS_BACKOFF_SECONDS = 5.0
 NEGATIVE_MAX_ENTRIES = 10_000
@@ -62,6 +65,7 @@ _L2_NEGATIVE = KEY_CACHE_LOOKUPS.labels(tier="redis", result="negative")
 _DB_HIT = KEY_CACHE_LOOKUPS.labels(tier="postgres", result="hit")
 _DB_NEGATIVE = KEY_CACHE_LOOKUPS.labels(tier="postgres", result="negative")
 _STALE = KEY_CACHE_LOOKUPS.labels(tier="l1", result="stale")
+_L2_UNREADABLE = KEY_CACHE_LOOKUPS.labels(tier="redis", result="unreadable")
 
 
 def extract_key(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -302,7 +306,12 @@ class KeyStore:
             return False
         if data is None:
             return False
-        record = decode_record(data)
+        try:
+            record = decode_record(data)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:  # another version's shape: a miss
+            _L2_UNREADABLE.inc()
+            log.warning("unreadable key record in Redis, read from Postgres instead: %s", type(exc).__name__)
+            return False
         (_L2_HIT if record is not None else _L2_NEGATIVE).inc()
         return record
 

@@ -52,6 +52,18 @@ async def test_a_second_instance_is_served_from_redis_not_postgres(pool, redis):
     assert second.cached(key_hash) == record  # now warm in L1: no await needed
 
 
+@pytest.mark.parametrize("data", [b'{"key_id": "k", "some_future_field": 1}', b"[1, 2", b'{"subscriptions": [[]]}'])
+async def test_a_record_redis_holds_in_another_shape_is_a_miss_not_an_error(pool, redis, data):
+    """A rolling deploy: another version's record under our prefix (or a corrupt one) is read from Postgres."""
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    key_hash = hash_key(seeded.key)
+    await redis.set(REDIS_PREFIX + key_hash, data)
+    before = count("redis", "unreadable"), count("postgres", "hit")
+    record = await KeyStore(pool, redis, CacheConfig()).lookup(key_hash)
+    assert record is not None and record.user_id == seeded.user_id
+    assert (count("redis", "unreadable") - before[0], count("postgres", "hit") - before[1]) == (1, 1)
+
+
 async def test_concurrent_misses_share_one_query(pool):
     seeded = await seed_key(pool, models=["gpt-4o-mini"])
     store = KeyStore(pool, None, CacheConfig())
