@@ -28,7 +28,7 @@ import pytest
 
 from gateway.dev import services as devservices
 from gateway.config import ConsoleConfig, parse_config
-from gateway.console import console_app
+from gateway.console import SESSION_COOKIE, console_app
 from tests.admin_support import admin_config, double, litellm_double_server  # noqa: F401 - fixtures
 from tests.support import bearer, running_gateway
 
@@ -143,6 +143,22 @@ async def sign_in_status(gw_url: str, user: dict) -> tuple[aiohttp.ClientSession
                                 data={"username": user["username"], "password": user["password"]}) as back:
             alert = re.search(r'role="alert">([^<]+)<', await back.text()).group(1)
             return session, (back.status, alert)
+
+
+async def test_abandoned_sign_ins_keep_the_session_cookie_small_and_the_next_one_completes(gateway):
+    """Browsers drop a cookie over 4 KB: each sign-in begun and left before the provider answers must
+    not add to it (Authlib keeps every unfinished one in the session for an hour)."""
+    session, _ = await sign_in(gateway.url, CAROL)
+    async with session:
+        sizes = []
+        for _ in range(6):  # begun, never finished: the provider's redirect is not followed
+            async with session.get(gateway.url + "/console/login", allow_redirects=False) as response:
+                assert response.status == 302
+            jar = session.cookie_jar.filter_cookies(aiohttp.client.URL(gateway.url + "/console/"))
+            sizes.append(len(jar[SESSION_COOKIE].value))
+        assert max(sizes) - min(sizes) < 40, sizes  # one unfinished sign-in at a time (its random state aside)
+        async with session.get(gateway.url + "/console/login") as response:  # the provider still knows Carol
+            assert str(response.url) == gateway.url + "/console/" and "<h1>My keys</h1>" in await response.text()
 
 
 async def test_forms_without_the_csrf_token_are_refused(gateway, pool):
