@@ -12,6 +12,8 @@ import pytest
 from gateway.serving.bodylimits import refuse_dense_json, structural_count
 from gateway.errors import InvalidRequestError
 
+pytestmark = pytest.mark.unit
+
 MIB = 1024 * 1024
 BODY = 25 * MIB
 LIMIT = 500_000  # the default, server.max_json_elements

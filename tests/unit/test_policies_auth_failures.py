@@ -8,6 +8,8 @@ from gateway.store.keys import well_formed
 from policies.auth_failures import blocked_until, retry_after, window_index
 from policies.forwarded import client_address, parse_networks
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("count", "now", "expected"),

@@ -17,6 +17,8 @@ from litellm.litellm_core_utils import duration_parser  # noqa: E402
 
 from policies.periods import LONGEST_MONTHS, UNIT_SECONDS, Duration, bounds, custom, parse  # noqa: E402
 
+pytestmark = pytest.mark.unit
+
 
 def ts(*parts: int) -> float:
     return datetime(*parts, tzinfo=timezone.utc).timestamp()
