@@ -162,8 +162,8 @@ def add_months(moment: float, months: int) -> float:
 
 
 def period(now: float, reset_at: float | None, budget_duration: str | None = None) -> tuple[float, float]:
-    """The quota period [start, end) holding `now`: of `budget_duration` (None: a calendar month in UTC),
-    counted from `reset_at` when set (policies/periods.py)."""
+    """The period [start, end) holding `now`: of `budget_duration` (a budget's; None, as for quotas: a
+    calendar month in UTC), counted from `reset_at` when set (policies/periods.py)."""
     return periods.bounds(now, periods.duration_of(budget_duration), reset_at)
 
 
@@ -196,7 +196,9 @@ def plan(
             elif kind is Kind.PARALLEL:
                 checks.append(Check(scope, kind, limit, f"{name}:par", math.inf))
             else:
-                start, end = period(now, reset_at if scope is Scope.SUBSCRIPTION else None, limits.budget_duration)
+                # quotas: calendar months or months from reset_at; a budget: its scope's budget_duration
+                start, end = period(now, reset_at if scope is Scope.SUBSCRIPTION else None,
+                                    limits.budget_duration if kind is Kind.BUDGET else None)
                 tag = {Kind.QUOTA_REQUESTS: "req", Kind.QUOTA_TOKENS: "tok", Kind.BUDGET: "spend"}[kind]
                 checks.append(Check(scope, kind, limit, f"{name}:{tag}:{int(start)}", end, starts=start))
     return tuple(checks)

@@ -4,8 +4,8 @@
     set_columns(conn, table, id, values)                           one UPDATE of the given columns
 
 A limit set to null goes back to the default in config.yaml (`limits.defaults`); 0 allows nothing.
-`budget_duration` is the period of quotas and budgets, as LiteLLM writes it (policies/periods.py);
-null: a calendar month.
+`budget_duration` is the period of budgets, as LiteLLM writes it (policies/periods.py); null: a
+calendar month. Quotas count per calendar month, or per month from the subscription's reset_at.
 The tables' triggers announce the change, so cached keys everywhere pick it up at once.
 """
 

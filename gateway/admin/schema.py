@@ -155,8 +155,8 @@ class Patch(Body):
 
 
 _DEFAULT = " Null: the default from config.yaml (limits.defaults); 0 allows nothing."
-_QUOTA_PERIOD = "Requests per period (budget_duration; from reset_at when set)."
-_PERIOD = ("The period of the quotas and budget, as LiteLLM writes budget_duration: 30s, 1h, 1d, 7d, 30d, 1mo, "
+_QUOTA_PERIOD = "Requests per calendar month in UTC (per month from reset_at when set)."
+_PERIOD = ("The period of the budget (max_budget), as LiteLLM writes budget_duration: 30s, 1h, 1d, 7d, 30d, 1mo, "
            "monthly, ... (default and null: monthly, a calendar month in UTC).")
 
 
@@ -195,9 +195,9 @@ class SubscriptionCreate(Body):
     generate_api_key: Flag = Field(None, description="Also create an API key for this model, in the same transaction.")
     api_key_name: Text = Field(None, description="Name of the generated key.")
     quota_requests: Count = Field(None, description=_QUOTA_PERIOD + _DEFAULT)
-    quota_tokens: Count = Field(None, description="Tokens per period." + _DEFAULT)
-    max_budget: Amount = Field(None, description="Spend per period in USD (tokens x the model's cost per token)."
-                               + _DEFAULT)
+    quota_tokens: Count = Field(None, description="Tokens per quota period (as quota_requests)." + _DEFAULT)
+    max_budget: Amount = Field(None, description="Spend per budget_duration in USD (tokens x the model's cost per "
+                               "token)." + _DEFAULT)
     reset_at: Instant = Field(None, description="Periods are counted from this instant (default: calendar months, or "
                               "budget_duration's alignment).")
     budget_duration: Period = Field(None, description=_PERIOD)
@@ -206,9 +206,9 @@ class SubscriptionCreate(Body):
 class SubscriptionUpdate(Patch):
     status: Status = Field(None, description="New status; anything but active refuses the model at once.")
     quota_requests: Count | None = Field(None, description=_QUOTA_PERIOD + _DEFAULT)
-    quota_tokens: Count | None = Field(None, description="Tokens per period." + _DEFAULT)
-    max_budget: Amount | None = Field(None, description="Spend per period in USD (tokens x the model's cost per token)."
-                                      + _DEFAULT)
+    quota_tokens: Count | None = Field(None, description="Tokens per quota period (as quota_requests)." + _DEFAULT)
+    max_budget: Amount | None = Field(None, description="Spend per budget_duration in USD (tokens x the model's cost "
+                                      "per token)." + _DEFAULT)
     reset_at: Instant | None = Field(None, description="Periods are counted from this instant; null: calendar months, "
                                      "or budget_duration's alignment.")
     budget_duration: Period | None = Field(None, description=_PERIOD)

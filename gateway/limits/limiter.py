@@ -140,8 +140,7 @@ class Meter:
     token: str = ""
     shared: bool = False  # counted in Redis (else in-process)
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    reset_at: float | None = None  # the subscription's: where its quota periods start
-    budget_duration: str | None = None  # the subscription's period (None: a calendar month)
+    reset_at: float | None = None  # the subscription's: where its quota periods (months) start
     inject_usage: bool = False  # the gateway asked LiteLLM for the stream's usage chunk: strip it
     served: bool = False  # a 2xx answer began: a request to record
     prompt_tokens: int = 0
@@ -278,7 +277,7 @@ class Limiter:
             admitted, counts = counted
         result = verdict(checks, counts, now)
         meter = Meter(record.key_id, record.user_id, model or "", checks, token, shared, rate_limit_headers(result),
-                      *_period(record, model))
+                      _reset_at(record, model))
         if admitted:
             return meter
         refused = result.refused_by or checks[0]  # the script and the verdict agree but for float rounding
@@ -297,8 +296,7 @@ class Limiter:
 
     def unlimited(self, record: KeyRecord, model: str | None) -> Meter:
         """The Meter of a request no limit applies to: usage is still recorded."""
-        reset_at, budget_duration = _period(record, model)
-        return Meter(record.key_id, record.user_id, model or "", reset_at=reset_at, budget_duration=budget_duration)
+        return Meter(record.key_id, record.user_id, model or "", reset_at=_reset_at(record, model))
 
     def finish(self, meter: Meter) -> None:
         """After the answer: its spend; charge its tokens and spend, release its parallel slots (in the background)."""
@@ -427,10 +425,10 @@ class Limiter:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
 
-def _period(record: KeyRecord, model: str | None) -> tuple[float | None, str | None]:
-    """The subscription's (reset_at, budget_duration): where its quota periods start, and their length."""
+def _reset_at(record: KeyRecord, model: str | None) -> float | None:
+    """The subscription's reset_at: where its quota periods (months) start; None: calendar months."""
     subscription = record.subscriptions.get(model) if model is not None else None
-    return (None, None) if subscription is None else (subscription.reset_at, subscription.limits.budget_duration)
+    return None if subscription is None else subscription.reset_at
 
 
 def _number(value: float) -> str:

@@ -61,7 +61,7 @@ class UsageRecorder:
         self._config = config
         self._clock = clock
         self._rows: dict[tuple[date, str, str], Row] = {}
-        self._periods: dict[tuple[str, str], tuple[float | None, str | None]] = {}  # (user, model) -> (reset_at, duration)
+        self._periods: dict[tuple[str, str], float | None] = {}  # (user, model) -> the subscription's reset_at
         self._last_used: dict[str, float] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
@@ -81,7 +81,7 @@ class UsageRecorder:
         row[2] += meter.prompt_tokens
         row[3] += meter.completion_tokens
         row[4] += meter.spend
-        self._periods[(meter.user_id, meter.model)] = (meter.reset_at, meter.budget_duration)
+        self._periods[(meter.user_id, meter.model)] = meter.reset_at
         self._last_used[meter.key_id] = now
 
     async def flush(self) -> int:
@@ -96,8 +96,8 @@ class UsageRecorder:
                 async with self._pool.acquire() as conn, conn.transaction():
                     await conn.executemany(UPSERT, [(day, key, r[0], model, r[1], r[2], r[3], r[4])
                                                     for (day, key, model), r in rows.items()])
-                    await conn.executemany(self._used_sql, [(user, model, _period_day(now, *subscription))
-                                                  for (user, model), subscription in periods.items()])
+                    await conn.executemany(self._used_sql, [(user, model, _period_day(now, reset_at))
+                                                  for (user, model), reset_at in periods.items()])
                     await conn.executemany(self._last_used_sql, [(key, datetime.fromtimestamp(t, timezone.utc))
                                                        for key, t in last_used.items()])
             except Exception as exc:  # kept for the next flush (asyncpg and OSError alike)
@@ -146,6 +146,6 @@ class UsageRecorder:
             log.error("usage records lost at shutdown: the database could not be written")
 
 
-def _period_day(now: float, reset_at: float | None, budget_duration: str | None) -> date:
-    """The first UTC day of the quota period holding `now` (a period shorter than a day: that day's usage)."""
-    return datetime.fromtimestamp(period(now, reset_at, budget_duration)[0], timezone.utc).date()
+def _period_day(now: float, reset_at: float | None) -> date:
+    """The first UTC day of the quota period (a calendar month, or a month from reset_at) holding `now`."""
+    return datetime.fromtimestamp(period(now, reset_at)[0], timezone.utc).date()

@@ -3,6 +3,7 @@ null puts a limit back to the default (limits.defaults in config.yaml)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -10,6 +11,8 @@ import aiohttp
 import orjson
 import pytest
 
+from gateway.store.keys import hash_key
+from policies.limits import Kind
 from tests.admin_support import admin_gateway, call, error, unique_email
 from tests.integration.test_admin_cli import cli, env  # noqa: F401 - the CLI runner and its fixture
 from tests.support import bearer, seed_key
@@ -115,23 +118,30 @@ def next_monday() -> str:
     return (today + timedelta(days=7 - today.weekday())).strftime("%Y-%m-%d 00:00 UTC")
 
 
-async def test_a_budget_duration_set_by_the_admin_api_is_the_quotas_period(pool, postgres_url, redis_url, fake_upstream,
-                                                                           admin):
+async def test_a_budget_duration_set_by_the_admin_api_is_the_budgets_period(pool, postgres_url, redis_url, fake_upstream,
+                                                                            admin):
     async with admin_gateway(postgres_url, redis_url, fake_upstream.url, litellm={"sync_users": False}) as gw:
         model, subscription, key = await setup(admin, pool, gw.url, input_cost_per_token=0.5, output_cost_per_token=1.0)
         await gw.state.limiter.load_prices(gw.state.pool)  # else within limiter.PRICES_REFRESH_SECONDS
         status, view = await call(admin, "PATCH", f"{gw.url}/admin/v1/subscriptions/{subscription['id']}",
-                                  json={"quota_requests": 1, "budget_duration": "weekly"})
-        assert (status, view["quota_requests"], view["budget_duration"]) == (200, 1, "weekly")
-        assert (await chat(gw.url, key["key"], model["id"]))[0] == 200
+                                  json={"quota_requests": 5, "max_budget": 9.0, "budget_duration": "weekly"})
+        assert (status, view["quota_requests"], view["budget_duration"]) == (200, 5, "weekly")
+        first = await chat(gw.url, key["key"], model["id"])  # 9.5 USD (5 x 0.5 + 7 x 1.0): over 9 once answered
+        assert first[0] == 200
+        await gw.state.limiter.settle()
         status, body = await chat(gw.url, key["key"], model["id"])
         assert (status, body) == (429, error(
             "rate_limit_error", "QUOTA_EXCEEDED", "Your usage quota is used up. Contact your administrator to raise it, "
-            "or wait for it to reset. (the request quota of your subscription to this model (1) is used up; "
+            "or wait for it to reset. (the budget of your subscription to this model ($9) is used up; "
             f"it resets at {next_monday()})"))
-        # null: back to the calendar month (the column's 'monthly'), whose counter holds one request too
+        # the request quota stays a calendar month (design.md), whatever the budget's period
+        checks = gw.state.limiter.checks(gw.state.store.cached(hash_key(key["key"])), model["id"], time.time())
+        quota = next(c for c in checks if c.kind is Kind.QUOTA_REQUESTS)
+        month = datetime.now(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        assert quota.starts == month.timestamp()
+        # null: back to the calendar month (the column's 'monthly'); no subscription budget
         status, view = await call(admin, "PATCH", f"{gw.url}/admin/v1/subscriptions/{subscription['id']}",
-                                  json={"quota_requests": 3, "budget_duration": None})
+                                  json={"quota_requests": 3, "max_budget": None, "budget_duration": None})
         assert (status, view["budget_duration"]) == (200, "monthly")
         # the user's budget per day: 9.5 USD an answer (5 x 0.5 + 7 x 1.0); the day's recorded spend counts
         await gw.state.usage.flush()

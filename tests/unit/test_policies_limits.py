@@ -26,6 +26,8 @@ from policies.limits import (
     verdict,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def ts(*parts: int) -> float:
     return datetime(*parts, tzinfo=timezone.utc).timestamp()
@@ -163,16 +165,24 @@ def test_resets_are_written_as_openai_writes_them(seconds, text):
     assert format_reset(seconds) == text
 
 
-def test_each_scope_counts_its_quotas_per_its_budget_duration_and_says_when_it_resets():
+def test_budgets_count_per_their_budget_duration_and_quotas_per_month_and_each_says_when_it_resets():
+    """design.md: quota periods are calendar months in UTC unless reset_at says otherwise; a budget
+    counts per its budget_duration."""
     checks = plan("k1", "gpt-4o", NO_LIMITS, Limits(max_budget=5.0, budget_duration="1d"),
-                  Limits(quota_requests=10, budget_duration="30s"), NOW)
+                  Limits(quota_requests=10, max_budget=2.0, budget_duration="30s"), NOW)
     assert [(c.counter, c.starts, c.ends) for c in checks] == [
         (f"user:spend:{int(ts(2026, 11, 30))}", ts(2026, 11, 30), ts(2026, 12, 1)),
-        (f"sub:gpt-4o:req:{int(ts(2026, 11, 30, 17, 45))}", ts(2026, 11, 30, 17, 45), ts(2026, 11, 30, 17, 45, 30)),
+        (f"sub:gpt-4o:req:{int(ts(2026, 11, 1))}", ts(2026, 11, 1), ts(2026, 12, 1)),  # not 30 s: a quota
+        (f"sub:gpt-4o:spend:{int(ts(2026, 11, 30, 17, 45))}", ts(2026, 11, 30, 17, 45), ts(2026, 11, 30, 17, 45, 30)),
     ]
     assert refusal_detail(checks[0]) == "the budget of your account ($5) is used up; it resets at 2026-12-01 00:00 UTC"
     assert refusal_detail(checks[1]) == ("the request quota of your subscription to this model (10) is used up; "
+                                         "it resets at 2026-12-01 00:00 UTC")
+    assert refusal_detail(checks[2]) == ("the budget of your subscription to this model ($2) is used up; "
                                          "it resets at 2026-11-30 17:45:30 UTC")
-    anchored = plan("k1", "gpt-4o", NO_LIMITS, NO_LIMITS, Limits(quota_tokens=10, budget_duration="7d"), NOW,
-                    reset_at=ts(2026, 1, 1, 6))
-    assert (anchored[0].starts, anchored[0].ends) == (ts(2026, 11, 26, 6), ts(2026, 12, 3, 6))  # weeks from reset_at
+    anchored = plan("k1", "gpt-4o", NO_LIMITS, NO_LIMITS,
+                    Limits(quota_tokens=10, max_budget=1.0, budget_duration="7d"), NOW, reset_at=ts(2026, 1, 1, 6))
+    assert [(c.starts, c.ends) for c in anchored] == [
+        (ts(2026, 11, 1, 6), ts(2026, 12, 1, 6)),  # the quota: months from reset_at
+        (ts(2026, 11, 26, 6), ts(2026, 12, 3, 6)),  # the budget: weeks from reset_at
+    ]
