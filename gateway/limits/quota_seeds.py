@@ -13,7 +13,7 @@ The same table serves both schemas: on a LiteMaaS database the pools search maas
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timezone
 from typing import Any
 
 from policies.limits import Check, Kind, Scope, seed_day
@@ -38,7 +38,9 @@ async def seeds(pool: Any, user_id: str, key_id: str, model: str, checks: list[C
     def since(scope: Scope) -> date:
         return min((seed_day(c.starts) for c in checks if c.scope is scope and c.starts is not None), default=NEVER)
 
-    row = await pool.fetchrow(SEEDS_SQL, user_id, model, since(Scope.SUBSCRIPTION), since(Scope.USER), key_id,
-                              since(Scope.KEY), since(Scope.KEY_MODEL))
+    days = since(Scope.SUBSCRIPTION), since(Scope.USER), since(Scope.KEY), since(Scope.KEY_MODEL)
+    if min(days) > datetime.now(timezone.utc).date():  # periods that began today, after midnight: no whole
+        return [0 if check.kind in (Kind.QUOTA_REQUESTS, Kind.QUOTA_TOKENS) else 0.0 for check in checks]  # day yet
+    row = await pool.fetchrow(SEEDS_SQL, user_id, model, days[0], days[1], key_id, days[2], days[3])
     return [{Kind.QUOTA_REQUESTS: row["requests"], Kind.QUOTA_TOKENS: row["tokens"]}.get(check.kind, row[_SPEND[check.scope]])
             for check in checks]

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import datetime, time as dt_time, timezone
 from pathlib import Path
 
 import aiohttp
@@ -256,6 +256,16 @@ async def test_a_counter_lost_while_a_stream_runs_is_not_recreated_by_its_tokens
         status, headers, _ = await post(http, gw.url, seeded.key)
     # seeded from Postgres: the flushed 12 tokens; the stream's, not flushed yet, are the bound's loss
     assert (status, headers["x-ratelimit-remaining-tokens"]) == (200, "988")
+
+
+async def test_periods_that_began_after_midnight_today_are_seeded_without_a_query():
+    """Budgets of an hour or a day roll over for every user at once: their seeds (no whole day yet) are
+    0 without asking Postgres, so a rollover does not put one usage_daily query behind every user."""
+    now = time.time()
+    hourly = plan("k", "m1", Limits(max_budget=1.0, budget_duration="1h"), NO_LIMITS, NO_LIMITS, now)
+    if datetime.fromtimestamp(hourly[0].starts, timezone.utc).time() == dt_time(0):
+        hourly = plan("k", "m1", Limits(max_budget=1.0, budget_duration="1h"), NO_LIMITS, NO_LIMITS, now + 3600)
+    assert await quota_seeds.seeds(None, "u", "k", "m1", list(hourly)) == [0.0]  # None: any query would fail
 
 
 async def test_seeds_sum_the_recorded_usage_of_each_checks_period(pool):
