@@ -174,6 +174,7 @@ class LocalCounters:
     def __init__(self) -> None:
         self._values: dict[str, tuple[float, float]] = {}  # name -> (value, expires at)
         self._slots: dict[str, set[str]] = {}
+        self.unseeded: set[str] = set()  # period counters counting from 0 because their seed failed
 
     def _get(self, name: str, now: float) -> float:
         entry = self._values.get(name)
@@ -184,8 +185,13 @@ class LocalCounters:
         return entry is not None and entry[1] > now
 
     def seed(self, name: str, value: float, now: float, ttl: float) -> None:
-        """A counter's start when it is missing: the usage recorded in its period (a process started anew)."""
-        if not self.has(name, now):
+        """A counter's start when it is missing: the usage recorded in its period (a process started anew).
+        One that counted from 0 since its seed failed takes the larger of the two (the recorded usage
+        holds this process's flushed part of its own count)."""
+        if name in self.unseeded:
+            self.unseeded.discard(name)
+            self._values[name] = (max(self._get(name, now), value), now + ttl)
+        elif not self.has(name, now):
             self.add(name, value, now, ttl)
 
     def add(self, name: str, amount: float, now: float, ttl: float) -> None:
@@ -378,13 +384,16 @@ class Limiter:
     async def _seed_local(self, user_id: str, key_id: str, model: str, checks: tuple[Check, ...], now: float) -> None:
         """Without Redis (one instance): period counters this process does not hold yet start from usage_daily."""
         names = self._names(user_id, checks)
-        missing = [i for i, c in enumerate(checks) if c.starts is not None and not self._local.has(names[i][0], now)]
+        missing = [i for i, c in enumerate(checks) if c.starts is not None
+                   and (not self._local.has(names[i][0], now) or names[i][0] in self._local.unseeded)]
         if not missing:
             return
         try:
             found = await quota_seeds.seeds(self._pool, user_id, key_id, model, [checks[i] for i in missing])
-        except Exception as exc:  # counted from 0 until Postgres answers (logged)
+        except Exception as exc:  # counted from 0 until Postgres answers, then seeded (logged)
             log.warning("quota counters not seeded, Postgres unreachable: %s", type(exc).__name__)
+            if len(self._local.unseeded) < LOCAL_MAX_COUNTERS:
+                self._local.unseeded.update(names[i][0] for i in missing)
             return
         for i, value in zip(missing, found):
             self._local.seed(names[i][0], value, now, _ttl(checks[i], now) / 1000)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import os
 import shutil
@@ -23,6 +24,12 @@ from gateway.dev import services as devservices
 from gateway.limits import limiter
 
 from gateway.limits import quota_seeds
+from gateway.config import LimitsConfig
+from gateway.errors import QuotaExceededError
+from gateway.limits.limiter import Limiter
+from gateway.store import db
+from gateway.store.keys import hash_key
+from policies.records import Mode
 from gateway.ops.metrics import LIMIT_REFUSALS
 from policies.limits import NO_LIMITS, Kind, Limits, Scope, period, plan
 from tests.support import bearer, eventually, make_config, running_gateway, seed_key
@@ -293,6 +300,41 @@ async def test_seeds_sum_the_recorded_usage_of_each_checks_period(pool):
                                                     (Scope.KEY_MODEL, datetime(2026, 11, 1, tzinfo=timezone.utc).timestamp())]
     assert await quota_seeds.seeds(pool, user, "k", "m1", list(keyed)) == [0.0, 0.75]  # this week; m1 this month
     assert await quota_seeds.seeds(pool, user, "other", "m1", list(keyed)) == [0.0, 0.0]
+
+
+class FlakyPool:
+    """Fault injection: the first `failures` queries fail as a Postgres restart would fail them."""
+
+    def __init__(self, pool, failures: int) -> None:
+        self.pool, self.failures = pool, failures
+
+    async def fetchrow(self, *args, **kwargs):
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionRefusedError("postgres restarting")
+        return await self.pool.fetchrow(*args, **kwargs)
+
+
+async def test_without_redis_a_seed_that_failed_is_taken_once_postgres_answers(pool):
+    seeded = await seed_key(pool, models=["m-seed"])
+    record = await db.load_key(pool, hash_key(seeded.key))
+    today = datetime.now(timezone.utc).date()
+    await pool.execute("INSERT INTO usage_daily (day, key_id, user_id, model_id, requests, prompt_tokens, "
+                       "completion_tokens, spend) VALUES ($1, $2, $3, 'm-seed', 5, 0, 0, 0)",
+                       today, record.key_id, record.user_id)
+    limits = Limiter(LimitsConfig(), None, 60.0, pool=FlakyPool(pool, failures=1))
+    record = dataclasses.replace(record, subscriptions={"m-seed": dataclasses.replace(
+        record.subscriptions["m-seed"], limits=Limits(quota_requests=7))})
+    now = time.time()
+    checks = limits.checks(record, "m-seed", now)
+    first = await limits.admit(record, "m-seed", checks, now, Mode.ENFORCE)  # the seed fails: counted from 0
+    assert first.headers and dict(first.headers)[b"x-ratelimit-remaining-requests"] == b"6"
+    second = await limits.admit(record, "m-seed", checks, now, Mode.ENFORCE)  # seeded now: max(1, 5 recorded) + 1
+    assert dict(second.headers)[b"x-ratelimit-remaining-requests"] == b"1"
+    third = await limits.admit(record, "m-seed", checks, now, Mode.ENFORCE)
+    assert dict(third.headers)[b"x-ratelimit-remaining-requests"] == b"0"
+    with pytest.raises(QuotaExceededError):
+        await limits.admit(record, "m-seed", checks, now, Mode.ENFORCE)
 
 
 async def test_without_redis_a_restarted_instance_keeps_the_periods_quota(pool, postgres_url, fake_upstream, http):
