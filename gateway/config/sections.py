@@ -220,7 +220,9 @@ class LimitsConfig(Section):
 @section
 class UsageConfig(Section):
     flush_seconds: Annotated[Number, positive()] = 5.0  # usage rows are written this often (and at shutdown)
-    retention_days: Count = 400  # usage_daily rows older than this are deleted
+    # usage_daily rows older than this are deleted; at least a month: a counter Redis lost is seeded from
+    # its period's rows (gateway/limits/quota_seeds.py), and budgets of longer periods need as many days
+    retention_days: Annotated[Count, at_least(31)] = 400
     max_pending_rows: Annotated[Count, at_least(1)] = 100_000  # kept in memory while Postgres cannot be written
 
 

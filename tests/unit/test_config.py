@@ -109,6 +109,7 @@ KNOWN_TOP = ("admin, breaker, cache, console, database, enforcement, health, lim
         ({"server": {"trusted_proxies": ["10.0.0.0/8", "ten"]}}, "server.trusted_proxies[1]: expected an address or CIDR, got 'ten'"),
         ({"server": {"admin_port": 8080}}, "server.admin_port: must differ from server.port (and not be 0)"),
         ({"server": {"max_concurrency": 0}}, "server.max_concurrency: must be at least 1"),
+        ({"usage": {"retention_days": 0}}, "usage.retention_days: must be at least 31"),
         ({"server": {"body_read_timeout_seconds": 0}}, "server.body_read_timeout_seconds: must be positive"),
         ({"security": {"failed_auth_limit": 0}}, "security.failed_auth_limit: must be at least 1"),
         ({"security": {"failed_auth_window_seconds": 61}},
