@@ -51,8 +51,13 @@ class SubscriptionRecord:
     reset_at: float | None = None  # quota periods are months from here (None: calendar months, UTC)
 
 
-def _frozen(mapping: Mapping[str, SubscriptionRecord]) -> Mapping[str, SubscriptionRecord]:
-    return MappingProxyType(dict(mapping))
+EMPTY: Mapping = MappingProxyType({})  # one read-only empty mapping for every record that has nothing there
+
+
+def _frozen(mapping: Mapping) -> Mapping:
+    """A read-only copy; the shared EMPTY when there is nothing (most keys have no per-model limits:
+    ~110 bytes each of the L1 cache's records)."""
+    return MappingProxyType(dict(mapping)) if mapping else EMPTY
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +82,7 @@ class KeyRecord:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "subscriptions", _frozen(self.subscriptions))
-        object.__setattr__(self, "model_limits", MappingProxyType(dict(self.model_limits)))
+        object.__setattr__(self, "model_limits", _frozen(self.model_limits))
 
 
 @dataclass(frozen=True, slots=True)

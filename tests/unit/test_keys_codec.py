@@ -8,7 +8,7 @@ import pytest
 
 from gateway.store.keys import decode_record, encode_record, extract_key, hash_key, key_prefix
 from policies.limits import Limits
-from policies.records import KeyRecord, SubscriptionRecord
+from policies.records import EMPTY, KeyRecord, SubscriptionRecord
 
 pytestmark = pytest.mark.unit
 
@@ -148,3 +148,11 @@ def test_codec_negative_entry() -> None:
     assert encode_record(None) == b"null"
     assert decode_record(b"null") is None
     assert decode_record(encode_record(None)) is None
+
+
+def test_records_with_nothing_per_model_share_one_empty_mapping():
+    """The L1 cache holds one record per key: an empty per-model mapping each would be ~110 bytes a key."""
+    plain = decode_record(encode_record(KeyRecord("k", "u", "sk-abcd", models=("m",))))
+    assert plain.model_limits is EMPTY and KeyRecord("k2", "u", "sk-abcd").subscriptions is EMPTY
+    limited = KeyRecord("k3", "u", "sk-abcd", model_limits={"m": Limits(rpm_limit=1)})
+    assert dict(limited.model_limits) == {"m": Limits(rpm_limit=1)} and limited.model_limits is not EMPTY
