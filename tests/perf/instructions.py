@@ -62,12 +62,17 @@ async def child(running: Services, app_name: str, kind: str, requests: int) -> N
             await drive(app, key, body, requests)
 
 
+def under_valgrind(module: str, *args: str) -> subprocess.Popen:
+    """`python -m module args` under valgrind (cachegrind, no cache simulation); its count is read by `counted`."""
+    command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+               sys.executable, "-m", module, *args]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
 def start(running: Services, app_name: str, kind: str, requests: int) -> subprocess.Popen:
     """One child run under valgrind; its count is read by `counted`."""
-    command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-               sys.executable, "-m", "tests.perf.instructions", "--child", json.dumps(running.__dict__),
-               app_name, kind, str(requests)]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return under_valgrind("tests.perf.instructions", "--child", json.dumps(running.__dict__), app_name, kind,
+                          str(requests))
 
 
 def counted(child_run: subprocess.Popen) -> int:

@@ -29,10 +29,11 @@ import asyncio
 import functools
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
+
+from tests.perf.instructions import counted, under_valgrind
 
 VARIANTS = ("timers-ticker", "timers-asyncio", "metrics-tally", "metrics-children", "metrics-children-cached",
             "log-batch", "log-logging")
@@ -135,17 +136,7 @@ async def child(variant: str, repeat: int) -> None:
 
 
 def count(variant: str, repeat: int) -> subprocess.Popen:
-    command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-               sys.executable, "-m", "tests.perf.mechanisms", "--child", variant, str(repeat)]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def counted(run: subprocess.Popen) -> int:
-    _, stderr = run.communicate()
-    match = re.search(r"I\s+refs:\s+([\d,]+)", stderr)
-    if run.returncode != 0 or match is None:
-        raise RuntimeError(f"valgrind run failed ({run.returncode}):\n{stderr[-2000:]}")
-    return int(match.group(1).replace(",", ""))
+    return under_valgrind("tests.perf.mechanisms", "--child", variant, str(repeat))
 
 
 def main(argv: list[str] | None = None) -> int:
