@@ -4,6 +4,7 @@ streams from the fake upstream (chunk_gap), and the signal sent mid-stream."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import time
 
@@ -25,7 +26,9 @@ def env(postgres_url, redis_url, fake_upstream) -> dict[str, str]:
 
 
 async def new_connection_status(url: str, key: str) -> int | None:
-    """A request on a connection of its own: its status, or None when no connection is accepted."""
+    """A request on a connection of its own: its status, or None when no connection is accepted: refused,
+    or reset before any answer (a connection the kernel queued in the listen backlog is reset when the
+    gateway closes its listener: the gateway never accepted it; seen once in 19 runs of the suite)."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh:
         try:
             async with fresh.post(url + "/v1/chat/completions", json=CHAT, headers=bearer(key)) as r:
@@ -33,6 +36,10 @@ async def new_connection_status(url: str, key: str) -> int | None:
                 return r.status
         except aiohttp.ClientConnectorError:
             return None
+        except aiohttp.ClientOSError as exc:
+            if exc.errno == errno.ECONNRESET:
+                return None
+            raise
 
 
 async def ready_status(url: str) -> tuple[int, dict] | None:
