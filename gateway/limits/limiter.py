@@ -35,6 +35,7 @@ from gateway.config import LimitsConfig
 from gateway.errors import QuotaExceededError, RateLimitedError
 from gateway.ops.metrics import LIMIT_REFUSALS, LIMITER_FALLBACKS
 from gateway.limits import quota_seeds
+from gateway.limits.local import LOCAL_MAX_COUNTERS, WINDOW_TTL_MS, LocalCounters, ttl_ms
 from gateway.limits.usage import usage_counts
 from policies.limits import MINUTE, NO_LIMITS, Check, Kind, Limits, Verdict, effective, format_reset, plan, refusal_detail, verdict
 from policies.records import KeyRecord, Mode
@@ -44,8 +45,6 @@ log = logging.getLogger("maas_gateway.limiter")
 PREFIX = "maas:lim:"
 REDIS_BACKOFF_SECONDS = 5.0
 PRICES_REFRESH_SECONDS = 30.0
-LOCAL_MAX_COUNTERS = 100_000  # in-process counters kept; expired ones are swept beyond this
-WINDOW_TTL_MS = int(2 * MINUTE * 1000) + 5000  # a minute's counter is read during the next minute
 
 # KEYS: two per check (its counter, and the previous minute's for a per-minute check, else the same).
 # ARGV: force ("1": charge even when refused: shadow mode), now, token, slot expiry, then per check
@@ -168,71 +167,6 @@ def rate_limit_headers(result: Verdict) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-class LocalCounters:
-    """The script's semantics in-process (no Redis, or Redis failing): counters that expire, slots."""
-
-    def __init__(self) -> None:
-        self._values: dict[str, tuple[float, float]] = {}  # name -> (value, expires at)
-        self._slots: dict[str, set[str]] = {}
-        self.unseeded: set[str] = set()  # period counters counting from 0 because their seed failed
-
-    def _get(self, name: str, now: float) -> float:
-        entry = self._values.get(name)
-        return entry[0] if entry is not None and entry[1] > now else 0.0
-
-    def has(self, name: str, now: float) -> bool:
-        entry = self._values.get(name)
-        return entry is not None and entry[1] > now
-
-    def seed(self, name: str, value: float, now: float, ttl: float) -> None:
-        """A counter's start when it is missing: the usage recorded in its period (a process started anew).
-        One that counted from 0 since its seed failed takes the larger of the two (the recorded usage
-        holds this process's flushed part of its own count)."""
-        if name in self.unseeded:
-            self.unseeded.discard(name)
-            self._values[name] = (max(self._get(name, now), value), now + ttl)
-        elif not self.has(name, now):
-            self.add(name, value, now, ttl)
-
-    def add(self, name: str, amount: float, now: float, ttl: float) -> None:
-        if len(self._values) >= LOCAL_MAX_COUNTERS:
-            self._values = {k: v for k, v in self._values.items() if v[1] > now}
-        self._values[name] = (self._get(name, now) + amount, now + ttl)
-
-    def admit(self, checks: tuple[Check, ...], names: list[tuple[str, str]], now: float, token: str,
-              force: bool) -> tuple[bool, tuple[tuple[float, float], ...]]:
-        counts = []
-        for check, (current, previous) in zip(checks, names):
-            if check.kind is Kind.PARALLEL:
-                counts.append((float(len(self._slots.get(current, ()))), 0.0))
-            else:
-                counts.append((self._get(current, now), self._get(previous, now) if check.previous else 0.0))
-        admitted = verdict(checks, tuple(counts), now).admitted
-        if admitted or force:
-            for check, (current, _) in zip(checks, names):
-                if check.kind is Kind.PARALLEL:
-                    self._slots.setdefault(current, set()).add(token)
-                elif check.kind.cost:
-                    self.add(current, check.kind.cost, now, _ttl(check, now) / 1000)
-        return admitted, tuple(counts)
-
-    def release(self, name: str, token: str) -> None:
-        slots = self._slots.get(name)
-        if slots is not None:
-            slots.discard(token)
-            if not slots:
-                del self._slots[name]
-
-
-def _ttl(check: Check, now: float) -> int:
-    """Milliseconds a counter is kept: a minute's for two minutes, a period's until it ends (+1 day)."""
-    if check.previous is not None:
-        return WINDOW_TTL_MS
-    if check.kind is Kind.PARALLEL:
-        return 86_400_000
-    return int((check.ends - now + 86_400) * 1000)
-
-
 class Limiter:
     def __init__(self, config: LimitsConfig, redis: Any | None, slot_seconds: float,
                  clock: Callable[[], float] = time.time, pool: Any | None = None) -> None:
@@ -321,9 +255,9 @@ class Limiter:
                 minute_name = name.rsplit(":", 1)[0] + f":{int(now // MINUTE)}"  # the minute the answer ended in
                 updates.append(("w", minute_name, tokens, WINDOW_TTL_MS))
             elif check.kind is Kind.QUOTA_TOKENS and tokens:
-                updates.append(("c", name, tokens, _ttl(check, now)))
+                updates.append(("c", name, tokens, ttl_ms(check, now)))
             elif check.kind is Kind.BUDGET and spend:
-                updates.append(("c", name, spend, _ttl(check, now)))
+                updates.append(("c", name, spend, ttl_ms(check, now)))
         if not updates:
             return
         if not meter.shared:
@@ -359,7 +293,7 @@ class Limiter:
             args: list[Any] = ["1" if force else "0", repr(now), token, repr(now + self._slot_seconds)]
             for i, check in enumerate(checks):
                 kind = "p" if check.kind is Kind.PARALLEL else "w" if check.previous is not None else "c"
-                args += [kind, repr(float(check.limit)), str(check.kind.cost), repr(check.weight), str(_ttl(check, now)),
+                args += [kind, repr(float(check.limit)), str(check.kind.cost), repr(check.weight), str(ttl_ms(check, now)),
                          seeds.get(i, "")]
             try:
                 answer = await self._script(keys=keys, args=args)
@@ -396,7 +330,7 @@ class Limiter:
                 self._local.unseeded.update(names[i][0] for i in missing)
             return
         for i, value in zip(missing, found):
-            self._local.seed(names[i][0], value, now, _ttl(checks[i], now) / 1000)
+            self._local.seed(names[i][0], value, now, ttl_ms(checks[i], now) / 1000)
 
     def _redis_failed(self, exc: BaseException, now: float) -> None:
         if now >= self._redis_skip_until:
