@@ -180,7 +180,13 @@ class ConsoleConfig(Section):
     oidc_admin_group: Text | None = None  # OIDC_ADMIN_GROUP: members see the admin view
     session_secret: SecretText = secret()  # environment only: SESSION_SECRET (signs the session cookie)
     public_url: Text | None = None  # CONSOLE_PUBLIC_URL: the gateway URL shown in code snippets
-    https_only: Flag = False  # CONSOLE_HTTPS_ONLY: mark the session cookie Secure
+    https_only: Flag | None = None  # CONSOLE_HTTPS_ONLY: mark the session cookie Secure; null: when public_url is https
+
+    def secure_cookie(self) -> bool:
+        """Whether the session cookie is Secure: https_only when set, else whether public_url is https."""
+        if self.https_only is not None:
+            return self.https_only
+        return (self.public_url or "").lower().startswith("https://")
 
 
 @section

@@ -90,7 +90,7 @@ def console_app(config: Config, holder: Any) -> Starlette | None:
             Middleware(SecurityHeaders, sign_out_origin=origin(config.console.oidc_issuer)),
             Middleware(SessionMiddleware, secret_key=config.console.session_secret, session_cookie=SESSION_COOKIE,
                        max_age=SESSION_SECONDS, path="/console", same_site="lax",
-                       https_only=config.console.https_only),
+                       https_only=config.console.secure_cookie()),
         ],
         exception_handlers={HTTPException: _http_error, GatewayError: _gateway_error},
     )

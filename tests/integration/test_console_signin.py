@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import pytest
+from starlette.middleware.sessions import SessionMiddleware
 
 from gateway.dev import services as devservices
 from gateway.config import ConsoleConfig, parse_config
@@ -269,6 +270,20 @@ def test_the_console_can_be_off(environ):
             "SESSION_SECRET": "x" * 32}
     assert console_app(parse_config({}, full), None) is not None
     assert console_app(parse_config({}, {**full, **environ}), None) is None
+
+
+@pytest.mark.parametrize(("environ", "secure"), [
+    ({}, False),  # a local console over http
+    ({"CONSOLE_PUBLIC_URL": "https://gateway.example.com"}, True),  # served over https: Secure by default
+    ({"CONSOLE_PUBLIC_URL": "https://gateway.example.com", "CONSOLE_HTTPS_ONLY": "false"}, False),
+    ({"CONSOLE_HTTPS_ONLY": "true"}, True),  # TLS ends at a proxy, no public_url
+], ids=["http", "https-public-url", "explicitly-off", "explicitly-on"])
+def test_the_session_cookie_is_secure_when_the_console_is_served_over_https(environ, secure):
+    full = {"OIDC_ISSUER": "http://127.0.0.1:1", "OIDC_CLIENT_ID": "c", "OIDC_CLIENT_SECRET": "s",
+            "SESSION_SECRET": "x" * 32, **environ}
+    app = console_app(parse_config({}, full), None)
+    sessions = [m for m in app.user_middleware if m.cls is SessionMiddleware]
+    assert len(sessions) == 1 and sessions[0].kwargs["https_only"] is secure
 
 
 async def csrf_from(session: aiohttp.ClientSession, url: str) -> str:
