@@ -64,11 +64,25 @@ class UsageStripper:
             return b""
         complete, self._held = data[: end + 2], data[end + 2:]
         self.events += complete.count(b"data: ")
-        if _USAGE_OBJECT.search(complete) is None:  # no usage object: no event here is a usage event
+        match = _USAGE_OBJECT.search(complete)
+        if match is None:  # no usage object: no event here is a usage event
             return complete
-        events = complete.split(b"\n\n")[:-1]
-        kept = [event for event in events if b'"usage"' not in event or not is_usage_event(event)]
-        return complete if len(kept) == len(events) else b"".join(event + b"\n\n" for event in kept)
+        # Only the events holding a usage object are judged (events end with a blank line; JSON
+        # strings hold no raw newline): a stream's chunks are not split into all their events.
+        pieces: list[bytes] = []
+        position = 0  # where the events not yet copied begin
+        while match is not None:
+            start = complete.rfind(b"\n\n", position, match.start())
+            start = start + 2 if start >= 0 else position
+            stop = complete.find(b"\n\n", match.end()) + 2
+            if is_usage_event(complete[start:stop - 2]):
+                pieces.append(complete[position:start])
+                position = stop
+            match = _USAGE_OBJECT.search(complete, stop)
+        if not position:
+            return complete
+        pieces.append(complete[position:])
+        return b"".join(pieces)
 
     def end(self) -> bytes:
         """Whatever is held when the stream ends (an unterminated last event), as it came."""

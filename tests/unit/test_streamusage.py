@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.serving.streamusage import UsageStripper, ask_for_usage
 
@@ -54,3 +56,22 @@ def test_an_unterminated_last_event_is_passed_at_the_end():
     stripper = UsageStripper()
     assert stripper.feed(CONTENT + b"data: {") == CONTENT
     assert stripper.end() == b"data: {"
+
+
+SPACED_USAGE = b'data: {"choices": [], "usage" : {"prompt_tokens": 2}}\n\n'  # another server's spacing
+EVENTS = {CONTENT: True, USAGE: False, DONE: True, LITELLMS: False, LAST_WITH_USAGE: True, SPACED_USAGE: False}
+
+
+@given(st.lists(st.sampled_from(sorted(EVENTS)), max_size=12), st.lists(st.integers(1, 300), min_size=1, max_size=8))
+def test_exactly_the_usage_only_events_are_removed_from_any_stream_cut_anywhere(events, cuts):
+    """Any order of events (usage events next to each other, first, last, several), cut into chunks
+    of any sizes: what comes out is every event with news, in order, and the events are all counted."""
+    stream = b"".join(events)
+    stripper = UsageStripper()
+    out, position, index = [], 0, 0
+    while position < len(stream):
+        size = cuts[index % len(cuts)]
+        out.append(stripper.feed(stream[position:position + size]))
+        position, index = position + size, index + 1
+    assert b"".join(out) + stripper.end() == b"".join(e for e in events if EVENTS[e])
+    assert stripper.events == len(events)
