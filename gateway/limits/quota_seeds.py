@@ -32,15 +32,19 @@ FROM usage_daily WHERE user_id = $1 AND day >= least($3::date, $4::date, $6::dat
 _SPEND = {Scope.USER: "user_spend", Scope.KEY: "key_spend", Scope.KEY_MODEL: "key_model_spend", Scope.SUBSCRIPTION: "spend"}
 
 
-async def seeds(pool: Any, user_id: str, key_id: str, model: str, checks: list[Check]) -> list[float]:
+async def seeds(pool: Any, user_id: str, key_id: str, model: str, checks: list[Check],
+                acquire_timeout: float = 1.0) -> list[float]:
     """What each of `checks` (period checks: quotas and budgets) has counted so far in its period,
-    in one query; ints for requests and tokens, floats for spend."""
+    in one query; ints for requests and tokens, floats for spend. A busy pool is waited for at most
+    `acquire_timeout` seconds (database.acquire_timeout_ms), as a cold key's lookup is: then
+    TimeoutError, and the limiter counts the request in-process."""
     def since(scope: Scope) -> date:
         return min((seed_day(c.starts) for c in checks if c.scope is scope and c.starts is not None), default=NEVER)
 
     days = since(Scope.SUBSCRIPTION), since(Scope.USER), since(Scope.KEY), since(Scope.KEY_MODEL)
     if min(days) > datetime.now(timezone.utc).date():  # periods that began today, after midnight: no whole
         return [0 if check.kind in (Kind.QUOTA_REQUESTS, Kind.QUOTA_TOKENS) else 0.0 for check in checks]  # day yet
-    row = await pool.fetchrow(SEEDS_SQL, user_id, model, days[0], days[1], key_id, days[2], days[3])
+    async with pool.acquire(timeout=acquire_timeout) as conn:
+        row = await conn.fetchrow(SEEDS_SQL, user_id, model, days[0], days[1], key_id, days[2], days[3])
     return [{Kind.QUOTA_REQUESTS: row["requests"], Kind.QUOTA_TOKENS: row["tokens"]}.get(check.kind, row[_SPEND[check.scope]])
             for check in checks]

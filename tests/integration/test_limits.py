@@ -16,6 +16,7 @@ from datetime import datetime, time as dt_time, timezone
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import orjson
 import pytest
 
@@ -301,6 +302,23 @@ async def test_seeds_sum_the_recorded_usage_of_each_checks_period(pool):
     assert await quota_seeds.seeds(pool, user, "k", "m1", list(keyed)) == [0.0, 0.75]  # this week; m1 this month
     assert await quota_seeds.seeds(pool, user, "other", "m1", list(keyed)) == [0.0, 0.0]
 
+
+
+async def test_seeds_wait_for_a_busy_pool_only_as_long_as_a_cold_key_lookup_does(postgres_url):
+    """A flood of new users' first requests must not queue on the pool without bound: the seed query
+    gives up after its acquire timeout (the limiter then counts in-process, logged)."""
+    month = datetime(2026, 11, 30, 12, tzinfo=timezone.utc).timestamp()  # a period begun before today: a query
+    checks = plan("k", "m1", NO_LIMITS, Limits(max_budget=1.0), NO_LIMITS, month, None)
+    small = await asyncpg.create_pool(postgres_url, min_size=1, max_size=1)
+    try:
+        async with small.acquire():  # the one connection is busy
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await quota_seeds.seeds(small, "u", "k", "m1", list(checks), acquire_timeout=0.2)
+            assert time.monotonic() - started < 5  # bounded (0.2 s asked; a margin for a busy machine)
+        assert await quota_seeds.seeds(small, "u", "k", "m1", list(checks), acquire_timeout=0.2) == [0.0]
+    finally:
+        await small.close()
 
 class FlakyPool:
     """Fault injection: the first `failures` queries fail as a Postgres restart would fail them."""
