@@ -18,7 +18,10 @@ steps up until each proxy's added p99 passes the threshold (one event interval: 
 whole token late), then `refine` geometric bisections between its last pass and first
 failure; the **capacity** is the largest N that passed (within the threshold, no errors).
 Then direct, ceiling and gateway at half the ceiling's capacity (both proxies twice, each
-keeping its better run), for the latency ratio. Pinning as in the bench: the proxy alone on CPU 1; upstream, generator, Postgres,
+keeping its better run), for the latency ratio. Then `gateway, limits on` (the same process,
+requests made with a key whose limits and quotas are counted, never reached) at that N and at
+the gateway's capacity: its CPU per stream-second against the gateway's is the stated cost of
+limits (`limits_cost`). Pinning as in the bench: the proxy alone on CPU 1; upstream, generator, Postgres,
 Redis on CPU 0. The direct row shows when CPU 0 itself runs out (its upstream and generator
 at 0.9 of a core, or behind on their events): past that, nothing is measured (capacities
 are then "at least"). On a shared host a failure under other jobs' load is measured once
@@ -357,8 +360,8 @@ def limits_lines(llm: dict) -> list[str]:
         return []
     limits = llm.get("limits", {})
     key, sub = limits.get("key", {}), limits.get("subscription", {})
-    what = (f"rpm and tpm limits of {key['rpm_limit']:,} and {key['tpm_limit']:,}, quotas on its subscriptions of "
-            f"{sub['quota_requests']:,} requests and {sub['quota_tokens']:,} tokens" if key and sub else "limits and quotas")
+    what = (f"an rpm limit of {key['rpm_limit']:,} and a tpm limit of {key['tpm_limit']:,}, and quotas on its subscriptions "
+            f"of {sub['quota_requests']:,} requests and {sub['quota_tokens']:,} tokens" if key and sub else "limits and quotas")
     charged = [run["quota_charged"] for row in llm["runs"].values() for name, run in row.items()
                if name == LIMITED and run.get("quota_charged")]
     line = (f"Limits on (`{LIMITED}`: the same gateway process, its requests made with a key with {what}: each request "

@@ -257,5 +257,6 @@ def test_the_limits_on_row_shows_its_errors_and_an_rss_after_a_larger_n_as_an_up
     assert limited[1][7:] == ["55", "9.0", "0", "within"]
     text = streams.markdown(llm)
     assert "| 500 | gateway, limits on | +0.0 / +9.0 |" in text
-    assert ("quotas on its subscriptions of 1,000,000,000 requests and 1,000,000,000,000 tokens" in text
+    assert ("a key with an rpm limit of 1,000,000,000 and a tpm limit of 1,000,000,000, and quotas on its subscriptions "
+            "of 1,000,000,000 requests and 1,000,000,000,000 tokens" in text
             and "The subscription's quota counters charged 2,000 requests and 8,006,000 tokens over those runs." in text)
