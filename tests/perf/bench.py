@@ -79,6 +79,7 @@ PACED_GAP_MS = 10
 KEYS_PER_USER = 2  # each bench user: 2 keys, active subscriptions to BENCH_MODELS
 LIMITED = "gateway, limits on"  # the row: the gateway, the key with limits
 HIGH_LIMIT = 1_000_000_000  # rpm and tpm of that key: counted, never reached
+HIGH_QUOTA = 10**12  # quota_tokens of the LLM-shaped load's limits-on key (quota_requests is an INTEGER: HIGH_LIMIT)
 
 
 @dataclass
@@ -134,6 +135,8 @@ def pinned(cpus: set[int]) -> Iterator[None]:
 class Seed:
     key: str  # the throughput key: warm in L1 for every gateway run
     limited_key: str  # the same, with rpm and tpm limits (HIGH_LIMIT) that the limiter counts
+    quota_key: str  # limited_key's limits plus quotas on its subscriptions: the LLM-shaped load's limits-on row
+    quota_user: str  # quota_key's user (tests/perf/streams.py reads its quota counters in Redis)
     revocation: list[tuple[str, str]]  # (key, key id) revoked one per trial
     fill_keys: list[str]  # cached for the memory measurement
     cold_hashes: list[str]  # never requested over HTTP: for the in-process lookup timings
@@ -151,6 +154,10 @@ async def seed(database_url: str, settings: Settings) -> Seed:
         main = await seed_key(pool, models=BENCH_MODELS)
         limited = await seed_key(pool, models=BENCH_MODELS)
         await pool.execute("UPDATE api_keys SET rpm_limit = $2, tpm_limit = $2 WHERE id = $1", limited.key_id, HIGH_LIMIT)
+        quota = await seed_key(pool, models=BENCH_MODELS)
+        await pool.execute("UPDATE api_keys SET rpm_limit = $2, tpm_limit = $2 WHERE id = $1", quota.key_id, HIGH_LIMIT)
+        await pool.execute("UPDATE subscriptions SET quota_requests = $2, quota_tokens = $3 WHERE user_id = $1",
+                           quota.user_id, HIGH_LIMIT, HIGH_QUOTA)
         revocation = [await seed_key(pool, models=[MODEL]) for _ in range(settings.revocation_trials)]
         total = settings.keys + settings.cold_keys
         keys = ["sk-bench-" + secrets.token_urlsafe(24) for _ in range(total)]
@@ -181,6 +188,8 @@ async def seed(database_url: str, settings: Settings) -> Seed:
     return Seed(
         key=main.key,
         limited_key=limited.key,
+        quota_key=quota.key,
+        quota_user=quota.user_id,
         revocation=[(s.key, s.key_id) for s in revocation],
         fill_keys=keys[: settings.keys],
         cold_hashes=[hash_key(k) for k in keys[settings.keys :]],
@@ -464,7 +473,8 @@ class Bench:
             log("LLM-shaped load: concurrent slow streams (tests/perf/streams.py)")
             stream_settings = streams.StreamSettings.quick() if s.llm_quick else streams.StreamSettings()
             stream_settings.litellm = s.litellm
-            self.results["llm"] = streams.Scenario(self, stream_settings, upstream, upstream_port, env, seeded.key).run()
+            self.results["llm"] = streams.Scenario(self, stream_settings, upstream, upstream_port, env, seeded.key,
+                                                    limited=(seeded.quota_key, seeded.quota_user)).run()
         else:
             self.results["notes"].append("LLM-shaped load skipped (--no-llm)")
 

@@ -18,7 +18,10 @@ steps up until each proxy's added p99 passes the threshold (one event interval: 
 whole token late), then `refine` geometric bisections between its last pass and first
 failure; the **capacity** is the largest N that passed (within the threshold, no errors).
 Then direct, ceiling and gateway at half the ceiling's capacity (both proxies twice, each
-keeping its better run), for the latency ratio. Pinning as in the bench: the proxy alone on CPU 1; upstream, generator, Postgres,
+keeping its better run), for the latency ratio. Then `gateway, limits on` (the same process,
+requests made with a key whose limits and quotas are counted, never reached) at that N and at
+the gateway's capacity: its CPU per stream-second against the gateway's is the stated cost of
+limits (`limits_cost`). Pinning as in the bench: the proxy alone on CPU 1; upstream, generator, Postgres,
 Redis on CPU 0. The direct row shows when CPU 0 itself runs out (its upstream and generator
 at 0.9 of a core, or behind on their events): past that, nothing is measured (capacities
 are then "at least"). On a shared host a failure under other jobs' load is measured once
@@ -52,6 +55,7 @@ from tests.perf.measure import CpuMeter, cpu_list, rss_bytes
 
 TARGETS = ("direct", "ceiling", "gateway")
 PROXIES = ("ceiling", "gateway")
+LIMITED = "gateway, limits on"  # the same gateway, its requests made with a key whose limits and quotas are counted
 CAPACITY_TARGET = 0.8  # gateway capacity / ceiling capacity
 LATENCY_TARGET = 1.25  # gateway added p99 / ceiling added p99, at half the ceiling's capacity
 DISTURBED = 0.25  # other jobs used this much of a core during a run or more: noted, a failure measured again
@@ -177,6 +181,29 @@ def next_probe(low: int, high: int) -> int | None:
     return middle if low < middle < high else None
 
 
+def limits_cost(runs: dict[int, dict[str, dict]], threshold_ms: float) -> list[dict[str, Any]]:
+    """Per N where the limits-on row ran: its CPU per stream-second and per event against the gateway's
+    (limits off: the same process) at the same N, the ratio and the difference, its added delays and errors."""
+    out = []
+    for n in sorted(runs):
+        row = runs[n]
+        on, off, direct = row.get(LIMITED), row.get("gateway"), row.get("direct")
+        if on is None or off is None or direct is None:
+            continue
+        c_on, c_off = on.get("cpu_ms_per_stream_s"), off.get("cpu_ms_per_stream_s")
+        out.append({
+            "streams": n,
+            "cpu_ms_per_stream_s": {"off": c_off, "on": c_on},
+            "ratio": round(c_on / c_off, 3) if c_on and c_off else None,
+            "difference_ms": round(c_on - c_off, 3) if c_on is not None and c_off is not None else None,
+            "cpu_us_per_event": {"off": off.get("cpu_us_per_event"), "on": on.get("cpu_us_per_event")},
+            "added_p99_ms": {"off": added(off, direct, "p99"), "on": added(on, direct, "p99")},
+            "errors": sum(on["errors"].values()),
+            "within": passes(on, direct, threshold_ms),
+        })
+    return out
+
+
 def summarise(runs: dict[int, dict[str, dict]], settings: StreamSettings, half: int | None) -> dict[str, Any]:
     """Capacities, the two ratios and their verdicts, from the runs (N -> target -> generator result + meters)."""
     threshold = settings.threshold
@@ -203,10 +230,20 @@ def summarise(runs: dict[int, dict[str, dict]], settings: StreamSettings, half: 
             out["latency_met"] = out["latency_ratio"] <= LATENCY_TARGET
     out.setdefault("latency_ratio", None)
     out.setdefault("latency_met", None)
+    out["limits_cost"] = limits_cost(runs, threshold)
     return out
 
 
-def table_rows(runs: dict[int, dict[str, dict]], threshold_ms: float, names: tuple[str, ...] = TARGETS) -> list[list[str]]:
+def rss_cell(run: dict) -> str:
+    """RSS per stream; "<= x" when the process had served a larger N before (its resident memory
+    does not shrink, so the number is an upper bound)."""
+    if run.get("rss_kib_per_stream") is None:
+        return "-"
+    return ("<= " if run.get("rss_after_larger_n") else "") + f"{run['rss_kib_per_stream']:.0f}"
+
+
+def table_rows(runs: dict[int, dict[str, dict]], threshold_ms: float,
+               names: tuple[str, ...] = (*TARGETS, LIMITED)) -> list[list[str]]:
     """One markdown row per (N, target)."""
 
     def ms(value: float | None, signed: bool = False) -> str:
@@ -239,7 +276,7 @@ def table_rows(runs: dict[int, dict[str, dict]], threshold_ms: float, names: tup
                 f"{run['events_per_s']:,.0f} / {run['expected_events_per_s']:,.0f}",
                 "-" if run.get("cpu_ms_per_stream_s") is None else f"{run['cpu_ms_per_stream_s']:.2f}",
                 "-" if run.get("cpu_us_per_event") is None else f"{run['cpu_us_per_event']:.0f}",
-                "-" if run.get("rss_kib_per_stream") is None else f"{run['rss_kib_per_stream']:.0f}",
+                rss_cell(run),
                 f"{run['generator_us_per_event'] or 0:.1f}",
                 str(errors) if errors else "0",
                 verdict,
@@ -279,6 +316,7 @@ def markdown(llm: dict) -> str:
     if by_cpu["ceiling"] and by_cpu["gateway"]:
         lines.append(f"Streams per core by CPU cost (1 core / median CPU per stream-second of the unsaturated runs): "
                      f"ceiling {by_cpu['ceiling']['streams_per_core']:,}, gateway {by_cpu['gateway']['streams_per_core']:,}.")
+    lines += limits_lines(llm)
     disturbed = [f"{n:,} {name} ({run['cpu']['foreign_load']:.2f})" for n, row in sorted(runs.items())
                  for name, run in row.items() if run.get("disturbed")]
     if disturbed:
@@ -298,6 +336,41 @@ def markdown(llm: dict) -> str:
     for note in llm.get("notes", []):
         lines.append(f"- {note}")
     return "\n".join(lines) + "\n"
+
+
+def limits_measured(costs: list[dict]) -> str:
+    """The limits-on row's stated cost: CPU per stream-second on vs off, per N it ran at."""
+    parts = []
+    for c in costs:
+        cpu, us = c["cpu_ms_per_stream_s"], c["cpu_us_per_event"]
+        part = f"{cpu['on']:.2f} vs {cpu['off']:.2f} ms at {c['streams']:,} streams"
+        if c["ratio"] is not None:
+            part += f" ({c['ratio']:.2f}x, {c['difference_ms']:+.2f} ms"
+            part += f"; {us['on']:.0f} vs {us['off']:.0f} us per event)" if us["on"] is not None and us["off"] is not None else ")"
+        parts.append(part)
+    errors = sum(c["errors"] for c in costs)
+    return "; ".join(parts) + (f"; **{errors:,} errors**: requests refused or failed, so not the cost of counting"
+                               if errors else "; 0 errors")
+
+
+def limits_lines(llm: dict) -> list[str]:
+    """The markdown's paragraph on the limits-on row (none when it did not run)."""
+    costs = llm["summary"].get("limits_cost")
+    if not costs:
+        return []
+    limits = llm.get("limits", {})
+    key, sub = limits.get("key", {}), limits.get("subscription", {})
+    what = (f"an rpm limit of {key['rpm_limit']:,} and a tpm limit of {key['tpm_limit']:,}, and quotas on its subscriptions "
+            f"of {sub['quota_requests']:,} requests and {sub['quota_tokens']:,} tokens" if key and sub else "limits and quotas")
+    charged = [run["quota_charged"] for row in llm["runs"].values() for name, run in row.items()
+               if name == LIMITED and run.get("quota_charged")]
+    line = (f"Limits on (`{LIMITED}`: the same gateway process, its requests made with a key with {what}: each request "
+            "admitted in one Redis round trip and settled after the answer, its tokens charged from the stream's usage, "
+            f"none refused), CPU per stream-second limits on vs off at the same N: {limits_measured(costs)}.")
+    if charged:
+        line += (f" The subscription's quota counters charged {sum(c['requests'] for c in charged):,} requests and "
+                 f"{sum(c['tokens'] for c in charged):,} tokens over those runs.")
+    return [line]
 
 
 def targets(llm: dict) -> list[dict]:
@@ -336,6 +409,11 @@ def targets(llm: dict) -> list[dict]:
         measured = "not measured"
     out.append({"target": "LLM-shaped: RSS per open stream (gateway)", "goal": "stated", "measured": measured,
                 "met": True if rss.get("gateway") else None})
+    costs = summary.get("limits_cost")
+    errors = sum(c["errors"] for c in costs or [])
+    out.append({"target": "LLM-shaped: cost of limits and quotas (CPU per stream-second, limits on vs off)", "goal": "stated",
+                "measured": limits_measured(costs) if costs else "not measured",
+                "met": True if costs and not errors else None})
     return out
 
 
@@ -346,7 +424,8 @@ class Scenario:
     """The ladder, on processes a Bench (tests/perf/bench.py) runs: ceiling and gateway are started here."""
 
     def __init__(self, bench: Any, settings: StreamSettings, upstream: subprocess.Popen, upstream_port: int,
-                 gateway_env: dict[str, str], key: str) -> None:
+                 gateway_env: dict[str, str], key: str, limited: tuple[str, str] | None = None) -> None:
+        """`limited`: (key, its user id) for the limits-on row, a key whose limits and quotas the gateway counts."""
         self.bench = bench
         self.s = settings
         self.upstream = upstream
@@ -354,7 +433,9 @@ class Scenario:
         self.pids: dict[str, int] = {"direct": upstream.pid}
         self.gateway_env = gateway_env
         self.key = key
+        self.limited = limited
         self.baseline_rss: dict[str, int] = {}
+        self.largest: dict[int, int] = {}  # pid -> the largest N it served so far
         self.runs: dict[int, dict[str, dict]] = {}
         self.notes: list[str] = []
 
@@ -376,17 +457,41 @@ class Scenario:
                                                     key=self.key, config_text=GATEWAY_CONFIG)
         self.ports["gateway"], self.pids["gateway"] = gw_port, gateway.pid
         self.procs = [ceiling, gateway]
-        for name in TARGETS:
+        warm: tuple[str, ...] = TARGETS
+        if self.limited:
+            self.ports[LIMITED], self.pids[LIMITED] = gw_port, gateway.pid
+            warm = ("direct", "ceiling", LIMITED, "gateway")  # its counters made (and seeded) before the gateway's baseline
+        for name in warm:
             self.one(name, 20, warm=True)  # first connections, imports, pools: out of the baseline
             self.baseline_rss[name] = rss_bytes(self.pids[name])
+        if self.limited:
+            self.baseline_rss[LIMITED] = self.baseline_rss["gateway"]  # one process
+            if self.quota_counters() == (0, 0):
+                raise RuntimeError(f"{LIMITED}: the warm-up charged no quota counter: the key's quotas are not counted")
 
     def stop(self) -> None:
         for proc in getattr(self, "procs", []):
             self.bench.stop(proc)
 
+    def quota_counters(self) -> tuple[int, int]:
+        """The limits-on key's subscription quota counters in Redis (requests, tokens), summed over models and periods."""
+        import redis
+
+        assert self.limited is not None
+        client = redis.Redis.from_url(self.gateway_env["REDIS_URL"])
+        try:
+            totals = []
+            for kind in ("req", "tok"):
+                names = list(client.scan_iter(f"maas:lim:{{u:{self.limited[1]}}}:sub:*:{kind}:*"))
+                totals.append(sum(int(float(v)) for v in client.mget(names) if v is not None) if names else 0)
+        finally:
+            client.close()
+        return totals[0], totals[1]
+
     def plan(self, name: str, streams: int, warm: bool) -> dict:
         s = self.s
-        headers = [("authorization", f"Bearer {self.key}"), ("x-bench-events", str(s.events)),
+        key = self.limited[0] if name == LIMITED and self.limited else self.key
+        headers = [("authorization", f"Bearer {key}"), ("x-bench-events", str(s.events)),
                    ("x-bench-gap-ms", f"{s.gap_ms:.3f}")]
         return {
             "host": "127.0.0.1", "port": self.ports[name], "path": "/v1/chat/completions", "streams": streams,
@@ -422,6 +527,7 @@ class Scenario:
         self.idle(pid)
         if not warm:
             self.quiet()
+        counted = self.quota_counters() if name == LIMITED else None
         argv = ["taskset", "-c", cpu_list(b.LOAD_CPUS), sys.executable, "-m", "tests.perf.streamload",
                 json.dumps(self.plan(name, streams, warm))]
         proc = subprocess.Popen(argv, cwd=b.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -460,6 +566,13 @@ class Scenario:
         result["rss_mib"] = round(rss / 2**20, 1)
         if name in self.baseline_rss:
             result["rss_kib_per_stream"] = round((rss - self.baseline_rss[name]) / 1024 / streams, 1)
+        if not warm:
+            if self.largest.get(pid, 0) > streams:
+                result["rss_after_larger_n"] = self.largest[pid]  # RSS per stream is then an upper bound
+            self.largest[pid] = max(self.largest.get(pid, 0), streams)
+        if counted is not None:
+            after = self.quota_counters()  # charged over the whole run: ramp, settle and window (tokens: settled ones)
+            result["quota_charged"] = {"requests": after[0] - counted[0], "tokens": after[1] - counted[1]}
         if not warm:
             late, ttfb = result["lateness_ms"], result["ttfb_ms"]
             log(f"  {streams:>5} {name:8} lateness p50 {late['p50']} p99 {late['p99']} ms, ttfb p50 {ttfb['p50']} p99 "
@@ -531,7 +644,37 @@ class Scenario:
                 if (added(again, row["direct"], "p99") or 1e9) < (added(row[name], row["direct"], "p99") or 1e9):
                     row[name] = again
             summary = summarise(self.runs, s, half)
+        if self.limited:
+            self.limits_on(summary)
+            summary = summarise(self.runs, s, summary["half_ceiling_streams"])
         return summary
+
+    def limits_on(self, summary: dict[str, Any]) -> None:
+        """The limits-on row at half the ceiling's capacity and at the gateway's capacity (the largest N it
+        was within), beside the gateway's runs there: two N, not every step. A failure under other jobs'
+        load is measured once more, the better run kept, as in `step`."""
+        threshold = self.s.threshold
+        sizes = sorted({n for n in (summary["half_ceiling_streams"], summary["capacity"]["gateway"]["streams"])
+                        if n and "gateway" in self.runs.get(n, {}) and "direct" in self.runs.get(n, {})})
+        if not sizes:
+            self.notes.append(f"{LIMITED}: not measured (no N where the gateway was within)")
+        for n in sizes:
+            log(f"{LIMITED} at {n:,} streams")
+            row = self.runs[n]
+            row[LIMITED] = self.one(LIMITED, n)
+            if not passes(row[LIMITED], row["direct"], threshold) and row[LIMITED]["disturbed"]:
+                again = self.one(LIMITED, n)
+                if (added(again, row["direct"], "p99") or 1e9) < (added(row[LIMITED], row["direct"], "p99") or 1e9):
+                    row[LIMITED] = again
+
+    def limits_settings(self) -> dict[str, Any]:
+        """What the limits-on key carries (tests/perf/bench.py `seed`), for the report; {} without that row."""
+        from tests.perf import bench as b
+
+        if not self.limited:
+            return {}
+        return {"key": {"rpm_limit": b.HIGH_LIMIT, "tpm_limit": b.HIGH_LIMIT},
+                "subscription": {"quota_requests": b.HIGH_LIMIT, "quota_tokens": b.HIGH_QUOTA}}
 
     def run(self) -> dict[str, Any]:
         started = time.perf_counter()
@@ -547,6 +690,7 @@ class Scenario:
                          "events": self.s.events},
             "runs": {str(n): row for n, row in sorted(self.runs.items())},
             "summary": summary,
+            "limits": self.limits_settings(),
             "baseline_rss_mib": {k: round(v / 2**20, 1) for k, v in self.baseline_rss.items()},
             "notes": self.notes + [litellm_note()],
             "wall_seconds": round(time.perf_counter() - started, 1),
@@ -565,6 +709,8 @@ class Scenario:
         log(f"capacity: ceiling {c['streams']:,}, gateway {g['streams']:,} (ratio {summary['capacity_ratio']}); added p99 at "
             f"half the ceiling's: {summary.get('half_added_p99_ms')} (ratio {summary['latency_ratio']}); "
             f"{out['wall_seconds']:.0f} s")
+        if summary["limits_cost"]:
+            log(f"{LIMITED}, CPU per stream-second on vs off: {limits_measured(summary['limits_cost'])}")
         return out
 
 
@@ -666,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.litellm_only:
                 print(json.dumps(litellm_ladder(bench, settings), indent=2))
                 return 0
-            llm = Scenario(bench, settings, upstream, port, env, seeded.key).run()
+            llm = Scenario(bench, settings, upstream, port, env, seeded.key, limited=(seeded.quota_key, seeded.quota_user)).run()
         finally:
             bench.stop_all()
             redis.stop()

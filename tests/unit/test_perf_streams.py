@@ -188,3 +188,75 @@ def test_the_load_side_is_judged_by_its_cpu_and_deliveries_not_by_a_p99_a_neighb
     assert streams.load_side_ok(direct(70.0, 8000, 2.0, 2.0), 33.3)  # half a core, everything delivered
     assert not streams.load_side_ok(direct(5.0, 8000, 4.0, 3.5), 33.3)  # 0.94 of a core
     assert not streams.load_side_ok(direct(5.0, 7000, 2.0, 2.0), 33.3)  # behind on its events
+
+
+# -- the limits-on row -----------------------------------------------------------------------------
+
+
+def shown(p50: float, p99: float, cpu: float, us: float, errors: dict | None = None, **extra: object) -> dict:
+    """A run with every field the table prints."""
+    return {**run(p50, p99, errors=errors, cpu=cpu), "ttfb_ms": {"p50": 1.0, "p99": 2.0}, "events_per_s": 15_000.0,
+            "cpu_us_per_event": us, "rss_kib_per_stream": 55.0, "generator_us_per_event": 9.0, **extra}
+
+
+def limits_llm(errors: dict | None = None) -> dict:
+    direct = run(1.0, 2.0)
+    runs = {
+        250: {"direct": direct, "ceiling": shown(1.0, 5.0, 0.9, 30), "gateway": shown(1.0, 6.0, 1.0, 33)},
+        500: {"direct": direct, "ceiling": shown(1.0, 7.0, 0.9, 30), "gateway": shown(1.0, 9.0, 1.0, 33),
+              streams.LIMITED: shown(1.0, 11.0, 1.2, 40, errors, rss_after_larger_n=1000)},
+        1000: {"direct": direct, "ceiling": shown(1.0, 20.0, 0.9, 30), "gateway": shown(1.0, 30.0, 0.8, 27),
+               streams.LIMITED: shown(1.0, 31.0, 0.9, 30, quota_charged={"requests": 2_000, "tokens": 8_006_000})},
+    }
+    for row in runs.values():
+        row["direct"] = {**shown(1.0, 2.0, 0.3, 10), **row["direct"]}
+    settings = streams.StreamSettings()
+    return {"settings": {**streams.asdict(settings), "threshold_ms": settings.threshold}, "runs": runs,
+            "summary": streams.summarise(runs, settings, 500),
+            "limits": {"key": {"rpm_limit": 10**9, "tpm_limit": 10**9},
+                       "subscription": {"quota_requests": 10**9, "quota_tokens": 10**12}}}
+
+
+def test_the_cost_of_limits_is_the_limits_on_rows_cpu_against_the_gateways_at_the_same_n():
+    costs = limits_llm()["summary"]["limits_cost"]
+    assert costs == [
+        {"streams": 500, "cpu_ms_per_stream_s": {"off": 1.0, "on": 1.2}, "ratio": 1.2, "difference_ms": 0.2,
+         "cpu_us_per_event": {"off": 33, "on": 40}, "added_p99_ms": {"off": 7.0, "on": 9.0}, "errors": 0, "within": True},
+        {"streams": 1000, "cpu_ms_per_stream_s": {"off": 0.8, "on": 0.9}, "ratio": 1.125, "difference_ms": 0.1,
+         "cpu_us_per_event": {"off": 27, "on": 30}, "added_p99_ms": {"off": 28.0, "on": 29.0}, "errors": 0, "within": True},
+    ]  # 250: no limits-on run, no entry; and the row changes neither capacity
+    assert limits_llm()["summary"]["capacity"]["gateway"]["streams"] == 1000
+
+
+def test_the_limits_on_cost_is_a_stated_target_line_and_refusals_make_it_no_measurement():
+    line = streams.targets(limits_llm())[-1]
+    assert line == {
+        "target": "LLM-shaped: cost of limits and quotas (CPU per stream-second, limits on vs off)", "goal": "stated",
+        "measured": "1.20 vs 1.00 ms at 500 streams (1.20x, +0.20 ms; 40 vs 33 us per event); "
+                    "0.90 vs 0.80 ms at 1,000 streams (1.12x, +0.10 ms; 30 vs 27 us per event); 0 errors",
+        "met": True,
+    }
+    refused = streams.targets(limits_llm(errors={"status 429": 3}))[-1]
+    assert refused["measured"].endswith("; **3 errors**: requests refused or failed, so not the cost of counting")
+    assert refused["met"] is None
+    without = limits_llm()
+    for row in without["runs"].values():
+        row.pop(streams.LIMITED, None)
+    without["summary"] = streams.summarise(without["runs"], streams.StreamSettings(), 500)
+    assert streams.targets(without)[-1]["measured"] == "not measured"
+    assert streams.targets(without)[-1]["met"] is None
+
+
+def test_the_limits_on_row_shows_its_errors_and_an_rss_after_a_larger_n_as_an_upper_bound():
+    llm = limits_llm(errors={"status 429": 3})
+    rows = streams.table_rows(llm["runs"], 33.3)
+    limited = [r for r in rows if r[1] == streams.LIMITED]
+    assert [r[0] for r in limited] == ["500", "1,000"]
+    assert limited[0][2] == "+0.0 / +9.0"
+    assert limited[0][7:] == ["<= 55", "9.0", "3", "**over**"]  # RSS, generator, errors, verdict
+    assert limited[1][7:] == ["55", "9.0", "0", "within"]
+    text = streams.markdown(llm)
+    assert "| 500 | gateway, limits on | +0.0 / +9.0 |" in text
+    assert ("a key with an rpm limit of 1,000,000,000 and a tpm limit of 1,000,000,000, and quotas on its subscriptions "
+            "of 1,000,000,000 requests and 1,000,000,000,000 tokens" in text
+            and "The subscription's quota counters charged 2,000 requests and 8,006,000 tokens over those runs." in text)
