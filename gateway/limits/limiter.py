@@ -36,6 +36,7 @@ from gateway.errors import QuotaExceededError, RateLimitedError
 from gateway.ops.metrics import LIMIT_REFUSALS, LIMITER_FALLBACKS
 from gateway.limits import quota_seeds
 from gateway.limits.local import LOCAL_MAX_COUNTERS, WINDOW_TTL_MS, LocalCounters, ttl_ms
+from gateway.limits.pipelining import ScriptPipeline
 from gateway.limits.usage import usage_counts
 from policies.limits import MINUTE, NO_LIMITS, Check, Kind, Limits, Verdict, effective, format_reset, plan, refusal_detail, verdict
 from policies.records import KeyRecord, Mode
@@ -179,12 +180,12 @@ class Limiter:
         self._redis = redis
         self._script = redis.register_script(ADMIT_SCRIPT) if redis is not None else None
         self._settle_script = redis.register_script(SETTLE_SCRIPT) if redis is not None else None
+        self._pipeline = ScriptPipeline(redis) if redis is not None else None  # both scripts' calls, coalesced
         self._pool = pool  # usage_daily: the seeds of period counters Redis lost (None: seeds are 0)
         self._slot_seconds = slot_seconds  # a parallel slot's longest life (the longest answer)
         self._clock = clock
         self._local = LocalCounters()
         self._redis_skip_until = 0.0
-        self._pending: set[asyncio.Task] = set()
         self.prices: dict[str, tuple[float, float]] = {}  # model -> (input, output) cost per token
 
     # -- the hot path -------------------------------------------------------
@@ -267,9 +268,7 @@ class Limiter:
                 else:
                     self._local.add(name, amount, now, ttl / 1000)
             return
-        task = asyncio.get_running_loop().create_task(self._settle(meter.token, updates), name="limiter-settle")
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._settle(meter.token, updates)
 
     # -- Redis ----------------------------------------------------------------
 
@@ -296,7 +295,7 @@ class Limiter:
                 args += [kind, repr(float(check.limit)), str(check.kind.cost), repr(check.weight), str(ttl_ms(check, now)),
                          seeds.get(i, "")]
             try:
-                answer = await self._script(keys=keys, args=args)
+                answer = await self._pipeline.call(self._script, keys, args)  # type: ignore[union-attr]
             except Exception as exc:  # redis-py raises many types; all mean "count here for now"
                 self._redis_failed(exc, now)
                 LIMITER_FALLBACKS.inc()
@@ -338,14 +337,15 @@ class Limiter:
                         self._instances, REDIS_BACKOFF_SECONDS, type(exc).__name__)
         self._redis_skip_until = now + REDIS_BACKOFF_SECONDS
 
-    async def _settle(self, token: str, updates: list[tuple[str, str, float, int]]) -> None:
+    def _settle(self, token: str, updates: list[tuple[str, str, float, int]]) -> None:
         args: list[Any] = [token]
         for op, _, amount, ttl in updates:
             args += [op, _number(amount), str(ttl)]
-        try:
-            await self._settle_script(keys=[name for _, name, _, _ in updates], args=args)
-        except Exception as exc:
-            self._redis_failed(exc, self._clock())  # a lost slot expires; lost tokens are not charged
+        self._pipeline.send(self._settle_script, [name for _, name, _, _ in updates], args,  # type: ignore[union-attr]
+                            self._settle_failed)
+
+    def _settle_failed(self, exc: BaseException) -> None:
+        self._redis_failed(exc, self._clock())  # a lost slot expires; lost tokens are not charged
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -364,8 +364,8 @@ class Limiter:
 
     async def settle(self) -> None:
         """Wait for the charges still in flight (at shutdown, before Redis closes)."""
-        while self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        if self._pipeline is not None:
+            await self._pipeline.drain()
 
 
 def _reset_at(record: KeyRecord, model: str | None) -> float | None:
