@@ -58,8 +58,10 @@ def canonical(limits: Limits) -> Limits:
 
 def effective(own: Limits | None, default: Limits) -> Limits:
     """`own`'s fields, each None taken from `default`."""
-    if own is None:
+    if own is None or own is NO_LIMITS:
         return default
+    if default is NO_LIMITS:
+        return own
     return Limits(*(getattr(own, f.name) if getattr(own, f.name) is not None else getattr(default, f.name)
                     for f in fields(Limits)))
 
@@ -72,7 +74,14 @@ class Scope(enum.Enum):
 
 
 class Kind(enum.Enum):
-    """What a check counts; `window` kinds count per minute, `period` kinds per quota period."""
+    """What a check counts; `window` kinds count per minute, `period` kinds per quota period.
+
+    Each member's properties are plain attributes, set once (the hot path reads them per check):
+    per_minute  counted per minute (sliding window)
+    quota       refusals answer QUOTA_EXCEEDED (the rest RATE_LIMITED)
+    cost        what admission charges: one request, or nothing (tokens and spend come after the answer)
+    header      the x-ratelimit-* kind it binds ("requests", "tokens"), or None
+    """
 
     REQUESTS_PER_MINUTE = "rpm_limit"
     TOKENS_PER_MINUTE = "tpm_limit"
@@ -81,19 +90,12 @@ class Kind(enum.Enum):
     QUOTA_TOKENS = "quota_tokens"
     BUDGET = "max_budget"
 
-    @property
-    def per_minute(self) -> bool:
-        return self in (Kind.REQUESTS_PER_MINUTE, Kind.TOKENS_PER_MINUTE)
-
-    @property
-    def quota(self) -> bool:
-        """Refusals answer QUOTA_EXCEEDED (the rest RATE_LIMITED)."""
-        return self in (Kind.QUOTA_REQUESTS, Kind.QUOTA_TOKENS, Kind.BUDGET)
-
-    @property
-    def cost(self) -> int:
-        """What admission charges: one request, or nothing (tokens and spend come after the answer)."""
-        return 1 if self in (Kind.REQUESTS_PER_MINUTE, Kind.PARALLEL, Kind.QUOTA_REQUESTS) else 0
+    def __init__(self, value: str) -> None:
+        self.per_minute = value in ("rpm_limit", "tpm_limit")
+        self.quota = value in ("quota_requests", "quota_tokens", "max_budget")
+        self.cost = 1 if value in ("rpm_limit", "max_parallel_requests", "quota_requests") else 0
+        self.header = ("requests" if value in ("rpm_limit", "quota_requests")
+                       else "tokens" if value in ("tpm_limit", "quota_tokens") else None)
 
 
 _WORDS = {
@@ -185,6 +187,8 @@ def plan(
     weight = 1.0 - (now - minute * MINUTE) / MINUTE
     for scope, limits, name in ((Scope.KEY, key, f"key:{key_id}"), (Scope.KEY_MODEL, key_model, f"key:{key_id}:m:{model}"),
                                 (Scope.USER, user, "user"), (Scope.SUBSCRIPTION, subscription, f"sub:{model}")):
+        if limits is NO_LIMITS:
+            continue
         for kind in _CHECKED[scope]:
             limit = getattr(limits, kind.value)
             if limit is None:
@@ -252,11 +256,12 @@ def verdict(checks: tuple[Check, ...], counts: tuple[tuple[float, float], ...], 
         count = used(check, current, previous)
         if not fits(check, count):
             refusals.append((check, count))
-        if check.kind in (Kind.REQUESTS_PER_MINUTE, Kind.QUOTA_REQUESTS, Kind.TOKENS_PER_MINUTE, Kind.QUOTA_TOKENS):
+        header = check.kind.header
+        if header is not None:
             charged = count + check.kind.cost
             binding = Binding(int(check.limit), max(0, math.floor(check.limit - charged)),
                               _reset(check, current + check.kind.cost, previous, now))
-            if check.kind in (Kind.REQUESTS_PER_MINUTE, Kind.QUOTA_REQUESTS):
+            if header == "requests":
                 if requests is None or binding.remaining < requests.remaining:
                     requests = binding
             elif tokens is None or binding.remaining < tokens.remaining:
