@@ -38,7 +38,7 @@ from gateway.limits import quota_seeds
 from gateway.limits.local import LOCAL_MAX_COUNTERS, WINDOW_TTL_MS, LocalCounters, ttl_ms
 from gateway.limits.pipelining import ScriptPipeline
 from gateway.limits.usage import usage_counts
-from policies.limits import MINUTE, NO_LIMITS, Check, Kind, Limits, Verdict, effective, format_reset, plan, refusal_detail, verdict
+from policies.limits import MINUTE, NO_LIMITS, Check, canonical, Kind, Limits, Verdict, effective, format_reset, plan, refusal_detail, verdict
 from policies.records import KeyRecord, Mode
 
 log = logging.getLogger("maas_gateway.limiter")
@@ -172,9 +172,9 @@ class Limiter:
     def __init__(self, config: LimitsConfig, redis: Any | None, slot_seconds: float,
                  clock: Callable[[], float] = time.time, pool: Any | None = None) -> None:
         defaults = config.defaults
-        self._key_default = Limits(**vars(defaults.key))
-        self._user_default = Limits(**vars(defaults.user))
-        self._subscription_default = Limits(**vars(defaults.subscription))
+        self._key_default = canonical(Limits(**vars(defaults.key)))  # NO_LIMITS itself when none is set:
+        self._user_default = canonical(Limits(**vars(defaults.user)))  # effective() is then the identity
+        self._subscription_default = canonical(Limits(**vars(defaults.subscription)))
         self._any_default = self._key_default.any() or self._user_default.any() or self._subscription_default.any()
         self._instances = config.expected_instances
         self._redis = redis
@@ -289,7 +289,7 @@ class Limiter:
             keys += [current, previous]
         seeds: dict[int, str] = {} if self._pool is not None else {i: "0" for i in range(len(checks))}
         for _ in range(len(checks) + 1):  # each call that finds counters missing seeds at least one more
-            args: list[Any] = ["1" if force else "0", repr(now), token, repr(now + self._slot_seconds)]
+            args: list[str] = ["1" if force else "0", repr(now), token, repr(now + self._slot_seconds)]
             for i, check in enumerate(checks):
                 kind = "p" if check.kind is Kind.PARALLEL else "w" if check.previous is not None else "c"
                 args += [kind, repr(float(check.limit)), str(check.kind.cost), repr(check.weight), str(ttl_ms(check, now)),
@@ -338,7 +338,7 @@ class Limiter:
         self._redis_skip_until = now + REDIS_BACKOFF_SECONDS
 
     def _settle(self, token: str, updates: list[tuple[str, str, float, int]]) -> None:
-        args: list[Any] = [token]
+        args: list[str] = [token]
         for op, _, amount, ttl in updates:
             args += [op, _number(amount), str(ttl)]
         self._pipeline.send(self._settle_script, [name for _, name, _, _ in updates], args,  # type: ignore[union-attr]

@@ -20,15 +20,16 @@ and socket_timeout apply as to any command) fails every call in it; a script Red
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any, Callable
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError, TimeoutError as RedisTimeoutError
 
 
 class _Call:
     __slots__ = ("script", "keys", "args", "future", "failed")
 
-    def __init__(self, script: Any, keys: list[str], args: list[Any], future: asyncio.Future | None,
+    def __init__(self, script: Any, keys: list[str], args: list[str], future: asyncio.Future | None,
                  failed: Callable[[BaseException], None] | None) -> None:
         self.script, self.keys, self.args, self.future, self.failed = script, keys, args, future, failed
 
@@ -58,13 +59,13 @@ class ScriptPipeline:
         self._queue: list[_Call] = []
         self._sender: asyncio.Task | None = None
 
-    def call(self, script: Any, keys: list[str], args: list[Any]) -> asyncio.Future:
+    def call(self, script: Any, keys: list[str], args: list[str]) -> asyncio.Future:
         """The script's answer (awaitable), or the exception that kept it from running."""
         future = asyncio.get_running_loop().create_future()
         self._enqueue(_Call(script, keys, args, future, None))
         return future
 
-    def send(self, script: Any, keys: list[str], args: list[Any], failed: Callable[[BaseException], None]) -> None:
+    def send(self, script: Any, keys: list[str], args: list[str], failed: Callable[[BaseException], None]) -> None:
         self._enqueue(_Call(script, keys, args, None, failed))
 
     async def drain(self) -> None:
@@ -105,7 +106,38 @@ class ScriptPipeline:
             call.answer(answer)
 
     async def _pipeline(self, batch: list[_Call]) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
-        for call in batch:
-            pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
-        return await pipe.execute(raise_on_error=False)
+        """One write of the batch's EVALSHAs on a pooled connection, then each answer (an error reply as
+        its exception); redis-py's retry policy as its own pipelines apply it."""
+        pool = self._redis.connection_pool
+        conn = await pool.get_connection()
+        try:
+            return await conn.retry.call_with_retry(lambda: self._roundtrip(conn, batch),
+                                                    lambda error: conn.disconnect())
+        finally:
+            await pool.release(conn)
+
+    @staticmethod
+    async def _roundtrip(conn: Any, batch: list[_Call]) -> list[Any]:
+        await conn.send_packed_command(b"".join(_evalsha(call.script.sha, call.keys, call.args) for call in batch),
+                                       check_health=False)
+        answers: list[Any] = []
+        try:
+            async with asyncio.timeout(conn.socket_timeout):  # socket_timeout for the batch, not per answer
+                for _ in batch:
+                    try:
+                        answers.append(await conn.read_response(timeout=math.inf))
+                    except ResponseError as exc:  # this script's error: the others' answers follow
+                        answers.append(exc)
+        except TimeoutError:  # as redis-py's own reads: its retry policy and our callers know this one
+            raise RedisTimeoutError("Timeout reading from Redis") from None
+        return answers
+
+
+def _evalsha(sha: str, keys: list[str], args: list[str]) -> bytes:
+    """EVALSHA sha numkeys keys... args... as RESP (an array of bulk strings: $<bytes>\\r\\n<bytes>\\r\\n)."""
+    parts = [sha, str(len(keys)), *keys, *args]
+    text = "".join([f"${len(part)}\r\n{part}\r\n" for part in parts])
+    if text.isascii():  # lengths in characters are lengths in bytes
+        return f"*{len(parts) + 1}\r\n$7\r\nEVALSHA\r\n{text}".encode()
+    encoded = [part.encode() for part in parts]
+    return b"*%d\r\n$7\r\nEVALSHA\r\n" % (len(parts) + 1) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in encoded)
