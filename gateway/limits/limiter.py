@@ -157,14 +157,17 @@ class Meter:
             self.prompt_tokens, self.completion_tokens = counts
 
 
+_HEADERS = tuple((f"x-ratelimit-limit-{kind}".encode(), f"x-ratelimit-remaining-{kind}".encode(),
+                  f"x-ratelimit-reset-{kind}".encode()) for kind in ("requests", "tokens"))
+
+
 def rate_limit_headers(result: Verdict) -> list[tuple[bytes, bytes]]:
     """x-ratelimit-* for the binding limits (requests, tokens); none for a kind no limit counts."""
     headers = []
-    for kind, binding in (("requests", result.requests), ("tokens", result.tokens)):
+    for (limit, remaining, reset), binding in zip(_HEADERS, (result.requests, result.tokens)):
         if binding is not None:
-            headers += [(f"x-ratelimit-limit-{kind}".encode(), str(binding.limit).encode()),
-                        (f"x-ratelimit-remaining-{kind}".encode(), str(binding.remaining).encode()),
-                        (f"x-ratelimit-reset-{kind}".encode(), format_reset(binding.reset_seconds).encode())]
+            headers += [(limit, b"%d" % binding.limit), (remaining, b"%d" % binding.remaining),
+                        (reset, format_reset(binding.reset_seconds).encode())]
     return headers
 
 
@@ -204,7 +207,7 @@ class Limiter:
 
     async def admit(self, record: KeyRecord, model: str | None, checks: tuple[Check, ...], now: float,
                     mode: Mode) -> Meter:
-        token = os.urandom(8).hex()
+        token = os.urandom(8).hex() if any(c.kind is Kind.PARALLEL for c in checks) else ""  # a slot's name
         shadow = mode is Mode.SHADOW
         counted = await self._admit_shared(record.user_id, record.key_id, model or "", checks, now, token, shadow)
         shared = counted is not None
@@ -285,15 +288,18 @@ class Limiter:
                 LIMITER_FALLBACKS.inc()
             return None
         keys: list[str] = []
-        for current, previous in self._names(user_id, checks):
-            keys += [current, previous]
+        static: list[list[str]] = []  # each check's arguments but its seed
+        tag = f"{PREFIX}{{u:{user_id}}}:"
+        for check in checks:
+            keys += [tag + check.counter, tag + (check.previous or check.counter)]
+            kind = "p" if check.kind is Kind.PARALLEL else "w" if check.previous is not None else "c"
+            static.append([kind, repr(float(check.limit)), str(check.kind.cost), repr(check.weight), str(ttl_ms(check, now))])
         seeds: dict[int, str] = {} if self._pool is not None else {i: "0" for i in range(len(checks))}
         for _ in range(len(checks) + 1):  # each call that finds counters missing seeds at least one more
             args: list[str] = ["1" if force else "0", repr(now), token, repr(now + self._slot_seconds)]
-            for i, check in enumerate(checks):
-                kind = "p" if check.kind is Kind.PARALLEL else "w" if check.previous is not None else "c"
-                args += [kind, repr(float(check.limit)), str(check.kind.cost), repr(check.weight), str(ttl_ms(check, now)),
-                         seeds.get(i, "")]
+            for i, part in enumerate(static):
+                args += part
+                args.append(seeds.get(i, ""))
             try:
                 answer = await self._pipeline.call(self._script, keys, args)  # type: ignore[union-attr]
             except Exception as exc:  # redis-py raises many types; all mean "count here for now"
