@@ -7,14 +7,16 @@
                                      answer); `failed(exc)` is called if it could not run
     await drain()                    until everything queued has run (at shutdown, before Redis closes)
 
-Each call is its own EVALSHA in the pipeline (not a transaction): Redis runs every script whole and
-alone, so each request still gets its own atomic check-and-charge and its own verdict, and its own
-round trip on the wire; only the client's cost (the pool, the command machinery) is shared. One
-pipeline is out at a time, and Redis runs a pipeline's commands in order, so everything runs in
+Each call is its own script command in the pipeline (not a transaction): Redis runs every script
+whole and alone, so each request still gets its own atomic check-and-charge and its own verdict, and
+its own round trip on the wire; only the client's cost (the pool, the command machinery) is shared.
+One pipeline is out at a time, and Redis runs a pipeline's commands in order, so everything runs in
 the order it was called (a slot released before the next admission of the same client is released
-when that admission runs). A pipeline that fails (Redis down, a timeout: redis-py's own retries
-and socket_timeout apply as to any command) fails every call in it; a script Redis does not hold
-(NOSCRIPT: restarted, flushed) is loaded and those calls sent again.
+when that admission runs). A pipeline's first call of each script is an EVAL (the script's text,
+which Redis caches), the others EVALSHA: a Redis that lost its scripts (restarted, flushed) never
+answers NOSCRIPT, which a second pipeline would have to repair out of order. A pipeline that fails
+(Redis down, a timeout: redis-py's own retries and socket_timeout apply as to any command) fails
+every call in it; a script's error reply fails only its call.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import asyncio
 import math
 from typing import Any, Callable
 
-from redis.exceptions import NoScriptError, ResponseError, TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError, TimeoutError as RedisTimeoutError
 
 
 class _Call:
@@ -88,12 +90,6 @@ class ScriptPipeline:
     async def _execute(self, batch: list[_Call]) -> None:
         try:
             answers = await self._pipeline(batch)
-            missing = [call for call, answer in zip(batch, answers) if isinstance(answer, NoScriptError)]
-            if missing:  # Redis lost its scripts: load them, run those calls again (still in order)
-                for script in {id(call.script): call.script for call in missing}.values():
-                    await self._redis.script_load(script.script)
-                again = iter(await self._pipeline(missing))
-                answers = [next(again) if isinstance(answer, NoScriptError) else answer for answer in answers]
         except Exception as exc:  # redis-py raises many types; each call's owner decides
             for call in batch:
                 call.fail(exc)
@@ -106,7 +102,7 @@ class ScriptPipeline:
             call.answer(answer)
 
     async def _pipeline(self, batch: list[_Call]) -> list[Any]:
-        """One write of the batch's EVALSHAs on a pooled connection, then each answer (an error reply as
+        """One write of the batch's script calls on a pooled connection, then each answer (an error reply as
         its exception); redis-py's retry policy as its own pipelines apply it."""
         pool = self._redis.connection_pool
         conn = await pool.get_connection()
@@ -118,8 +114,15 @@ class ScriptPipeline:
 
     @staticmethod
     async def _roundtrip(conn: Any, batch: list[_Call]) -> list[Any]:
-        await conn.send_packed_command(b"".join(_evalsha(call.script.sha, call.keys, call.args) for call in batch),
-                                       check_health=False)
+        sent: set[str] = set()
+        commands = []
+        for call in batch:
+            if call.script.sha in sent:
+                commands.append(_script_command("EVALSHA", call.script.sha, call.keys, call.args))
+            else:  # the first of this script in the pipeline: its text, for a Redis that lost it
+                sent.add(call.script.sha)
+                commands.append(_script_command("EVAL", call.script.script, call.keys, call.args))
+        await conn.send_packed_command(b"".join(commands), check_health=False)
         answers: list[Any] = []
         try:
             async with asyncio.timeout(conn.socket_timeout):  # socket_timeout for the batch, not per answer
@@ -133,11 +136,12 @@ class ScriptPipeline:
         return answers
 
 
-def _evalsha(sha: str, keys: list[str], args: list[str]) -> bytes:
-    """EVALSHA sha numkeys keys... args... as RESP (an array of bulk strings: $<bytes>\\r\\n<bytes>\\r\\n)."""
-    parts = [sha, str(len(keys)), *keys, *args]
+def _script_command(name: str, script: str, keys: list[str], args: list[str]) -> bytes:
+    """EVAL script (or EVALSHA sha) numkeys keys... args... as RESP: an array of bulk strings,
+    `*<count>\\r\\n` then `$<bytes>\\r\\n<bytes>\\r\\n` each."""
+    parts = [name, script, str(len(keys)), *keys, *args]
     text = "".join([f"${len(part)}\r\n{part}\r\n" for part in parts])
     if text.isascii():  # lengths in characters are lengths in bytes
-        return f"*{len(parts) + 1}\r\n$7\r\nEVALSHA\r\n{text}".encode()
+        return f"*{len(parts)}\r\n{text}".encode()
     encoded = [part.encode() for part in parts]
-    return b"*%d\r\n$7\r\nEVALSHA\r\n" % (len(parts) + 1) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in encoded)
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in encoded)
