@@ -24,6 +24,7 @@ import enum
 import math
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta, timezone
+from typing import NamedTuple
 
 from policies import periods
 
@@ -125,14 +126,14 @@ _CHECKED = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
+class Check(NamedTuple):  # NamedTuple, not a frozen dataclass: made per request, ~4x cheaper to make
     """One limit that applies to a request, and the counter that holds it.
 
     `counter` names the counter within its scope ("key:<id>:rpm:<minute>" and the like);
-    per-minute checks also read `previous` (the last minute's counter) weighted by `weight`.
-    `ends` is when the counter's window or period ends (POSIX seconds); `starts` when a period
-    check's period began (None for the others)."""
+    per-minute checks also read `previous` (the last minute's counter) weighted by `weight(check,
+    now)`. `ends` is when the counter's window or period ends (POSIX seconds); `starts` when a period
+    check's period began (None for the others). A check holds no time of day: plan() answers the
+    same checks all through a minute (and a period), so the limiter keeps them that long."""
 
     scope: Scope
     kind: Kind
@@ -140,7 +141,6 @@ class Check:
     counter: str
     ends: float
     previous: str | None = None
-    weight: float = 0.0
     starts: float | None = None
 
     @property
@@ -184,7 +184,6 @@ def plan(
     checks: list[Check] = []
     minute = int(now // MINUTE)
     minute_ends = (minute + 1) * MINUTE
-    weight = 1.0 - (now - minute * MINUTE) / MINUTE
     for scope, limits, name in ((Scope.KEY, key, f"key:{key_id}"), (Scope.KEY_MODEL, key_model, f"key:{key_id}:m:{model}"),
                                 (Scope.USER, user, "user"), (Scope.SUBSCRIPTION, subscription, f"sub:{model}")):
         if limits is NO_LIMITS:
@@ -196,7 +195,7 @@ def plan(
             if kind.per_minute:
                 tag = "rpm" if kind is Kind.REQUESTS_PER_MINUTE else "tpm"
                 checks.append(Check(scope, kind, limit, f"{name}:{tag}:{minute}", minute_ends,
-                                    f"{name}:{tag}:{minute - 1}", weight))
+                                    f"{name}:{tag}:{minute - 1}"))
             elif kind is Kind.PARALLEL:
                 checks.append(Check(scope, kind, limit, f"{name}:par", math.inf))
             else:
@@ -217,9 +216,20 @@ def seed_day(starts: float) -> date:
     return whole if day == datetime(whole.year, whole.month, whole.day, tzinfo=timezone.utc) else whole + timedelta(days=1)
 
 
-def used(check: Check, current: float, previous: float = 0.0) -> float:
-    """What `check` counts now: the current counter, plus the previous minute's weighted (per-minute checks)."""
-    return previous * check.weight + current if check.previous is not None else current
+def weight(check: Check, now: float) -> float:
+    """How much of the previous minute still lies in the last 60 s at `now` (per-minute checks; else 0)."""
+    return 1.0 - (now - (check.ends - MINUTE)) / MINUTE if check.previous is not None else 0.0
+
+
+def valid(checks: tuple[Check, ...]) -> tuple[float, float]:
+    """[from, until): the times at which plan() answers these same checks (their minute, their periods)."""
+    starts = [c.ends - MINUTE if c.previous is not None else c.starts for c in checks]
+    return max((s for s in starts if s is not None), default=-math.inf), min((c.ends for c in checks), default=math.inf)
+
+
+def used(check: Check, current: float, previous: float, now: float) -> float:
+    """What `check` counts at `now`: the current counter, plus the previous minute's weighted (per-minute checks)."""
+    return previous * weight(check, now) + current if check.previous is not None else current
 
 
 def fits(check: Check, count: float) -> bool:
@@ -229,8 +239,7 @@ def fits(check: Check, count: float) -> bool:
     return count + cost <= check.limit if cost else count < check.limit
 
 
-@dataclass(frozen=True, slots=True)
-class Binding:
+class Binding(NamedTuple):
     """The x-ratelimit-* values for requests or for tokens: the check with the least remaining."""
 
     limit: int
@@ -238,8 +247,7 @@ class Binding:
     reset_seconds: float
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     admitted: bool
     refused_by: Check | None = None  # the first refusing check: quotas before rate limits
     retry_after: int | None = None  # RATE_LIMITED's Retry-After; None for a quota
@@ -253,7 +261,7 @@ def verdict(checks: tuple[Check, ...], counts: tuple[tuple[float, float], ...], 
     requests: Binding | None = None
     tokens: Binding | None = None
     for check, (current, previous) in zip(checks, counts):
-        count = used(check, current, previous)
+        count = used(check, current, previous, now)
         if not fits(check, count):
             refusals.append((check, count))
         header = check.kind.header
@@ -293,7 +301,7 @@ def retry_after(check: Check, counts: tuple[float, float], now: float) -> int:
     left = check.ends - now
     if current <= target and previous > 0:
         # the previous minute's weight falls by 1/60 a second until the count fits
-        wait = (used(check, current, previous) - target) / previous * MINUTE
+        wait = (used(check, current, previous, now) - target) / previous * MINUTE
         wait = wait if wait <= left else left
     elif current > 0 and target >= 0:
         # this minute's count becomes the previous one, then decays

@@ -28,7 +28,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from gateway.config import LimitsConfig
@@ -38,7 +38,7 @@ from gateway.limits import quota_seeds
 from gateway.limits.local import LOCAL_MAX_COUNTERS, WINDOW_TTL_MS, LocalCounters, ttl_ms
 from gateway.limits.pipelining import ScriptPipeline
 from gateway.limits.usage import usage_counts
-from policies.limits import MINUTE, NO_LIMITS, Check, canonical, Kind, Limits, Verdict, effective, format_reset, plan, refusal_detail, verdict
+from policies.limits import MINUTE, NO_LIMITS, Check, canonical, valid, weight, Kind, Limits, Verdict, effective, format_reset, plan, refusal_detail, verdict
 from policies.records import KeyRecord, Mode
 
 log = logging.getLogger("maas_gateway.limiter")
@@ -46,6 +46,7 @@ log = logging.getLogger("maas_gateway.limiter")
 PREFIX = "maas:lim:"
 REDIS_BACKOFF_SECONDS = 5.0
 PRICES_REFRESH_SECONDS = 30.0
+PLANS_KEPT = 10_000  # (key, model) pairs whose checks are kept for their minute; beyond, all are dropped
 
 # KEYS: two per check (its counter, and the previous minute's for a per-minute check, else the same).
 # ARGV: force ("1": charge even when refused: shadow mode), now, token, slot expiry, then per check
@@ -189,6 +190,8 @@ class Limiter:
         self._clock = clock
         self._local = LocalCounters()
         self._redis_skip_until = 0.0
+        # (key id, model) -> (record, from, until, checks): plan()'s answer while it holds (policies.limits.valid)
+        self._plans: dict[tuple[str, str | None], tuple[KeyRecord, float, float, tuple[Check, ...]]] = {}
         self.prices: dict[str, tuple[float, float]] = {}  # model -> (input, output) cost per token
 
     # -- the hot path -------------------------------------------------------
@@ -201,9 +204,16 @@ class Limiter:
         if (not self._any_default and record.limits is NO_LIMITS and record.user_limits is NO_LIMITS
                 and sub_limits is NO_LIMITS and key_model is NO_LIMITS):
             return ()
-        return plan(record.key_id, model or "", effective(record.limits, self._key_default),
-                    effective(record.user_limits, self._user_default), effective(sub_limits, self._subscription_default),
-                    now, subscription.reset_at if subscription is not None else None, key_model)
+        planned = self._plans.get((record.key_id, model))
+        if planned is not None and planned[0] is record and planned[1] <= now < planned[2]:
+            return planned[3]  # the same record (a changed key is a new one), the same minute and periods
+        checks = plan(record.key_id, model or "", effective(record.limits, self._key_default),
+                      effective(record.user_limits, self._user_default), effective(sub_limits, self._subscription_default),
+                      now, subscription.reset_at if subscription is not None else None, key_model)
+        if len(self._plans) >= PLANS_KEPT:
+            self._plans.clear()
+        self._plans[(record.key_id, model)] = (record, *valid(checks), checks)
+        return checks
 
     async def admit(self, record: KeyRecord, model: str | None, checks: tuple[Check, ...], now: float,
                     mode: Mode) -> Meter:
@@ -214,7 +224,7 @@ class Limiter:
         if counted is None:
             if self._redis is None and self._pool is not None:
                 await self._seed_local(record.user_id, record.key_id, model or "", checks, now)
-            scaled = tuple(replace(c, limit=_share(c.limit, self._instances)) if self._redis is not None else c for c in checks)
+            scaled = tuple(c._replace(limit=_share(c.limit, self._instances)) if self._redis is not None else c for c in checks)
             admitted, counts = self._local.admit(scaled, self._names(record.user_id, checks), now, token, shadow)
             checks = scaled
         else:
@@ -293,7 +303,7 @@ class Limiter:
         for check in checks:
             keys += [tag + check.counter, tag + (check.previous or check.counter)]
             kind = "p" if check.kind is Kind.PARALLEL else "w" if check.previous is not None else "c"
-            static.append([kind, repr(float(check.limit)), str(check.kind.cost), repr(check.weight), str(ttl_ms(check, now))])
+            static.append([kind, repr(float(check.limit)), str(check.kind.cost), repr(weight(check, now)), str(ttl_ms(check, now))])
         seeds: dict[int, str] = {} if self._pool is not None else {i: "0" for i in range(len(checks))}
         for _ in range(len(checks) + 1):  # each call that finds counters missing seeds at least one more
             args: list[str] = ["1" if force else "0", repr(now), token, repr(now + self._slot_seconds)]
