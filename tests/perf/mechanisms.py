@@ -23,7 +23,9 @@ run-to-run modes of `tests.perf.instructions`). What one request does:
              Redis started here (CPU 0): Limiter.checks, admit and finish, its two script calls
              carried by gateway/limits/pipelining.py (coalesced, written as RESP: limiter-resp),
              by the same coalescing through redis-py's Pipeline (limiter-pipeline), or each
-             call a redis-py Script call of its own, the settle in a task (limiter-script).
+             call a redis-py Script call of its own, the settle in a task (limiter-script); and
+             limiter-resp with plan() run for every request, as the checks kept per key, model
+             and minute spare it (limiter-replanned).
              These are TIMED, not counted: CPU time of this process on CPU 1, rounds alternating
              the variants, median of the rounds. Under valgrind the client runs ~50x slower than
              Redis answers, so every read finds its answer waiting: the counts (347k, 643k,
@@ -50,7 +52,7 @@ from pathlib import Path
 from tests.perf.instructions import counted, under_valgrind
 
 VARIANTS = ("timers-ticker", "timers-asyncio", "metrics-tally", "metrics-children", "metrics-children-cached",
-            "log-batch", "log-logging", "limiter-resp", "limiter-pipeline", "limiter-script")
+            "log-batch", "log-logging", "limiter-resp", "limiter-pipeline", "limiter-script", "limiter-replanned")
 REDIS_ENV = "MECHANISMS_REDIS_URL"  # the limiter variants' Redis, started by main()
 LIMITER_WARMUP = 640  # requests before the timed ones (and all of the empty run)
 LIMITER_REPEAT = 6400  # requests timed per run
@@ -163,6 +165,13 @@ class PerCallScripts:
             await asyncio.gather(*self.pending)
 
 
+class Forgetful(dict):
+    """A Limiter's kept plans that keep nothing: plan() for every request."""
+
+    def __setitem__(self, key, value) -> None:
+        pass
+
+
 def redis_py_pipeline():
     """ScriptPipeline whose pipelines are redis-py's (each argument through its Encoder, a deadline per answer)."""
     from gateway.limits.pipelining import ScriptPipeline
@@ -199,6 +208,8 @@ async def limiter(variant: str, repeat: int) -> None:
         limits._pipeline = PerCallScripts()  # type: ignore[assignment]
     elif variant == "limiter-pipeline":
         limits._pipeline = redis_py_pipeline()(redis)
+    elif variant == "limiter-replanned":
+        limits._plans = Forgetful()
     record = KeyRecord(key_id="mechanisms-key", user_id="mechanisms-user", key_prefix="sk-mech",
                        limits=Limits(rpm_limit=HIGH_LIMIT, tpm_limit=HIGH_LIMIT))
 
