@@ -16,7 +16,8 @@ when that admission runs). A pipeline's first call of each script is an EVAL (th
 which Redis caches), the others EVALSHA: a Redis that lost its scripts (restarted, flushed) never
 answers NOSCRIPT, which a second pipeline would have to repair out of order. A pipeline that fails
 (Redis down, a timeout: redis-py's own retries and socket_timeout apply as to any command) fails
-every call in it; a script's error reply fails only its call.
+every call in it, and those queued behind it (they would wait on the same Redis); a script's error
+reply fails only its call.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ class ScriptPipeline:
         try:
             answers = await self._pipeline(batch)
         except Exception as exc:  # redis-py raises many types; each call's owner decides
-            for call in batch:
+            behind, self._queue = self._queue, []  # queued meanwhile: not sent to the Redis that just failed
+            for call in (*batch, *behind):
                 call.fail(exc)
             return
         except asyncio.CancelledError:  # the loop is closing: nobody waits for these any longer
