@@ -1,6 +1,7 @@
 """Rate limits, quotas and budgets on the hot path: the counting around policies/limits.py.
 
-    checks(record, model, now)   the limits that apply (policies.limits.plan); () costs no I/O
+    checks(record, model, now)   the limits that apply (policies.limits.plan, kept per key and model
+                                 while they hold: their minute and periods); () costs no I/O
     admit(record, checks, ...)   ONE Redis round trip: a Lua script reads every counter, decides
                                  and charges the request (1 request, a parallel slot) atomically;
                                  raises RateLimitedError / QuotaExceededError (enforce), or returns
@@ -9,7 +10,11 @@
                                  eviction) costs one Postgres query and a second call: it is seeded
                                  with the period's recorded usage (gateway/limits/quota_seeds.py)
     finish(meter)                after the answer: tokens and spend charged, the parallel slot
-                                 released (one script call, off the response's path)
+                                 released (one script call, queued: off the response's path)
+
+Both scripts' calls go through one ScriptPipeline (gateway/limits/pipelining.py): the calls made
+while a pipeline is out leave together in the next one, in the order they were made, each its own
+script execution and verdict.
 
 Every counter of one request lives under the user's hash tag (`maas:lim:{u:<user id>}:...`), so
 Redis Cluster keeps them in one slot and the script may touch them all. Parallel slots are sorted
