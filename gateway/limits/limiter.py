@@ -43,7 +43,8 @@ from gateway.limits import quota_seeds
 from gateway.limits.local import LOCAL_MAX_COUNTERS, WINDOW_TTL_MS, LocalCounters, ttl_ms
 from gateway.limits.pipelining import ScriptPipeline
 from gateway.limits.usage import usage_counts
-from policies.limits import MINUTE, NO_LIMITS, Check, canonical, valid, weight, Kind, Limits, Verdict, effective, format_reset, plan, refusal_detail, verdict
+from policies.limits import (MINUTE, NO_LIMITS, Check, Kind, Limits, Verdict, canonical, effective, format_reset, plan,
+                             refusal_detail, valid, verdict, weight)
 from policies.records import KeyRecord, Mode
 
 log = logging.getLogger("maas_gateway.limiter")
