@@ -1,6 +1,7 @@
 """Rate limits, quotas and budgets on the hot path: the counting around policies/limits.py.
 
-    checks(record, model, now)   the limits that apply (policies.limits.plan); () costs no I/O
+    checks(record, model, now)   the limits that apply (policies.limits.plan, kept per key and model
+                                 while they hold: their minute and periods); () costs no I/O
     admit(record, checks, ...)   ONE Redis round trip: a Lua script reads every counter, decides
                                  and charges the request (1 request, a parallel slot) atomically;
                                  raises RateLimitedError / QuotaExceededError (enforce), or returns
@@ -9,7 +10,11 @@
                                  eviction) costs one Postgres query and a second call: it is seeded
                                  with the period's recorded usage (gateway/limits/quota_seeds.py)
     finish(meter)                after the answer: tokens and spend charged, the parallel slot
-                                 released (one script call, off the response's path)
+                                 released (one script call, queued: off the response's path)
+
+Both scripts' calls go through one ScriptPipeline (gateway/limits/pipelining.py): the calls made
+while a pipeline is out leave together in the next one, in the order they were made, each its own
+script execution and verdict.
 
 Every counter of one request lives under the user's hash tag (`maas:lim:{u:<user id>}:...`), so
 Redis Cluster keeps them in one slot and the script may touch them all. Parallel slots are sorted
@@ -28,7 +33,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from gateway.config import LimitsConfig
@@ -36,8 +41,10 @@ from gateway.errors import QuotaExceededError, RateLimitedError
 from gateway.ops.metrics import LIMIT_REFUSALS, LIMITER_FALLBACKS
 from gateway.limits import quota_seeds
 from gateway.limits.local import LOCAL_MAX_COUNTERS, WINDOW_TTL_MS, LocalCounters, ttl_ms
+from gateway.limits.pipelining import ScriptPipeline
 from gateway.limits.usage import usage_counts
-from policies.limits import MINUTE, NO_LIMITS, Check, Kind, Limits, Verdict, effective, format_reset, plan, refusal_detail, verdict
+from policies.limits import (MINUTE, NO_LIMITS, Check, Kind, Limits, Verdict, canonical, effective, format_reset, plan,
+                             refusal_detail, valid, verdict, weight)
 from policies.records import KeyRecord, Mode
 
 log = logging.getLogger("maas_gateway.limiter")
@@ -45,6 +52,7 @@ log = logging.getLogger("maas_gateway.limiter")
 PREFIX = "maas:lim:"
 REDIS_BACKOFF_SECONDS = 5.0
 PRICES_REFRESH_SECONDS = 30.0
+PLANS_KEPT = 10_000  # (key, model) pairs whose checks are kept for their minute; beyond, all are dropped
 
 # KEYS: two per check (its counter, and the previous minute's for a per-minute check, else the same).
 # ARGV: force ("1": charge even when refused: shadow mode), now, token, slot expiry, then per check
@@ -156,14 +164,17 @@ class Meter:
             self.prompt_tokens, self.completion_tokens = counts
 
 
+_HEADERS = tuple((f"x-ratelimit-limit-{kind}".encode(), f"x-ratelimit-remaining-{kind}".encode(),
+                  f"x-ratelimit-reset-{kind}".encode()) for kind in ("requests", "tokens"))
+
+
 def rate_limit_headers(result: Verdict) -> list[tuple[bytes, bytes]]:
     """x-ratelimit-* for the binding limits (requests, tokens); none for a kind no limit counts."""
     headers = []
-    for kind, binding in (("requests", result.requests), ("tokens", result.tokens)):
+    for (limit, remaining, reset), binding in zip(_HEADERS, (result.requests, result.tokens)):
         if binding is not None:
-            headers += [(f"x-ratelimit-limit-{kind}".encode(), str(binding.limit).encode()),
-                        (f"x-ratelimit-remaining-{kind}".encode(), str(binding.remaining).encode()),
-                        (f"x-ratelimit-reset-{kind}".encode(), format_reset(binding.reset_seconds).encode())]
+            headers += [(limit, b"%d" % binding.limit), (remaining, b"%d" % binding.remaining),
+                        (reset, format_reset(binding.reset_seconds).encode())]
     return headers
 
 
@@ -171,20 +182,22 @@ class Limiter:
     def __init__(self, config: LimitsConfig, redis: Any | None, slot_seconds: float,
                  clock: Callable[[], float] = time.time, pool: Any | None = None) -> None:
         defaults = config.defaults
-        self._key_default = Limits(**vars(defaults.key))
-        self._user_default = Limits(**vars(defaults.user))
-        self._subscription_default = Limits(**vars(defaults.subscription))
+        self._key_default = canonical(Limits(**vars(defaults.key)))  # NO_LIMITS itself when none is set:
+        self._user_default = canonical(Limits(**vars(defaults.user)))  # effective() is then the identity
+        self._subscription_default = canonical(Limits(**vars(defaults.subscription)))
         self._any_default = self._key_default.any() or self._user_default.any() or self._subscription_default.any()
         self._instances = config.expected_instances
         self._redis = redis
         self._script = redis.register_script(ADMIT_SCRIPT) if redis is not None else None
         self._settle_script = redis.register_script(SETTLE_SCRIPT) if redis is not None else None
+        self._pipeline = ScriptPipeline(redis) if redis is not None else None  # both scripts' calls, coalesced
         self._pool = pool  # usage_daily: the seeds of period counters Redis lost (None: seeds are 0)
         self._slot_seconds = slot_seconds  # a parallel slot's longest life (the longest answer)
         self._clock = clock
         self._local = LocalCounters()
         self._redis_skip_until = 0.0
-        self._pending: set[asyncio.Task] = set()
+        # (key id, model) -> (record, from, until, checks): plan()'s answer while it holds (policies.limits.valid)
+        self._plans: dict[tuple[str, str | None], tuple[KeyRecord, float, float, tuple[Check, ...]]] = {}
         self.prices: dict[str, tuple[float, float]] = {}  # model -> (input, output) cost per token
 
     # -- the hot path -------------------------------------------------------
@@ -197,20 +210,27 @@ class Limiter:
         if (not self._any_default and record.limits is NO_LIMITS and record.user_limits is NO_LIMITS
                 and sub_limits is NO_LIMITS and key_model is NO_LIMITS):
             return ()
-        return plan(record.key_id, model or "", effective(record.limits, self._key_default),
-                    effective(record.user_limits, self._user_default), effective(sub_limits, self._subscription_default),
-                    now, subscription.reset_at if subscription is not None else None, key_model)
+        planned = self._plans.get((record.key_id, model))
+        if planned is not None and planned[0] is record and planned[1] <= now < planned[2]:
+            return planned[3]  # the same record (a changed key is a new one), the same minute and periods
+        checks = plan(record.key_id, model or "", effective(record.limits, self._key_default),
+                      effective(record.user_limits, self._user_default), effective(sub_limits, self._subscription_default),
+                      now, subscription.reset_at if subscription is not None else None, key_model)
+        if len(self._plans) >= PLANS_KEPT:
+            self._plans.clear()
+        self._plans[(record.key_id, model)] = (record, *valid(checks), checks)
+        return checks
 
     async def admit(self, record: KeyRecord, model: str | None, checks: tuple[Check, ...], now: float,
                     mode: Mode) -> Meter:
-        token = os.urandom(8).hex()
+        token = os.urandom(8).hex() if any(c.kind is Kind.PARALLEL for c in checks) else ""  # a slot's name
         shadow = mode is Mode.SHADOW
         counted = await self._admit_shared(record.user_id, record.key_id, model or "", checks, now, token, shadow)
         shared = counted is not None
         if counted is None:
             if self._redis is None and self._pool is not None:
                 await self._seed_local(record.user_id, record.key_id, model or "", checks, now)
-            scaled = tuple(replace(c, limit=_share(c.limit, self._instances)) if self._redis is not None else c for c in checks)
+            scaled = tuple(c._replace(limit=_share(c.limit, self._instances)) if self._redis is not None else c for c in checks)
             admitted, counts = self._local.admit(scaled, self._names(record.user_id, checks), now, token, shadow)
             checks = scaled
         else:
@@ -267,9 +287,7 @@ class Limiter:
                 else:
                     self._local.add(name, amount, now, ttl / 1000)
             return
-        task = asyncio.get_running_loop().create_task(self._settle(meter.token, updates), name="limiter-settle")
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._settle(meter.token, updates)
 
     # -- Redis ----------------------------------------------------------------
 
@@ -286,17 +304,20 @@ class Limiter:
                 LIMITER_FALLBACKS.inc()
             return None
         keys: list[str] = []
-        for current, previous in self._names(user_id, checks):
-            keys += [current, previous]
+        static: list[list[str]] = []  # each check's arguments but its seed
+        tag = f"{PREFIX}{{u:{user_id}}}:"
+        for check in checks:
+            keys += [tag + check.counter, tag + (check.previous or check.counter)]
+            kind = "p" if check.kind is Kind.PARALLEL else "w" if check.previous is not None else "c"
+            static.append([kind, repr(float(check.limit)), str(check.kind.cost), repr(weight(check, now)), str(ttl_ms(check, now))])
         seeds: dict[int, str] = {} if self._pool is not None else {i: "0" for i in range(len(checks))}
         for _ in range(len(checks) + 1):  # each call that finds counters missing seeds at least one more
-            args: list[Any] = ["1" if force else "0", repr(now), token, repr(now + self._slot_seconds)]
-            for i, check in enumerate(checks):
-                kind = "p" if check.kind is Kind.PARALLEL else "w" if check.previous is not None else "c"
-                args += [kind, repr(float(check.limit)), str(check.kind.cost), repr(check.weight), str(ttl_ms(check, now)),
-                         seeds.get(i, "")]
+            args: list[str] = ["1" if force else "0", repr(now), token, repr(now + self._slot_seconds)]
+            for i, part in enumerate(static):
+                args += part
+                args.append(seeds.get(i, ""))
             try:
-                answer = await self._script(keys=keys, args=args)
+                answer = await self._pipeline.call(self._script, keys, args)  # type: ignore[union-attr]
             except Exception as exc:  # redis-py raises many types; all mean "count here for now"
                 self._redis_failed(exc, now)
                 LIMITER_FALLBACKS.inc()
@@ -338,14 +359,15 @@ class Limiter:
                         self._instances, REDIS_BACKOFF_SECONDS, type(exc).__name__)
         self._redis_skip_until = now + REDIS_BACKOFF_SECONDS
 
-    async def _settle(self, token: str, updates: list[tuple[str, str, float, int]]) -> None:
-        args: list[Any] = [token]
+    def _settle(self, token: str, updates: list[tuple[str, str, float, int]]) -> None:
+        args: list[str] = [token]
         for op, _, amount, ttl in updates:
             args += [op, _number(amount), str(ttl)]
-        try:
-            await self._settle_script(keys=[name for _, name, _, _ in updates], args=args)
-        except Exception as exc:
-            self._redis_failed(exc, self._clock())  # a lost slot expires; lost tokens are not charged
+        self._pipeline.send(self._settle_script, [name for _, name, _, _ in updates], args,  # type: ignore[union-attr]
+                            self._settle_failed)
+
+    def _settle_failed(self, exc: BaseException) -> None:
+        self._redis_failed(exc, self._clock())  # a lost slot expires; lost tokens are not charged
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -364,8 +386,8 @@ class Limiter:
 
     async def settle(self) -> None:
         """Wait for the charges still in flight (at shutdown, before Redis closes)."""
-        while self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        if self._pipeline is not None:
+            await self._pipeline.drain()
 
 
 def _reset_at(record: KeyRecord, model: str | None) -> float | None:

@@ -1,6 +1,6 @@
 """The gateway's own cost per request, without a server or a load generator in the way.
 
-    python -m tests.perf.inprocess [--rounds 10] [--requests 1000]
+    python -m tests.perf.inprocess [--rounds 10] [--requests 1000] [--limits]
 
 Runs the gateway app (gateway.app, with its lifespan: Postgres, Redis, every feature on)
 and the ceiling app (tests/perf/ceiling.py) in this one process, pinned to CPU 1, against
@@ -10,6 +10,11 @@ round reports this process's CPU time per request. The difference gateway - ceil
 what the gateway's features cost; paired rounds keep the host's drifting speed out of it.
 `make bench` is the measure of record; this is the quick loop for working on the hot path
 (about a minute; attach py-spy to the printed pid for a profile without uvicorn and wrk).
+
+With --limits the pair is the gateway against itself: limits off (the key as above) and limits
+on (bench.py's second key, rpm and tpm limits of 10^9: counted on every request, never
+refused), as `make bench`'s "gateway, limits on" row; the ratio printed is off/on CPU, the
+throughput limits on would keep on a saturated core.
 """
 
 from __future__ import annotations
@@ -104,6 +109,7 @@ class Services:
     redis_url: str
     upstream_url: str
     key: str  # a seeded key with access to bench.MODEL
+    limited_key: str = ""  # the same with rpm and tpm limits of bench.HIGH_LIMIT (the limiter counts it)
 
 
 @contextlib.contextmanager
@@ -123,7 +129,7 @@ def services() -> Iterator[Services]:
         upstream = runner.spawn("upstream", [sys.executable, "-m", "tests.perf.upstream", str(port)], bench.LOAD_CPUS)
         runner.wait_http(upstream, port, "GET", "/health/liveliness")
         os.sched_setaffinity(0, affinity)
-        yield Services(postgres.url, redis.url, f"http://127.0.0.1:{port}", seeded.key)
+        yield Services(postgres.url, redis.url, f"http://127.0.0.1:{port}", seeded.key, seeded.limited_key)
     finally:
         runner.stop_all()
         redis.stop()
@@ -151,40 +157,48 @@ def quiet_access_log(gateway: Any, **options: Any) -> None:
     gateway.holder.state.access_log = AccessLog(write=lambda text: None, **options)
 
 
-async def compare(services: Services, rounds: int, requests: int) -> None:
+async def compare(services: Services, rounds: int, requests: int, limits: bool = False) -> None:
     gateway, ceiling = make_apps(services)
     async with serving(gateway), serving(ceiling):
         quiet_access_log(gateway)
-        await rounds_of(gateway, ceiling, services.key, rounds, requests)
+        if limits:
+            await rounds_of((gateway, services.key, "limits off"), (gateway, services.limited_key, "limits on"),
+                            rounds, requests)
+        else:
+            await rounds_of((ceiling, None, "ceiling"), (gateway, services.key, "gateway"), rounds, requests)
 
 
-async def rounds_of(gateway: Any, ceiling: Any, key: str, rounds: int, requests: int) -> None:
+async def rounds_of(base: tuple[Any, str | None, str], measured: tuple[Any, str | None, str], rounds: int,
+                    requests: int) -> None:
+    """`base` and `measured` (app, key, name) take turns, A B, B A, ...; medians of the pairs."""
     print(f"pid {os.getpid()} (CPU 1)", flush=True)
+    (_, _, base_name), (_, _, measured_name) = base, measured
     for kind, body in (("plain", bench.PLAIN_BODY), ("stream", bench.STREAM_BODY)):
-        await drive(gateway, key, body, requests // 2)  # warm both
-        await drive(ceiling, None, body, requests // 2)
+        for app, key, _ in (base, measured):  # warm both
+            await drive(app, key, body, requests // 2)
         pairs = []
         for index in range(rounds):
-            order = [("ceiling", ceiling, None), ("gateway", gateway, key)]
-            results = {name: await drive(app, k, body, requests) for name, app, k in (order if index % 2 == 0 else order[::-1])}
-            pairs.append((results["ceiling"], results["gateway"]))
-        ceiling_us = statistics.median(c for c, _ in pairs)
-        gateway_us = statistics.median(g for _, g in pairs)
-        print(f"{kind:6}  ceiling {ceiling_us:4.0f} us  gateway {gateway_us:4.0f} us  "
-              f"difference (median of pairs) {statistics.median(g - c for c, g in pairs):4.0f} us  "
-              f"ceiling/gateway (median of pairs) {statistics.median(c / g for c, g in pairs):.3f}", flush=True)
+            order = [base, measured] if index % 2 == 0 else [measured, base]
+            results = {name: await drive(app, key, body, requests) for app, key, name in order}
+            pairs.append((results[base_name], results[measured_name]))
+        base_us = statistics.median(b for b, _ in pairs)
+        measured_us = statistics.median(m for _, m in pairs)
+        print(f"{kind:6}  {base_name} {base_us:4.0f} us  {measured_name} {measured_us:4.0f} us  "
+              f"difference (median of pairs) {statistics.median(m - b for b, m in pairs):4.0f} us  "
+              f"{base_name}/{measured_name} (median of pairs) {statistics.median(b / m for b, m in pairs):.3f}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--limits", action="store_true", help="limits on against limits off, instead of the ceiling")
     args = parser.parse_args(argv)
     with services() as running:
         os.sched_setaffinity(0, bench.PROXY_CPUS)
         import uvloop
 
-        uvloop.run(compare(running, args.rounds, args.requests))
+        uvloop.run(compare(running, args.rounds, args.requests, args.limits))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime, timezone
 
 import pytest
@@ -23,7 +24,9 @@ from policies.limits import (
     retry_after,
     seed_day,
     used,
+    valid,
     verdict,
+    weight,
 )
 
 pytestmark = pytest.mark.unit
@@ -61,8 +64,20 @@ def test_a_plan_names_each_counter_by_scope_window_and_period():
         (Scope.SUBSCRIPTION, Kind.QUOTA_REQUESTS, 1000, f"sub:gpt-4o:req:{month}", None, ts(2026, 12, 1)),
         (Scope.SUBSCRIPTION, Kind.QUOTA_TOKENS, 5000, f"sub:gpt-4o:tok:{month}", None, ts(2026, 12, 1)),
     ]
-    assert checks[0].weight == pytest.approx(0.75)
+    assert weight(checks[0], NOW) == pytest.approx(0.75)
     assert [c.starts for c in checks] == [None, None, None, ts(2026, 11, 1), ts(2026, 11, 1), ts(2026, 11, 1)]
+
+
+def test_a_plan_holds_from_its_minutes_and_periods_start_to_the_first_end():
+    minute = int(NOW // 60) * 60
+    assert valid(plan("k1", "m", Limits(rpm_limit=5, max_parallel_requests=2), NO_LIMITS, NO_LIMITS, NOW)) == (
+        minute, minute + 60)
+    # a period that began within this minute (reset_at at 17:45:10): from then on
+    began = ts(2026, 11, 30, 17, 45, 10)
+    checks = plan("k1", "m", Limits(rpm_limit=5), NO_LIMITS, Limits(quota_requests=10), NOW, reset_at=began)
+    assert valid(checks) == (began, minute + 60)
+    assert plan("k1", "m", Limits(rpm_limit=5), NO_LIMITS, Limits(quota_requests=10), began + 49.9, reset_at=began) == checks
+    assert valid(plan("k1", "m", Limits(max_parallel_requests=2), NO_LIMITS, NO_LIMITS, NOW)) == (-math.inf, math.inf)
 
 
 def test_a_lost_counter_is_seeded_from_the_whole_utc_days_of_its_period():
@@ -73,7 +88,7 @@ def test_a_lost_counter_is_seeded_from_the_whole_utc_days_of_its_period():
 
 def test_the_sliding_window_weighs_the_previous_minute_by_what_remains_of_it():
     [check] = plan("k1", "m", Limits(rpm_limit=10), NO_LIMITS, NO_LIMITS, NOW)
-    assert used(check, 2, 8) == pytest.approx(8.0)  # 8 x 0.75 + 2
+    assert used(check, 2, 8, NOW) == pytest.approx(8.0)  # 8 x 0.75 + 2
     assert verdict((check,), ((2, 8),), NOW).admitted  # 8 + 1 <= 10
     refused = verdict((check,), ((4, 8),), NOW)  # 10 + 1 > 10
     assert (refused.admitted, refused.refused_by, refused.retry_after) == (False, check, 8)  # 0.75 -> 0.6: 7.5 s
