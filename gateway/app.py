@@ -186,7 +186,7 @@ class GatewayApp:
             dropped_headers=dropped_headers(service_key=service_auth is not None,
                                             key_header_name=config.litellm.key_header_name),
             limiter=Limiter(config.limits, redis, config.litellm.request_timeout_seconds + config.server.drain_seconds,
-                            pool=pool),
+                            pool=pool, acquire_timeout=config.database.acquire_timeout_ms / 1000),
             # LiteMaaS mode: usage_daily in the schema maas_gateway, used_* / last_used_at on LiteMaaS's types
             usage=(None if pool is None else UsageRecorder(pool, config.usage) if config.database.schema == "native"
                    else UsageRecorder(pool, config.usage, used_sql=litemaas.USED_SQL, last_used_sql=litemaas.LAST_USED_SQL)),

@@ -180,7 +180,7 @@ def rate_limit_headers(result: Verdict) -> list[tuple[bytes, bytes]]:
 
 class Limiter:
     def __init__(self, config: LimitsConfig, redis: Any | None, slot_seconds: float,
-                 clock: Callable[[], float] = time.time, pool: Any | None = None) -> None:
+                 clock: Callable[[], float] = time.time, pool: Any | None = None, acquire_timeout: float = 1.0) -> None:
         defaults = config.defaults
         self._key_default = canonical(Limits(**vars(defaults.key)))  # NO_LIMITS itself when none is set:
         self._user_default = canonical(Limits(**vars(defaults.user)))  # effective() is then the identity
@@ -192,6 +192,7 @@ class Limiter:
         self._settle_script = redis.register_script(SETTLE_SCRIPT) if redis is not None else None
         self._pipeline = ScriptPipeline(redis) if redis is not None else None  # both scripts' calls, coalesced
         self._pool = pool  # usage_daily: the seeds of period counters Redis lost (None: seeds are 0)
+        self._acquire_timeout = acquire_timeout  # database.acquire_timeout_ms: the longest wait for a seed's connection
         self._slot_seconds = slot_seconds  # a parallel slot's longest life (the longest answer)
         self._clock = clock
         self._local = LocalCounters()
@@ -327,7 +328,8 @@ class Limiter:
                 return bool(int(answer[0])), tuple(zip(values[0::2], values[1::2]))
             missing = [int(i) - 1 for i in answer[1:]]
             try:
-                found = await quota_seeds.seeds(self._pool, user_id, key_id, model, [checks[i] for i in missing])
+                found = await quota_seeds.seeds(self._pool, user_id, key_id, model, [checks[i] for i in missing],
+                                                self._acquire_timeout)
             except Exception as exc:  # asyncpg and OSError alike: counted here until Postgres answers
                 log.warning("quota counters missing in Redis and Postgres unreachable to seed them, "
                             "counting this request in-process: %s", type(exc).__name__)
@@ -344,7 +346,8 @@ class Limiter:
         if not missing:
             return
         try:
-            found = await quota_seeds.seeds(self._pool, user_id, key_id, model, [checks[i] for i in missing])
+            found = await quota_seeds.seeds(self._pool, user_id, key_id, model, [checks[i] for i in missing],
+                                                self._acquire_timeout)
         except Exception as exc:  # counted from 0 until Postgres answers, then seeded (logged)
             log.warning("quota counters not seeded, Postgres unreachable: %s", type(exc).__name__)
             if len(self._local.unseeded) < LOCAL_MAX_COUNTERS:

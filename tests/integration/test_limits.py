@@ -326,11 +326,11 @@ class FlakyPool:
     def __init__(self, pool, failures: int) -> None:
         self.pool, self.failures = pool, failures
 
-    async def fetchrow(self, *args, **kwargs):
+    def acquire(self, *, timeout: float | None = None):
         if self.failures:
             self.failures -= 1
             raise ConnectionRefusedError("postgres restarting")
-        return await self.pool.fetchrow(*args, **kwargs)
+        return self.pool.acquire(timeout=timeout)
 
 
 async def test_without_redis_a_seed_that_failed_is_taken_once_postgres_answers(pool):
