@@ -23,7 +23,6 @@ import logging
 import os
 from typing import Any, AsyncIterator
 
-import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -35,6 +34,7 @@ from gateway.store import db
 from gateway.runtime import drain
 
 from gateway.store import litemaas
+from gateway.store import redis_client
 
 from gateway.ops import metrics
 from gateway.admin import admin_routes
@@ -161,7 +161,7 @@ class GatewayApp:
             pool = await db.create_pool(config.database.url, config.database)
         else:
             log.warning("DATABASE_URL is not set: no key can be found, every request is refused")
-        redis = aioredis.from_url(config.redis.url, socket_timeout=0.5, socket_connect_timeout=0.5) if config.redis.url else None
+        redis = redis_client.connect(config.redis.url) if config.redis.url else None
         store = KeyStore(pool, redis, config.cache, acquire_timeout=config.database.acquire_timeout_ms / 1000,
                          key_query=key_query(config.database.schema))
         breaker = Breaker("litellm", config.breaker)

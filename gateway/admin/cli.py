@@ -65,12 +65,11 @@ async def open_accounts(config: Config) -> AsyncIterator[Accounts]:
             management = await stack.enter_async_context(LiteLLMManagement(config))
         invalidator = None
         if config.redis.url:
-            import redis.asyncio as aioredis
-
+            from gateway.store import redis_client
             from gateway.store.invalidation import Invalidator
             from gateway.store.keys import KeyStore
 
-            redis = aioredis.from_url(config.redis.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+            redis = redis_client.connect(config.redis.url)
             stack.push_async_callback(redis.aclose)
             invalidator = Invalidator(KeyStore(pool, redis, config.cache), None, redis)
         yield Accounts(pool, config, management, invalidator)
