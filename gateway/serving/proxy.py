@@ -145,7 +145,7 @@ class Proxy:
             headers = self._upstream_headers(state, scope, key, request_id, record.user_id)
             inbound = None  # type: ignore[assignment]  # a stream may last minutes: keep only what is sent
             status = await self._forward(state, scope, send, route, headers, upstream_body, label, log, receive, id_header,
-                                         key_hash, meter)
+                                         record.key_id, meter)
         except GatewayError as error:
             status, code = error.status, error.code
             await send_error(send, error, request_id, id_header)

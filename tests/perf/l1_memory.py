@@ -29,7 +29,7 @@ from collections import Counter
 from typing import Any, AsyncIterator
 
 from gateway.config import CacheConfig
-from gateway.store.keys import KeyStore, hash_key
+from gateway.store.keys import KeyStore, hash_key, key_digest
 from tests.perf.measure import rss_bytes
 
 MODELS = ["gpt-4o-mini", "gpt-4o"]  # tests/perf/bench.py BENCH_MODELS
@@ -68,25 +68,23 @@ class Rows:
         return row(self._index[key_hash])
 
 
-async def fill(store: KeyStore, hashes: list[str]) -> None:
-    for key_hash in hashes:
-        await store.lookup(key_hash)
+async def fill(store: KeyStore, keys: list[str]) -> None:
+    for key in keys:
+        await store.lookup(key_digest(key))  # as a request does: the digest made from the key it brings
 
 
 def in_process(count: int) -> None:
-    hashes = [hash_key("sk-bench-" + secrets.token_urlsafe(24)) for _ in range(count)]
-    warm = [hash_key("sk-warm-" + secrets.token_urlsafe(24)) for _ in range(1_000)]
+    keys = ["sk-bench-" + secrets.token_urlsafe(24) for _ in range(count)]
+    warm = ["sk-warm-" + secrets.token_urlsafe(24) for _ in range(1_000)]
     for traced in (False, True):
-        store = KeyStore(Rows(hashes + warm), None, CacheConfig())
+        store = KeyStore(Rows([hash_key(k) for k in keys + warm]), None, CacheConfig())
         asyncio.run(fill(store, warm))  # the sharing tables and interned names exist before the measurement
         gc.collect()
         if traced:
             tracemalloc.start(3)
             before_snapshot = tracemalloc.take_snapshot()
         before = tracemalloc.get_traced_memory()[0] if traced else rss_bytes(os.getpid())
-        probe = [h.encode().decode() for h in hashes]  # the hashes as requests bring them: their own copies
-        asyncio.run(fill(store, probe))
-        del probe  # the L1 keeps the copies it holds
+        asyncio.run(fill(store, keys))
         gc.collect()
         after = tracemalloc.get_traced_memory()[0] if traced else rss_bytes(os.getpid())
         assert store.size == count + len(warm)
