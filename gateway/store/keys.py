@@ -50,7 +50,7 @@ log = logging.getLogger("maas_gateway.keys")
 # The record's shape in Redis is part of the prefix: bump the version when encode_record changes
 # incompatibly, so that during a rolling deploy (or a rollback) instances of two versions neither
 # read nor break on each other's records; each deletes its own on invalidation, and TTLs end the rest.
-REDIS_PREFIX = "maas:key:v2:"
+REDIS_PREFIX = "maas:key:v3:"  # v3: no key_prefix
 REDIS_CHANNEL = "maas:invalidate"
 REDIS_BACKOFF_SECONDS = 5.0
 NEGATIVE_MAX_ENTRIES = 10_000
@@ -130,7 +130,6 @@ def encode_record(record: KeyRecord | None) -> bytes:
         {
             "key_id": record.key_id,
             "user_id": record.user_id,
-            "key_prefix": record.key_prefix,
             "is_active": record.is_active,
             "revoked_at": record.revoked_at,
             "expires_at": record.expires_at,
