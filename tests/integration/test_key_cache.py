@@ -167,3 +167,21 @@ async def test_a_reload_from_postgres_restarts_the_staleness_bound(pool, postgre
     clock.now += 10
     with pytest.raises(StoreUnavailableError):
         await store.lookup(digest)
+
+
+async def test_after_forget_all_a_record_is_reloaded_once_then_fresh_for_its_ttl(pool):
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    digest, clock = key_digest(seeded.key), Clock()
+    store = KeyStore(pool, None, CacheConfig(ttl_seconds=30), clock=clock)
+    await store.lookup(digest)
+    assert store.cached(digest) is not False
+    store.forget_all()
+    assert store.cached(digest) is False  # kept for stale-if-error only
+    clock.now += 1
+    before = count("postgres", "hit")
+    assert (await store.lookup(digest)).key_id == seeded.key_id
+    assert count("postgres", "hit") - before == 1
+    clock.now += 29.5  # 29.5 s after the reload: still fresh, no query
+    assert store.cached(digest) is not False
+    clock.now += 0.5  # 30 s after it: expired
+    assert store.cached(digest) is False
