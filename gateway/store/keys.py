@@ -5,7 +5,7 @@
            Keyed by the SHA-256 digest (32 bytes; Redis and Postgres are asked by its hex);
            each entry holds the record and when it was loaded. Records are stored compacted:
            model names and statuses interned, equal model lists and subscription maps shared
-           (tests/perf/l1_memory.py: ~0.5 KB per cached key)
+           (tests/perf/l1_memory.py: ~450 bytes per cached key, ~590 of RSS)
       L2   Redis, shared by every instance (optional: REDIS_URL unset -> skipped)
       DB   one Postgres query (db.load_key); concurrent misses share one query
     negative cache: unknown hashes are remembered briefly (L1 and Redis) so a flood
