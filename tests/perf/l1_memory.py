@@ -22,6 +22,7 @@ import contextlib
 import gc
 import os
 import secrets
+import shutil
 import sys
 import tracemalloc
 import uuid
@@ -145,6 +146,7 @@ def serve(count: int) -> None:
         runner.stop_all()
         redis.stop()
         postgres.stop()
+        shutil.rmtree(work, ignore_errors=True)  # ~650 MB of Postgres data
 
 
 def main() -> None:
