@@ -7,7 +7,7 @@ datetimes; the I/O shell converts once when it loads a record.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
@@ -62,11 +62,15 @@ def _frozen(mapping: Mapping) -> Mapping:
 
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
-    """Everything one decision needs about a key, loaded by one query."""
+    """Everything one decision needs about a key, loaded by one query.
+
+    One is cached per key (gateway/store/keys.py): what can be had elsewhere is not kept here, such
+    as the key's display prefix, which is its first 7 characters (gateway/store/keys.py key_prefix).
+    """
 
     key_id: str
     user_id: str
-    key_prefix: str
+    _: KW_ONLY
     is_active: bool = True
     revoked_at: float | None = None
     expires_at: float | None = None

@@ -48,7 +48,7 @@ def subscription_records(rows: Iterable[Mapping[str, Any]]) -> dict[str, Subscri
 
 def key_record(key: Mapping[str, Any], subscriptions: Mapping[str, SubscriptionRecord], user_active: bool) -> KeyRecord:
     return KeyRecord(
-        key_id=key["id"], user_id=key["user_id"], key_prefix=key["key_prefix"], is_active=key["is_active"],
+        key_id=key["id"], user_id=key["user_id"], is_active=key["is_active"],
         revoked_at=_seconds(key["revoked_at"]), expires_at=_seconds(key["expires_at"]), user_active=user_active,
         models=tuple(key["models"]), subscriptions=subscriptions,
     )

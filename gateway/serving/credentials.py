@@ -14,7 +14,7 @@ from typing import Any
 from gateway.errors import AuthenticationError, StoreUnavailableError
 from gateway.ops.metrics import AUTH_DECISIONS
 from gateway.state import GatewayState
-from gateway.store.keys import extract_key, hash_key, well_formed
+from gateway.store.keys import extract_key, key_digest, well_formed
 from policies.records import Code, KeyRecord
 
 _DENY_MISSING = AUTH_DECISIONS.labels(result="deny", reason="MISSING_API_KEY")
@@ -23,19 +23,19 @@ _DENY_LIMITED = AUTH_DECISIONS.labels(result="deny", reason="RATE_LIMITED")
 _STORE_ERROR = AUTH_DECISIONS.labels(result="error", reason="KEY_STORE_UNAVAILABLE")
 
 
-def credentials(state: GatewayState, scope: dict[str, Any]) -> tuple[str, str, KeyRecord | None | bool]:
-    """The key (forwarded upstream in passthrough mode only), its hash and what the
+def credentials(state: GatewayState, scope: dict[str, Any]) -> tuple[str, bytes, KeyRecord | None | bool]:
+    """The key (forwarded upstream in passthrough mode only), its SHA-256 digest and what the
     in-process cache knows of it (False: nothing yet; None: no such key; then `authenticate`)."""
     key = extract_key(scope["headers"])
     if key is None:
         _DENY_MISSING.inc()
         raise AuthenticationError(Code.MISSING_API_KEY.value)
-    key_hash = hash_key(key)
-    return key, key_hash, state.store.cached(key_hash)
+    digest = key_digest(key)
+    return key, digest, state.store.cached(digest)
 
 
 async def authenticate(
-    state: GatewayState, scope: dict[str, Any], key: str, key_hash: str, found: KeyRecord | None | bool
+    state: GatewayState, scope: dict[str, Any], key: str, digest: bytes, found: KeyRecord | None | bool
 ) -> KeyRecord:
     """A key the in-process cache does not hold (`found` False) or knows to be unknown (None),
     past the failed-authentication limiter: a refused address gets 429 before any lookup, a key
@@ -47,7 +47,7 @@ async def authenticate(
     if refusal is not None:
         _DENY_LIMITED.inc()
         raise refusal
-    record = await _look_up(state, key_hash) if found is False and well_formed(key) else None
+    record = await _look_up(state, digest) if found is False and well_formed(key) else None
     if record is None:
         state.offenders.failed_address(address)  # gateway/ops/offenders.py
         limited = await guard.failed(address)
@@ -59,9 +59,9 @@ async def authenticate(
     return record
 
 
-async def _look_up(state: GatewayState, key_hash: str) -> KeyRecord | None:
+async def _look_up(state: GatewayState, digest: bytes) -> KeyRecord | None:
     try:
-        return await state.store.lookup(key_hash)
+        return await state.store.lookup(digest)
     except StoreUnavailableError:
         _STORE_ERROR.inc()
         raise

@@ -53,6 +53,7 @@ from gateway.ops.metrics import (
 )
 from gateway.serving.routes import Route
 from gateway.state import GatewayState
+from gateway.store.keys import key_prefix
 from gateway.serving.streamusage import UsageStripper
 from gateway.serving.upstream import END_USER_HEADER, PASSED_HEADERS, forward_headers, response_headers
 from gateway.limits.usage import TAIL_BYTES, TAIL_LIMIT, record_usage
@@ -126,7 +127,7 @@ class Proxy:
                 raise MethodNotAllowedError(route.methods)
             key, key_hash, found = credentials(state, scope)
             record = found if found else await authenticate(state, scope, key, key_hash, found)
-            log["key_prefix"] = record.key_prefix
+            log["key_prefix"] = key_prefix(key)
             log["user_id"] = record.user_id
             server = state.config.server
             inbound = await reader.read_request(route, scope, receive, path_model, server.max_body_bytes,
@@ -145,7 +146,7 @@ class Proxy:
             headers = self._upstream_headers(state, scope, key, request_id, record.user_id)
             inbound = None  # type: ignore[assignment]  # a stream may last minutes: keep only what is sent
             status = await self._forward(state, scope, send, route, headers, upstream_body, label, log, receive, id_header,
-                                         key_hash, meter)
+                                         record.key_id, meter)
         except GatewayError as error:
             status, code = error.status, error.code
             await send_error(send, error, request_id, id_header)
@@ -322,7 +323,7 @@ class Proxy:
                 raise MethodNotAllowedError(("GET",))
             key, key_hash, found = credentials(state, scope)
             record = found if found else await authenticate(state, scope, key, key_hash, found)
-            log["key_prefix"] = record.key_prefix
+            log["key_prefix"] = key_prefix(key)
             log["user_id"] = record.user_id
             headers = self._upstream_headers(state, scope, key, request_id, record.user_id)
             status, raw, data = await state.upstream.get_json("/v1/models", headers)

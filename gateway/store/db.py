@@ -43,7 +43,6 @@ def record_from_row(row: Any) -> KeyRecord:
     return KeyRecord(
         key_id=row["id"],
         user_id=row["user_id"],
-        key_prefix=row["key_prefix"],
         is_active=row["is_active"],
         revoked_at=row["revoked_at"],
         expires_at=row["expires_at"],

@@ -1,9 +1,11 @@
 """API keys: extraction, hashing, and the KeyStore (L1 -> Redis -> Postgres).
 
-    lookup(hash)
+    lookup(digest)
       L1   in-process dict, TTL + bounded size; a warm key costs one dict lookup.
-           Records are stored compacted: model names and statuses interned, equal model
-           lists and subscription maps shared (RSS per cached key ~0.6 KB, not ~1.4 KB)
+           Keyed by the SHA-256 digest (32 bytes; Redis and Postgres are asked by its hex);
+           each entry holds the record and when it was loaded. Records are stored compacted:
+           model names and statuses interned, equal model lists and subscription maps shared
+           (tests/perf/l1_memory.py: ~450 bytes per cached key, ~590 of RSS)
       L2   Redis, shared by every instance (optional: REDIS_URL unset -> skipped)
       DB   one Postgres query (db.load_key); concurrent misses share one query
     negative cache: unknown hashes are remembered briefly (L1 and Redis) so a flood
@@ -48,7 +50,7 @@ log = logging.getLogger("maas_gateway.keys")
 # The record's shape in Redis is part of the prefix: bump the version when encode_record changes
 # incompatibly, so that during a rolling deploy (or a rollback) instances of two versions neither
 # read nor break on each other's records; each deletes its own on invalidation, and TTLs end the rest.
-REDIS_PREFIX = "maas:key:v2:"
+REDIS_PREFIX = "maas:key:v3:"  # v3: no key_prefix
 REDIS_CHANNEL = "maas:invalidate"
 REDIS_BACKOFF_SECONDS = 5.0
 NEGATIVE_MAX_ENTRIES = 10_000
@@ -106,7 +108,13 @@ def well_formed(key: str) -> bool:
     return key.startswith(KEY_PREFIX) and len(key) <= MAX_KEY_CHARS and key.isascii() and key.isprintable()
 
 
+def key_digest(key: str) -> bytes:
+    """The key's SHA-256: what the L1 is keyed by (65 bytes of object, the hex string 113)."""
+    return hashlib.sha256(key.encode()).digest()
+
+
 def hash_key(key: str) -> str:
+    """The key's SHA-256 in hex: `api_keys.key_hash`, Redis keys and invalidation events."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -122,7 +130,6 @@ def encode_record(record: KeyRecord | None) -> bytes:
         {
             "key_id": record.key_id,
             "user_id": record.user_id,
-            "key_prefix": record.key_prefix,
             "is_active": record.is_active,
             "revoked_at": record.revoked_at,
             "expires_at": record.expires_at,
@@ -159,8 +166,18 @@ def _limits(values: list | None) -> Limits:
     return NO_LIMITS if values is None else Limits(*values)
 
 
+class Entry:
+    """One L1 entry: 48 bytes and a float, where a (record, fresh until, loaded at) tuple took 64 and two."""
+
+    __slots__ = ("record", "loaded_at")
+
+    def __init__(self, record: KeyRecord, loaded_at: float) -> None:
+        self.record = record
+        self.loaded_at = loaded_at  # the clock when L1 got it from Redis or Postgres
+
+
 class KeyStore:
-    """Answers "which record has this key hash?" as cheaply as the caches allow."""
+    """Answers "which record has this key's digest?" as cheaply as the caches allow."""
 
     def __init__(
         self,
@@ -177,11 +194,13 @@ class KeyStore:
         self._redis = redis
         self._config = config
         self._clock = clock
-        self._l1: dict[str, tuple[KeyRecord, float, float]] = {}  # record, fresh until, loaded at
-        self._negative: dict[str, float] = {}
+        self._l1: dict[bytes, Entry] = {}
+        self._ttl = config.ttl_seconds
+        self._reload_until = float("-inf")  # forget_all(): entries loaded at or before this are not fresh
+        self._negative: dict[bytes, float] = {}
         self._shared_models: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._shared_subscriptions: dict[tuple, Mapping[str, SubscriptionRecord]] = {}
-        self._inflight: dict[str, asyncio.Future] = {}
+        self._inflight: dict[bytes, asyncio.Future] = {}
         self._fills: set[asyncio.Task] = set()
         self._generation = 0
         self._redis_skip_until = 0.0
@@ -190,31 +209,31 @@ class KeyStore:
 
     # -- the hot path -------------------------------------------------------
 
-    def cached(self, key_hash: str) -> KeyRecord | None | bool:
+    def cached(self, digest: bytes) -> KeyRecord | None | bool:
         """L1 only, no await: the record, None for a known-unknown key, False on a miss."""
-        entry = self._l1.get(key_hash)
+        entry = self._l1.get(digest)
         now = self._clock()
-        if entry is not None and entry[1] > now:
+        if entry is not None and now - entry.loaded_at < self._ttl and entry.loaded_at > self._reload_until:
             _L1_HIT[0] += 1
-            return entry[0]
-        expiry = self._negative.get(key_hash)
+            return entry.record
+        expiry = self._negative.get(digest)
         if expiry is not None and expiry > now:
             _L1_NEGATIVE[0] += 1
             return None
         return False
 
-    async def lookup(self, key_hash: str) -> KeyRecord | None:
-        """The record for this hash, or None when the key does not exist."""
-        found = self.cached(key_hash)
+    async def lookup(self, digest: bytes) -> KeyRecord | None:
+        """The record for this key digest (key_digest()), or None when the key does not exist."""
+        found = self.cached(digest)
         if found is not False:
             return found  # type: ignore[return-value]
-        pending = self._inflight.get(key_hash)
+        pending = self._inflight.get(digest)
         if pending is not None:
             return await asyncio.shield(pending)
         future = asyncio.get_running_loop().create_future()
-        self._inflight[key_hash] = future
+        self._inflight[digest] = future
         try:
-            record = await self._load(key_hash)
+            record = await self._load(digest)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
@@ -223,30 +242,31 @@ class KeyStore:
             future.set_result(record)
             return record
         finally:
-            del self._inflight[key_hash]
+            del self._inflight[digest]
 
-    async def _load(self, key_hash: str) -> KeyRecord | None:
+    async def _load(self, digest: bytes) -> KeyRecord | None:
         generation = self._generation
+        key_hash = digest.hex()
         found = await self._redis_get(key_hash)
         if found is not False:
-            self._remember(key_hash, found, generation)  # type: ignore[arg-type]
+            self._remember(digest, found, generation)  # type: ignore[arg-type]
             return found  # type: ignore[return-value]
         try:
             record = await db.load_key(self._pool, key_hash, self._acquire_timeout, self._key_query)
         except StoreUnavailableError:
-            stale = self._l1.get(key_hash)
-            if stale is not None and self._clock() - stale[2] <= self._config.max_stale_seconds:
+            stale = self._l1.get(digest)
+            if stale is not None and self._clock() - stale.loaded_at <= self._config.max_stale_seconds:
                 _STALE.inc()
-                return stale[0]
+                return stale.record
             raise
         (_DB_HIT if record is not None else _DB_NEGATIVE).inc()
-        if self._remember(key_hash, record, generation) and self._redis_usable() and len(self._fills) < MAX_PENDING_FILLS:
+        if self._remember(digest, record, generation) and self._redis_usable() and len(self._fills) < MAX_PENDING_FILLS:
             fill = asyncio.create_task(self._redis_fill(key_hash, record, generation), name="redis-fill")
             self._fills.add(fill)
             fill.add_done_callback(self._fills.discard)
         return record
 
-    def _remember(self, key_hash: str, record: KeyRecord | None, generation: int) -> bool:
+    def _remember(self, digest: bytes, record: KeyRecord | None, generation: int) -> bool:
         """Store in L1 unless an invalidation happened since the load began."""
         if generation != self._generation:
             return False
@@ -254,12 +274,12 @@ class KeyStore:
         if record is None:
             if len(self._negative) >= NEGATIVE_MAX_ENTRIES:
                 self._negative.pop(next(iter(self._negative)))
-            self._negative[key_hash] = now + self._config.negative_ttl_seconds
+            self._negative[digest] = now + self._config.negative_ttl_seconds
             return True
-        self._negative.pop(key_hash, None)
-        if key_hash not in self._l1 and len(self._l1) >= self._config.max_entries:
+        self._negative.pop(digest, None)
+        if digest not in self._l1 and len(self._l1) >= self._config.max_entries:
             self._l1.pop(next(iter(self._l1)))  # oldest first
-        self._l1[key_hash] = (self._compact(record), now + self._config.ttl_seconds, now)
+        self._l1[digest] = Entry(self._compact(record), now)
         return True
 
     def _compact(self, record: KeyRecord) -> KeyRecord:
@@ -341,25 +361,30 @@ class KeyStore:
     # -- invalidation -------------------------------------------------------
 
     def forget(self, *, key_hash: str | None = None, key_id: str | None = None, user_id: str | None = None) -> list[str]:
-        """Drop matching L1 entries now; returns the hashes dropped."""
+        """Drop matching L1 entries now (`key_hash`: hex, as events name keys); returns the hex hashes dropped."""
         self._generation += 1
         dropped: list[str] = []
         if key_hash is not None:
-            self._negative.pop(key_hash, None)
-            if self._l1.pop(key_hash, None) is not None:
+            try:
+                digest = bytes.fromhex(key_hash)
+            except ValueError:  # no key's hash: nothing cached under it
+                digest = b""
+            self._negative.pop(digest, None)
+            if self._l1.pop(digest, None) is not None:
                 dropped.append(key_hash)
         if key_id is not None or user_id is not None:
-            for h, (record, _, _) in list(self._l1.items()):
-                if record.key_id == key_id or record.user_id == user_id:
-                    del self._l1[h]
-                    dropped.append(h)
+            for digest, entry in list(self._l1.items()):
+                if entry.record.key_id == key_id or entry.record.user_id == user_id:
+                    del self._l1[digest]
+                    dropped.append(digest.hex())
         return dropped
 
     def forget_all(self) -> None:
         """Every L1 record must be reloaded before its next use, but is kept for stale-if-error:
-        a lost invalidation listener (Postgres going down) must not take the warm keys with it."""
+        a lost invalidation listener (Postgres going down) must not take the warm keys with it.
+        A record loaded at the same clock reading as this call is reloaded too (the safe side of a tie)."""
         self._generation += 1
-        self._l1 = {h: (record, 0.0, loaded) for h, (record, _, loaded) in self._l1.items()}
+        self._reload_until = self._clock()
         self._negative.clear()
 
     async def invalidate(self, event: dict) -> None:

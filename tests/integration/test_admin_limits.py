@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.store.keys import hash_key
+from gateway.store.keys import key_digest
 from policies.limits import Kind
 from tests.admin_support import admin_gateway, call, error, unique_email
 from tests.integration.test_admin_cli import cli, env  # noqa: F401 - the CLI runner and its fixture
@@ -135,7 +135,7 @@ async def test_a_budget_duration_set_by_the_admin_api_is_the_budgets_period(pool
             "or wait for it to reset. (the budget of your subscription to this model ($9) is used up; "
             f"it resets at {next_monday()})"))
         # the request quota stays a calendar month (design.md), whatever the budget's period
-        checks = gw.state.limiter.checks(gw.state.store.cached(hash_key(key["key"])), model["id"], time.time())
+        checks = gw.state.limiter.checks(gw.state.store.cached(key_digest(key["key"])), model["id"], time.time())
         quota = next(c for c in checks if c.kind is Kind.QUOTA_REQUESTS)
         month = datetime.now(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         assert quota.starts == month.timestamp()

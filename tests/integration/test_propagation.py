@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from gateway.config import CacheConfig
 from gateway.store.invalidation import Invalidator
-from gateway.store.keys import REDIS_CHANNEL, REDIS_PREFIX, KeyStore, hash_key
+from gateway.store.keys import REDIS_CHANNEL, REDIS_PREFIX, KeyStore, hash_key, key_digest
 from tests.support import bearer, eventually, make_config, running_gateway, seed_key
 
 pytestmark = pytest.mark.integration
@@ -101,30 +101,30 @@ async def test_the_redis_channel_alone_carries_key_and_user_invalidations(pool, 
     async with redis_only_instance(pool, redis_url) as (publisher, sender, _), \
             redis_only_instance(pool, redis_url) as (listener, _, client):
         for key_hash in hashes:
-            assert (await listener.lookup(key_hash)).key_id in (one.key_id, other.key_id)
-            assert await publisher.lookup(key_hash) is not None
+            assert (await listener.lookup(bytes.fromhex(key_hash))).key_id in (one.key_id, other.key_id)
+            assert await publisher.lookup(bytes.fromhex(key_hash)) is not None
         await publisher.settle()
         await listener.settle()
         assert await client.exists(*(REDIS_PREFIX + h for h in hashes)) == 2
 
         await sender.publish({"kind": "key", "id": one.key_id, "key_hash": hashes[0]})
-        assert publisher.cached(hashes[0]) is False  # applied here at once
-        await eventually(lambda: listener.cached(hashes[0]) is False, timeout=CONTRACT_SECONDS)
-        assert listener.cached(hashes[1]) is not False  # only what the event names
+        assert publisher.cached(bytes.fromhex(hashes[0])) is False  # applied here at once
+        await eventually(lambda: listener.cached(bytes.fromhex(hashes[0])) is False, timeout=CONTRACT_SECONDS)
+        assert listener.cached(bytes.fromhex(hashes[1])) is not False  # only what the event names
         assert await client.exists(REDIS_PREFIX + hashes[0]) == 0  # and its Redis entry
 
         await sender.publish({"kind": "user", "id": other.user_id})
-        await eventually(lambda: listener.cached(hashes[1]) is False, timeout=CONTRACT_SECONDS)
+        await eventually(lambda: listener.cached(bytes.fromhex(hashes[1])) is False, timeout=CONTRACT_SECONDS)
         assert await client.exists(REDIS_PREFIX + hashes[1]) == 0
 
 
 async def test_messages_that_are_not_events_do_not_stop_the_redis_listener(pool, redis_url):
     seeded = await seed_key(pool, models=["gpt-4o-mini"])
-    key_hash = hash_key(seeded.key)
+    digest = key_digest(seeded.key)
     async with redis_only_instance(pool, redis_url) as (store, _, client):
-        assert await store.lookup(key_hash) is not None
+        assert await store.lookup(digest) is not None
         for payload in (b"{not json", b"[1, 2]", b"\xff", orjson.dumps({"kind": "nonsense", "id": seeded.key_id})):
             await client.publish(REDIS_CHANNEL, payload)
-        assert store.cached(key_hash) is not False
+        assert store.cached(digest) is not False
         await client.publish(REDIS_CHANNEL, orjson.dumps({"kind": "key", "id": seeded.key_id}))  # as another instance would
-        await eventually(lambda: store.cached(key_hash) is False, timeout=CONTRACT_SECONDS)
+        await eventually(lambda: store.cached(digest) is False, timeout=CONTRACT_SECONDS)

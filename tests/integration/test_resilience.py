@@ -415,7 +415,7 @@ async def test_postgres_down_keeps_cached_keys_and_refuses_unknown_ones_with_503
             stale = KEY_CACHE_LOOKUPS.labels(tier="l1", result="stale")._value.get()
             for _ in range(5):  # past the L1 TTL: every lookup tries Postgres, then serves the last record
                 assert (await post(http, gw.url, warm.key))[0] == 200
-                await eventually(lambda: gw.state.store.cached(keys.hash_key(warm.key)) is False, timeout=2)
+                await eventually(lambda: gw.state.store.cached(keys.key_digest(warm.key)) is False, timeout=2)
             assert KEY_CACHE_LOOKUPS.labels(tier="l1", result="stale")._value.get() >= stale + 5
             for key in (cold.key, unknown):
                 status, headers, body = await post(http, gw.url, key)

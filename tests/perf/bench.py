@@ -52,7 +52,7 @@ import orjson
 
 from gateway.dev import services as devservices
 from gateway.dev.services import free_port
-from gateway.store.keys import hash_key
+from gateway.store.keys import hash_key, key_digest
 from tests.perf import report
 from tests.perf.client import Connection
 from tests.perf.measure import CpuMeter, Wrk, cpu_list, percentile, rss_bytes, set_affinity
@@ -139,7 +139,7 @@ class Seed:
     quota_user: str  # quota_key's user (tests/perf/streams.py reads its quota counters in Redis)
     revocation: list[tuple[str, str]]  # (key, key id) revoked one per trial
     fill_keys: list[str]  # cached for the memory measurement
-    cold_hashes: list[str]  # never requested over HTTP: for the in-process lookup timings
+    cold_digests: list[bytes]  # never requested over HTTP: for the in-process lookup timings
 
 
 async def seed(database_url: str, settings: Settings) -> Seed:
@@ -192,7 +192,7 @@ async def seed(database_url: str, settings: Settings) -> Seed:
         quota_user=quota.user_id,
         revocation=[(s.key, s.key_id) for s in revocation],
         fill_keys=keys[: settings.keys],
-        cold_hashes=[hash_key(k) for k in keys[settings.keys :]],
+        cold_digests=[key_digest(k) for k in keys[settings.keys :]],
     )
 
 
@@ -450,7 +450,7 @@ class Bench:
         log("gateway: key lookups in-process (KeyStore against this Redis and Postgres)")
         with pinned(PROXY_CPUS):
             self.results["gateway"]["key_lookup"] = asyncio.run(
-                key_lookups(database_url, redis_url, seeded.cold_hashes, hash_key(seeded.key)))
+                key_lookups(database_url, redis_url, seeded.cold_digests, key_digest(seeded.key)))
         log("  " + ", ".join(f"{k}: p50 {v['p50_ms']} ms p99 {v['p99_ms']} ms" for k, v in
                              self.results["gateway"]["key_lookup"].items() if isinstance(v, dict) and "p99_ms" in v))
 
@@ -713,7 +713,7 @@ class Bench:
             service.stop()
 
 
-async def key_lookups(database_url: str, redis_url: str, cold_hashes: list[str], warm_hash: str) -> dict:
+async def key_lookups(database_url: str, redis_url: str, cold_hashes: list[bytes], warm_hash: bytes) -> dict:
     """KeyStore.lookup timed in-process, as the gateway calls it, against the real Redis and Postgres."""
     import redis.asyncio as aioredis
 
@@ -726,7 +726,7 @@ async def key_lookups(database_url: str, redis_url: str, cold_hashes: list[str],
     redis = aioredis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
     half = len(cold_hashes) // 2
 
-    async def timed(store: KeyStore, hashes: list[str]) -> list[float]:
+    async def timed(store: KeyStore, hashes: list[bytes]) -> list[float]:
         times = []
         for h in hashes:
             started = time.perf_counter()

@@ -40,7 +40,7 @@ def test_database_rows_and_the_request_path_apply_one_subscription_rule():
     """The admin API and the console read rows (datetimes); the proxy reads KeyRecords: same verdicts."""
     rows = [sub(f"m{i}", status, None if offset is None else datetime.fromtimestamp(NOW + offset, timezone.utc))
             for i, (status, offset) in enumerate(STATUS_ROWS)]
-    record = KeyRecord("k", "u", "sk-abcd", models=tuple(r["model_id"] for r in rows), subscriptions={
+    record = KeyRecord("k", "u", models=tuple(r["model_id"] for r in rows), subscriptions={
         r["model_id"]: SubscriptionRecord(r["model_id"], r["status"], r["expires_at"] and r["expires_at"].timestamp())
         for r in rows})
     granted = [r["model_id"] for r in rows if model_problem(record, r["model_id"], NOW) is None]
@@ -57,7 +57,7 @@ def test_database_rows_and_the_request_path_apply_one_subscription_rule():
 def test_a_keys_shown_status_follows_the_request_paths_rule(fields, expected):
     row = {"is_active": True, "revoked_at": None, "expires_at": None, **fields}
     assert key_status(row, NOW) == expected
-    record = KeyRecord("k", "u", "sk-abcd", is_active=row["is_active"],
+    record = KeyRecord("k", "u", is_active=row["is_active"],
                        revoked_at=row["revoked_at"] and row["revoked_at"].timestamp(),
                        expires_at=row["expires_at"] and row["expires_at"].timestamp())
     assert (key_problem(record, NOW) is None) == (expected == "active")
@@ -70,7 +70,7 @@ def test_a_pattern_is_covered_by_one_active_subscription_on_a_segment_boundary()
 
 
 def key(models: tuple[str, ...], subs: dict[str, str], **fields) -> KeyRecord:
-    return KeyRecord("k", "u", "sk-abcd", models=models,
+    return KeyRecord("k", "u", models=models,
                      subscriptions={m: SubscriptionRecord(m, s) for m, s in subs.items()}, **fields)
 
 
@@ -91,7 +91,7 @@ def test_litellm_key_state(record, state):
 
 
 def test_an_expired_subscription_counts_as_gone_for_litellm():
-    record = KeyRecord("k", "u", "sk-abcd", models=("a",), subscriptions={"a": SubscriptionRecord("a", "active", NOW - 1)})
+    record = KeyRecord("k", "u", models=("a",), subscriptions={"a": SubscriptionRecord("a", "active", NOW - 1)})
     assert litellm_key_state(record, NOW) == {"models": ["a"], "blocked": True}
 
 

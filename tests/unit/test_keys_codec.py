@@ -94,11 +94,10 @@ def test_key_prefix() -> None:
 
 
 RECORDS = {
-    "minimal": KeyRecord("k1", "u1", "sk-abcd"),
+    "minimal": KeyRecord("k1", "u1"),
     "full": KeyRecord(
         "k2",
         "u2",
-        "sk-efgh",
         is_active=False,
         revoked_at=1_700_000_000.5,
         expires_at=1_800_000_000.25,
@@ -110,18 +109,18 @@ RECORDS = {
         },
     ),
     "limits": KeyRecord(
-        "k4", "u4", "sk-ijkl", models=("gpt-4o",),
+        "k4", "u4", models=("gpt-4o",),
         subscriptions={"gpt-4o": SubscriptionRecord("gpt-4o", "active", None, Limits(quota_requests=100, quota_tokens=0,
                                                                                       max_budget=2.5), 1_700_000_000.0)},
         limits=Limits(rpm_limit=5, max_parallel_requests=1),
         user_limits=Limits(tpm_limit=1000, max_budget=100.0),
     ),
     "periods": KeyRecord(
-        "k5", "u5", "sk-mnop", models=("gpt-4o",),
+        "k5", "u5", models=("gpt-4o",),
         subscriptions={"gpt-4o": SubscriptionRecord("gpt-4o", "active", None, Limits(budget_duration="7d"))},
         user_limits=Limits(max_budget=5.0, budget_duration="1h"),
     ),
-    "unicode": KeyRecord("k3", "usér", "sk-\u00e9", models=("caf\u00e9",),
+    "unicode": KeyRecord("k3", "usér", models=("caf\u00e9",),
                          subscriptions={"caf\u00e9": SubscriptionRecord("caf\u00e9", "pending")}),
 }
 
@@ -138,9 +137,9 @@ def test_codec_round_trip(record: KeyRecord) -> None:
 
 
 def test_a_record_cached_before_limits_existed_decodes_without_limits() -> None:
-    old = b'{"key_id":"k1","user_id":"u1","key_prefix":"sk-abcd","is_active":true,"revoked_at":null,' \
+    old = b'{"key_id":"k1","user_id":"u1","is_active":true,"revoked_at":null,' \
           b'"expires_at":null,"user_active":true,"models":["m"],"subscriptions":[["m","active",null]]}'
-    assert decode_record(old) == KeyRecord("k1", "u1", "sk-abcd", models=("m",),
+    assert decode_record(old) == KeyRecord("k1", "u1", models=("m",),
                                            subscriptions={"m": SubscriptionRecord("m", "active")})
 
 
@@ -152,7 +151,7 @@ def test_codec_negative_entry() -> None:
 
 def test_records_with_nothing_per_model_share_one_empty_mapping():
     """The L1 cache holds one record per key: an empty per-model mapping each would be ~110 bytes a key."""
-    plain = decode_record(encode_record(KeyRecord("k", "u", "sk-abcd", models=("m",))))
-    assert plain.model_limits is EMPTY and KeyRecord("k2", "u", "sk-abcd").subscriptions is EMPTY
-    limited = KeyRecord("k3", "u", "sk-abcd", model_limits={"m": Limits(rpm_limit=1)})
+    plain = decode_record(encode_record(KeyRecord("k", "u", models=("m",))))
+    assert plain.model_limits is EMPTY and KeyRecord("k2", "u").subscriptions is EMPTY
+    limited = KeyRecord("k3", "u", model_limits={"m": Limits(rpm_limit=1)})
     assert dict(limited.model_limits) == {"m": Limits(rpm_limit=1)} and limited.model_limits is not EMPTY

@@ -41,7 +41,7 @@ def key(models=(MODEL,), subscriptions=None, **fields) -> KeyRecord:
     subs = {
         m: s if isinstance(s, SubscriptionRecord) else SubscriptionRecord(m, s) for m, s in subscriptions.items()
     }
-    return KeyRecord(key_id="k1", user_id="u1", key_prefix="sk-abcd", models=tuple(models), subscriptions=subs, **fields)
+    return KeyRecord(key_id="k1", user_id="u1", models=tuple(models), subscriptions=subs, **fields)
 
 
 def facts(*models: str) -> RequestFacts:
@@ -256,7 +256,7 @@ def test_usable_models(fields: dict, mode: Mode, expected: list[str]) -> None:
 
 def test_key_record_subscriptions_are_a_frozen_copy() -> None:
     source = {MODEL: SubscriptionRecord(MODEL, "active")}
-    record = KeyRecord("k", "u", "sk-1234", models=(MODEL,), subscriptions=source)
+    record = KeyRecord("k", "u", models=(MODEL,), subscriptions=source)
     source[MODEL] = SubscriptionRecord(MODEL, "cancelled")
     source["other"] = SubscriptionRecord("other", "active")
     assert isinstance(record.subscriptions, MappingProxyType)
