@@ -33,7 +33,7 @@ MODEL = "gpt-4o-mini"
 
 
 def record(**limits: int) -> KeyRecord:
-    return KeyRecord(key_id=str(uuid.uuid4()), user_id=f"user-{uuid.uuid4().hex[:12]}", key_prefix="sk-pipe",
+    return KeyRecord(key_id=str(uuid.uuid4()), user_id=f"user-{uuid.uuid4().hex[:12]}",
                      limits=Limits(**limits))
 
 

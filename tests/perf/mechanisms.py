@@ -210,7 +210,7 @@ async def limiter(variant: str, repeat: int) -> None:
         limits._pipeline = redis_py_pipeline()(redis)
     elif variant == "limiter-replanned":
         limits._plans = Forgetful()
-    record = KeyRecord(key_id="mechanisms-key", user_id="mechanisms-user", key_prefix="sk-mech",
+    record = KeyRecord(key_id="mechanisms-key", user_id="mechanisms-user",
                        limits=Limits(rpm_limit=HIGH_LIMIT, tpm_limit=HIGH_LIMIT))
 
     async def client(count: int) -> None:

@@ -16,7 +16,7 @@ from policies.records import KeyRecord, SubscriptionRecord
 pytestmark = pytest.mark.unit
 
 MINUTE_START = datetime(2026, 11, 30, 17, 45, tzinfo=timezone.utc).timestamp()
-KEY = KeyRecord(key_id="k1", user_id="u1", key_prefix="sk-test", limits=Limits(rpm_limit=5, tpm_limit=100),
+KEY = KeyRecord(key_id="k1", user_id="u1", limits=Limits(rpm_limit=5, tpm_limit=100),
                 subscriptions={"m": SubscriptionRecord("m", "active", limits=Limits(quota_requests=10),
                                                        reset_at=MINUTE_START + 10)})
 
