@@ -34,7 +34,7 @@ def app_factory():
 
     config = load_config(os.environ.get(CONFIG_ENV) or None)
     configure(config.logging.level)
-    return create_app(config)
+    return create_app(config, own_process=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
