@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -137,13 +133,6 @@ async def test_scripts_redis_lost_are_loaded_again(redis):
     assert sorted(remaining(meter) for meter in meters) == ["6", "7", "8"]
     assert {remaining(meter, "tokens") for meter in meters} == {str(1000 - 21)}  # the settle ran first
 
-
-@pytest.fixture
-def workdir():
-    path = Path(tempfile.mkdtemp(prefix="maas-pipeline-"))
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_a_pipeline_redis_stops_answering_counts_its_requests_and_those_behind_in_process(workdir, batches,

@@ -9,11 +9,8 @@ import contextlib
 import dataclasses
 import math
 import os
-import shutil
-import tempfile
 import time
 from datetime import datetime, time as dt_time, timezone
-from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -145,13 +142,6 @@ async def test_parallel_requests_are_released_when_the_answer_ends(pool, postgre
         assert await gw.state.redis.zcard(slots) == 0  # released when the stream ended
         assert (await post(http, gw.url, seeded.key))[0] == 200
 
-
-@pytest.fixture
-def workdir():
-    path = Path(tempfile.mkdtemp(prefix="maas-limits-"))
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_redis_stopped_mid_test_each_instance_counts_its_share_without_errors(pool, postgres_url, fake_upstream,

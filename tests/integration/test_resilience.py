@@ -10,13 +10,9 @@ for keys it cannot check. Timing is waited on through observable state (eventual
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import statistics
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -353,13 +349,6 @@ class Traffic:
         await asyncio.gather(self._task, return_exceptions=True)
         return self.statuses
 
-
-@pytest.fixture
-def workdir():
-    path = Path(tempfile.mkdtemp(prefix="maas-resilience-"))
-    os.chmod(path, 0o755)  # the postgres user must traverse it
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_redis_down_and_back_under_traffic_serves_without_a_5xx(pool, postgres_url, fake_upstream, http, workdir, monkeypatch):

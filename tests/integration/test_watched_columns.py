@@ -25,7 +25,6 @@ from gateway.store import litemaas as litemaas_mode
 from gateway.config import DatabaseConfig
 from gateway.store.keyquery import key_query
 from tests import litemaas_support as litemaas
-from tests.litemaas_support import conn, litemaas_url  # noqa: F401 - fixtures
 from tests.support import seed_key
 
 pytestmark = pytest.mark.integration
@@ -89,7 +88,7 @@ async def test_every_column_the_native_key_query_reads_is_announced_when_written
             await listener.close()
 
 
-async def test_every_column_the_litemaas_key_query_reads_is_announced_when_written(litemaas_url, conn):  # noqa: F811
+async def test_every_column_the_litemaas_key_query_reads_is_announced_when_written(litemaas_url, conn):
     await litemaas_mode.prepare_database(litemaas_url, DatabaseConfig(schema="litemaas"), apply=True, triggers=True)
     for model in ("gpt-4o-mini",):
         await litemaas.add_model(conn, model)

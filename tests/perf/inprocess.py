@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -113,10 +114,11 @@ class Services:
 
 
 @contextlib.contextmanager
-def services() -> Iterator[Services]:
-    """Started on CPU 0 (bench.LOAD_CPUS), stopped on the way out."""
-    settings = bench.Settings(keys=10, cold_keys=10, revocation_trials=1)
-    work = Path(tempfile.mkdtemp(prefix="inprocess-"))
+def started(settings: bench.Settings, prefix: str) -> Iterator[tuple[bench.Bench, Any, Any, Any, int]]:
+    """Postgres and Redis (seeded as `settings` says) and the fast fake upstream, started on CPU 0
+    (bench.LOAD_CPUS): (runner, postgres, redis, seed, upstream port); stopped on the way out, their
+    directory removed."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(work, 0o755)  # Postgres runs as its own user under this directory
     runner = bench.Bench(settings, work)
     affinity = os.sched_getaffinity(0)
@@ -129,11 +131,20 @@ def services() -> Iterator[Services]:
         upstream = runner.spawn("upstream", [sys.executable, "-m", "tests.perf.upstream", str(port)], bench.LOAD_CPUS)
         runner.wait_http(upstream, port, "GET", "/health/liveliness")
         os.sched_setaffinity(0, affinity)
-        yield Services(postgres.url, redis.url, f"http://127.0.0.1:{port}", seeded.key, seeded.limited_key)
+        yield runner, postgres, redis, seeded, port
     finally:
         runner.stop_all()
         redis.stop()
         postgres.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def services() -> Iterator[Services]:
+    """Started on CPU 0 (bench.LOAD_CPUS), stopped on the way out."""
+    settings = bench.Settings(keys=10, cold_keys=10, revocation_trials=1)
+    with started(settings, "inprocess-") as (_, postgres, redis, seeded, port):
+        yield Services(postgres.url, redis.url, f"http://127.0.0.1:{port}", seeded.key, seeded.limited_key)
 
 
 def make_apps(services: Services) -> tuple[Any, Any]:

@@ -22,8 +22,6 @@ import contextlib
 import gc
 import os
 import secrets
-import shutil
-import sys
 import tracemalloc
 import uuid
 from collections import Counter
@@ -106,26 +104,14 @@ def in_process(count: int) -> None:
 
 
 def serve(count: int) -> None:
-    import tempfile
     import time
-    from pathlib import Path
 
-    from gateway.dev import services as devservices
-    from gateway.dev.services import free_port
     from tests.perf import bench
+    from tests.perf.inprocess import started
 
     settings = bench.Settings(keys=count, cold_keys=0, revocation_trials=1)
-    work = Path(tempfile.mkdtemp(prefix="l1-memory-"))
-    os.chmod(work, 0o755)  # Postgres runs as its own user under this directory
-    runner = bench.Bench(settings, work)
-    os.sched_setaffinity(0, bench.LOAD_CPUS)
-    postgres = devservices.start_postgres(work / "pg")
-    redis = devservices.start_redis(work / "redis")
-    try:
-        seeded = asyncio.run(bench.seed(postgres.url, settings))
-        port = free_port()
-        upstream = runner.spawn("upstream", [sys.executable, "-m", "tests.perf.upstream", str(port)], bench.LOAD_CPUS)
-        runner.wait_http(upstream, port, "GET", "/health/liveliness")
+    with started(settings, "l1-memory-") as (runner, postgres, redis, seeded, port):  # ~650 MB of Postgres data
+        work = runner.work
         env = {**os.environ, "DATABASE_URL": postgres.url, "REDIS_URL": redis.url,
                "LITELLM_URL": f"http://127.0.0.1:{port}", "LITELLM_API_KEY": bench.SERVICE_KEY}
         gateway, gw_port = runner.start_gateway("gateway", env, bench.PROXY_CPUS, workers=1, key=seeded.key)
@@ -142,11 +128,6 @@ def serve(count: int) -> None:
         print(f"serve: {run['requests']:,} requests at {run['rps']:,.0f}/s ({run['errors']} errors), L1 entries "
               f"{entries:,} -> {filled:,}; RSS {rss / 2**20:.1f} -> {rss_filled / 2**20:.1f} MiB "
               f"({rss_filled / 1e6:.0f} MB): {(rss_filled - rss) / max(1, filled - entries):.0f} bytes per cached key")
-    finally:
-        runner.stop_all()
-        redis.stop()
-        postgres.stop()
-        shutil.rmtree(work, ignore_errors=True)  # ~650 MB of Postgres data
 
 
 def main() -> None:
