@@ -125,8 +125,8 @@ class Proxy:
         try:
             if scope["method"] not in route.methods:
                 raise MethodNotAllowedError(route.methods)
-            key, key_hash, found = credentials(state, scope)
-            record = found if found else await authenticate(state, scope, key, key_hash, found)
+            key, digest, found = credentials(state, scope)
+            record = found if found else await authenticate(state, scope, key, digest, found)
             log["key_prefix"] = key_prefix(key)
             log["user_id"] = record.user_id
             server = state.config.server
@@ -321,8 +321,8 @@ class Proxy:
         try:
             if scope["method"] != "GET":
                 raise MethodNotAllowedError(("GET",))
-            key, key_hash, found = credentials(state, scope)
-            record = found if found else await authenticate(state, scope, key, key_hash, found)
+            key, digest, found = credentials(state, scope)
+            record = found if found else await authenticate(state, scope, key, digest, found)
             log["key_prefix"] = key_prefix(key)
             log["user_id"] = record.user_id
             headers = self._upstream_headers(state, scope, key, request_id, record.user_id)

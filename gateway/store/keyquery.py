@@ -14,7 +14,7 @@ from __future__ import annotations
 KEY_MODELS = "ARRAY(SELECT m.model_id FROM api_key_models m WHERE m.api_key_id = k.id ORDER BY m.model_id)"
 
 _TEMPLATE = """
-SELECT {key_id} AS id, {user_id} AS user_id, k.key_prefix, {key_active} AS is_active, k.key_hash,
+SELECT {key_id} AS id, {user_id} AS user_id, {key_active} AS is_active, k.key_hash,
        extract(epoch FROM k.revoked_at)::float8 AS revoked_at,
        extract(epoch FROM k.expires_at)::float8 AS expires_at,
        {user_active} AS user_active,

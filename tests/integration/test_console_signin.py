@@ -25,7 +25,6 @@ from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import pytest
-from starlette.middleware.sessions import SessionMiddleware
 
 from gateway.dev import services as devservices
 from gateway.config import ConsoleConfig, parse_config
@@ -272,18 +271,26 @@ def test_the_console_can_be_off(environ):
     assert console_app(parse_config({}, {**full, **environ}), None) is None
 
 
-@pytest.mark.parametrize(("environ", "secure"), [
+@pytest.mark.parametrize(("console", "secure"), [
     ({}, False),  # a local console over http
-    ({"CONSOLE_PUBLIC_URL": "https://gateway.example.com"}, True),  # served over https: Secure by default
-    ({"CONSOLE_PUBLIC_URL": "https://gateway.example.com", "CONSOLE_HTTPS_ONLY": "false"}, False),
-    ({"CONSOLE_HTTPS_ONLY": "true"}, True),  # TLS ends at a proxy, no public_url
+    ({"public_url": "https://gateway.example.com"}, True),  # served over https: Secure by default
+    ({"public_url": "https://gateway.example.com", "https_only": False}, False),
+    ({"https_only": True}, True),  # TLS ends at a proxy, no public_url
 ], ids=["http", "https-public-url", "explicitly-off", "explicitly-on"])
-def test_the_session_cookie_is_secure_when_the_console_is_served_over_https(environ, secure):
-    full = {"OIDC_ISSUER": "http://127.0.0.1:1", "OIDC_CLIENT_ID": "c", "OIDC_CLIENT_SECRET": "s",
-            "SESSION_SECRET": "x" * 32, **environ}
-    app = console_app(parse_config({}, full), None)
-    sessions = [m for m in app.user_middleware if m.cls is SessionMiddleware]
-    assert len(sessions) == 1 and sessions[0].kwargs["https_only"] is secure
+async def test_the_session_cookie_is_secure_when_the_console_is_served_over_https(
+        console, secure, provider_and_port, double, postgres_url, redis_url):
+    """The cookie sign-in sets (its state, on the way to the provider) as a browser receives it."""
+    provider, _, client = provider_and_port
+    config = admin_config(postgres_url, redis_url, double.url)
+    settings = ConsoleConfig(oidc_issuer=provider.url, oidc_client_id=client["client_id"],
+                             oidc_client_secret=client["client_secret"], session_secret=secrets.token_urlsafe(32), **console)
+    async with running_gateway(dataclasses.replace(config, console=settings)) as gw, aiohttp.ClientSession() as http:
+        async with http.get(gw.url + "/console/login", allow_redirects=False) as response:
+            assert response.status == 302
+            cookie = next(v for v in response.headers.getall("set-cookie") if v.startswith(SESSION_COOKIE + "="))
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
+    assert ("secure" in attributes) is secure, cookie
+    assert {"httponly", "path", "samesite"} <= attributes
 
 
 async def csrf_from(session: aiohttp.ClientSession, url: str) -> str:

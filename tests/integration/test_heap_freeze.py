@@ -38,3 +38,14 @@ async def test_a_serving_process_freezes_its_start_up_heap_and_an_embedded_app_d
     serving, after = await lifespan_frozen_counts(create_app(config, own_process=own_process))
     assert (serving > 10_000) if own_process else (serving == 0)
     assert after == 0  # handed back at shutdown
+
+
+def test_serve_builds_its_workers_apps_as_their_own_process(tmp_path, monkeypatch):
+    """`maas-gateway serve`'s uvicorn factory (one call per worker) is what sets own_process."""
+    from gateway.cli import app_factory
+    from gateway.config import CONFIG_ENV
+
+    config = tmp_path / "config.yaml"
+    config.write_text("litellm:\n  sync_users: false\n")
+    monkeypatch.setenv(CONFIG_ENV, str(config))
+    assert app_factory().own_process is True
