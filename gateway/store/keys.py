@@ -51,6 +51,9 @@ log = logging.getLogger("maas_gateway.keys")
 # incompatibly, so that during a rolling deploy (or a rollback) instances of two versions neither
 # read nor break on each other's records; each deletes its own on invalidation, and TTLs end the rest.
 REDIS_PREFIX = "maas:key:v3:"  # v3: no key_prefix
+# Earlier versions' prefixes: an invalidation deletes their records too, else a rollback (or a version
+# still running beside this one) would read a revoked key's old record as active until its Redis TTL.
+EARLIER_PREFIXES = ("maas:key:", "maas:key:v2:")
 REDIS_CHANNEL = "maas:invalidate"
 REDIS_BACKOFF_SECONDS = 5.0
 NEGATIVE_MAX_ENTRIES = 10_000
@@ -328,7 +331,7 @@ class KeyStore:
             return False
         try:
             record = decode_record(data)
-        except (ValueError, TypeError, KeyError, IndexError) as exc:  # another version's shape: a miss
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:  # another shape: a miss
             _L2_UNREADABLE.inc()
             log.warning("unreadable key record in Redis, read from Postgres instead: %s", type(exc).__name__)
             return False
@@ -354,7 +357,7 @@ class KeyStore:
         if not hashes or not self._redis_usable():
             return
         try:
-            await self._redis.delete(*(REDIS_PREFIX + h for h in hashes))
+            await self._redis.delete(*(prefix + h for h in hashes for prefix in (REDIS_PREFIX, *EARLIER_PREFIXES)))
         except Exception as exc:
             self._redis_failed(exc)
 

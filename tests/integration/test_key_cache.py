@@ -9,7 +9,7 @@ import pytest
 
 from gateway.config import CacheConfig
 from gateway.errors import StoreUnavailableError
-from gateway.store.keys import REDIS_PREFIX, KeyStore, decode_record, hash_key, key_digest
+from gateway.store.keys import EARLIER_PREFIXES, REDIS_PREFIX, KeyStore, decode_record, hash_key, key_digest
 from gateway.ops.metrics import KEY_CACHE_LOOKUPS, fold
 import redis.asyncio as aioredis
 from tests.support import seed_key
@@ -52,7 +52,8 @@ async def test_a_second_instance_is_served_from_redis_not_postgres(pool, redis):
     assert second.cached(digest) == record  # now warm in L1: no await needed
 
 
-@pytest.mark.parametrize("data", [b'{"key_id": "k", "some_future_field": 1}', b"[1, 2", b'{"subscriptions": [[]]}'])
+@pytest.mark.parametrize("data", [b'{"key_id": "k", "some_future_field": 1}', b"[1, 2", b'{"subscriptions": [[]]}',
+                                  b"1", b'"x"'])
 async def test_a_record_redis_holds_in_another_shape_is_a_miss_not_an_error(pool, redis, data):
     """A rolling deploy: another version's record under our prefix (or a corrupt one) is read from Postgres."""
     seeded = await seed_key(pool, models=["gpt-4o-mini"])
@@ -62,6 +63,21 @@ async def test_a_record_redis_holds_in_another_shape_is_a_miss_not_an_error(pool
     record = await KeyStore(pool, redis, CacheConfig()).lookup(key_digest(seeded.key))
     assert record is not None and record.user_id == seeded.user_id
     assert (count("redis", "unreadable") - before[0], count("postgres", "hit") - before[1]) == (1, 1)
+
+
+async def test_an_invalidation_deletes_the_earlier_versions_records_too(pool, redis):
+    """A key revoked while this version runs must not come back to life in a rollback: the record an
+    earlier version wrote under its own prefix (active, as it was) goes with this version's."""
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    key_hash = hash_key(seeded.key)
+    for prefix in EARLIER_PREFIXES:
+        await redis.set(prefix + key_hash, b'{"key_id": "as an earlier version wrote it"}', px=300_000)
+    store = KeyStore(pool, redis, CacheConfig())
+    assert await store.lookup(key_digest(seeded.key)) is not None
+    await store.settle()
+    await pool.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", seeded.key_id)
+    await store.invalidate({"kind": "key", "id": seeded.key_id, "key_hash": key_hash})
+    assert await redis.exists(REDIS_PREFIX + key_hash, *(prefix + key_hash for prefix in EARLIER_PREFIXES)) == 0
 
 
 async def test_concurrent_misses_share_one_query(pool):
