@@ -17,16 +17,16 @@ A proxy's *added delay* at N is its lateness percentile minus direct's at the sa
 steps up until each proxy's added p99 passes the threshold (one event interval: a token a
 whole token late), then `refine` geometric bisections between its last pass and first
 failure; the **capacity** is the largest N that passed (within the threshold, no errors).
-Then direct, ceiling and gateway at half the ceiling's capacity (both proxies twice, each
-keeping its better run), for the latency ratio. Then `gateway, limits on` (the same process,
+Then HALF_ROUNDS rounds of direct, ceiling and gateway at half the ceiling's capacity, for the
+latency ratio (each proxy's median added p99 over the rounds). Then `gateway, limits on` (the same process,
 requests made with a key whose limits and quotas are counted, never reached) at that N and at
 the gateway's capacity: its CPU per stream-second against the gateway's is the stated cost of
 limits (`limits_cost`). Pinning as in the bench: the proxy alone on CPU 1; upstream, generator, Postgres,
 Redis on CPU 0. The direct row shows when CPU 0 itself runs out (its upstream and generator
 at 0.9 of a core, or behind on their events): past that, nothing is measured (capacities
 are then "at least"). On a shared host a failure under other jobs' load is measured once
-more, the better run kept; streams per core by CPU cost (`cpu_capacity`) is stated beside
-the latency capacity, as it hardly depends on those jobs.
+more, the better run kept; streams per core by CPU cost (`cpu_capacity`, the two proxies
+compared at the same N) is stated beside the latency capacity, as it hardly depends on those jobs.
 
 LiteLLM: its mock streams cannot be paced, so it is measured in front of a second fake
 upstream whose every stream is paced (`litellm_ladder`); it rewrites each event, dropping
@@ -43,6 +43,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,7 @@ CAPACITY_TARGET = 0.8  # gateway capacity / ceiling capacity
 LATENCY_TARGET = 1.25  # gateway added p99 / ceiling added p99, at half the ceiling's capacity
 DISTURBED = 0.25  # other jobs used this much of a core during a run or more: noted, a failure measured again
 LATENCY_FLOOR_MS = 0.5  # added delays below this count as this much in the ratio (noise, not a cost)
+HALF_ROUNDS = 3  # rounds of direct, ceiling and gateway at half the ceiling's capacity: the latency ratio takes medians
 # Limits sized above the largest step, for the gateway and the ceiling alike: the defaults
 # (litellm.max_connections 512, server.max_concurrency 1000) would cap N, not the CPU.
 GATEWAY_CONFIG = "litellm:\n  sync_users: false\n  max_connections: 100000\nserver:\n  max_concurrency: 100000\n"
@@ -148,16 +150,68 @@ def capacity(runs: dict[int, dict[str, dict]], name: str, threshold_ms: float) -
     return {"streams": best, "first_failure": first_fail, "at_least": first_fail is None}
 
 
-def cpu_capacity(runs: dict[int, dict[str, dict]], name: str) -> dict[str, Any] | None:
-    """Streams one whole core would carry at `name`'s CPU cost per stream-second (the median over its
-    unsaturated runs: under 0.9 of a core). CPU time does not depend on what else shares the machine
-    the way a p99 does, so this estimate holds on a busy host where the latency ladder cannot."""
-    costs = sorted(row[name]["cpu_ms_per_stream_s"] for row in runs.values()
-                   if name in row and row[name].get("cpu_ms_per_stream_s") and row[name].get("proxy_cores", 1) < 0.9)
+def unsaturated_cost(run: dict | None) -> float | None:
+    """A run's CPU per stream-second, when its proxy had CPU to spare (under 0.9 of a core), else None."""
+    if run is None or not run.get("cpu_ms_per_stream_s") or run.get("proxy_cores", 1) >= 0.9:
+        return None
+    return run["cpu_ms_per_stream_s"]
+
+
+def streams_per_core(runs: dict[int, dict[str, dict]], name: str) -> dict[str, Any] | None:
+    """Streams one whole core would carry at `name`'s CPU cost per stream-second, the median over
+    its own unsaturated runs (LiteLLM's, which has no ceiling run beside it at the same N)."""
+    costs = sorted(c for row in runs.values() if (c := unsaturated_cost(row.get(name))) is not None)
     if not costs:
         return None
-    cost = costs[len(costs) // 2]
-    return {"cpu_ms_per_stream_s": cost, "streams_per_core": int(1000 / cost), "runs": len(costs)}
+    cost = statistics.median(costs)
+    return {"cpu_ms_per_stream_s": round(cost, 3), "streams_per_core": int(1000 / cost), "runs": len(costs)}
+
+
+def cpu_capacity(runs: dict[int, dict[str, dict]], more: tuple[int, list[dict[str, dict]]] | None = None) -> dict[str, Any] | None:
+    """Streams per core by CPU cost, the ceiling's and the gateway's compared at the same N.
+
+    At each N where both proxies ran unsaturated (under 0.9 of a core) and the load side kept up,
+    the ratio ceiling cost / gateway cost per stream-second; the verdict is the median of those
+    ratios. A proxy's cost per event falls as N grows (more events per loop wake-up), and the
+    bisections add N near each proxy's own capacity, so medians over each proxy's own runs would
+    compare different N. Each proxy's streams per core (1 core / its median cost) is taken over the
+    same N. CPU time hardly depends on what else shares the machine, so this holds on a busy host
+    where the latency ladder cannot. `more`: (N, rounds) measured there besides the row in `runs`
+    (the rounds at half the ceiling's capacity after the first), each one more pair."""
+    pairs = []
+    rows = [(n, runs[n]) for n in sorted(runs)] + ([(more[0], row) for row in more[1][1:]] if more else [])
+    for n, row in rows:
+        c, g = unsaturated_cost(row.get("ceiling")), unsaturated_cost(row.get("gateway"))
+        if c is None or g is None or "direct" not in row or not load_side_ok(row["direct"], 0.0):
+            continue
+        pairs.append({"streams": n, "ceiling": c, "gateway": g, "ratio": round(c / g, 3)})
+    if not pairs:
+        return None
+    out: dict[str, Any] = {"pairs": pairs, "ratio": round(statistics.median(p["ratio"] for p in pairs), 3)}
+    for name in PROXIES:
+        cost = statistics.median(p[name] for p in pairs)
+        out[name] = {"cpu_ms_per_stream_s": round(cost, 3), "streams_per_core": int(1000 / cost)}
+    return out
+
+
+def half_latency(rounds: list[dict[str, dict]]) -> dict[str, Any] | None:
+    """The latency ratio at half the ceiling's capacity, from rounds of (direct, ceiling, gateway) runs.
+
+    Each round's added p99 is against that round's direct; a proxy's added p99 is the median over
+    the rounds, and the ratio gateway / ceiling of those medians, added delays under
+    LATENCY_FLOOR_MS counting as that much. A p99 of lateness is moved by any stall on the host:
+    one pair of runs decided this verdict either way in runs minutes apart (docs/performance.md)."""
+    per_round = []
+    for row in rounds:
+        if not all(t in row for t in TARGETS):
+            continue
+        per_round.append({name: added(row[name], row["direct"], "p99") for name in PROXIES})
+    per_round = [r for r in per_round if None not in r.values()]
+    if not per_round:
+        return None
+    medians = {name: round(statistics.median(r[name] for r in per_round), 3) for name in PROXIES}
+    ratio = round(max(medians["gateway"], LATENCY_FLOOR_MS) / max(medians["ceiling"], LATENCY_FLOOR_MS), 3)
+    return {"rounds": per_round, "median": medians, "ratio": ratio}
 
 
 def rss_per_stream(runs: dict[int, dict[str, dict]]) -> dict[str, dict]:
@@ -204,8 +258,10 @@ def limits_cost(runs: dict[int, dict[str, dict]], threshold_ms: float) -> list[d
     return out
 
 
-def summarise(runs: dict[int, dict[str, dict]], settings: StreamSettings, half: int | None) -> dict[str, Any]:
-    """Capacities, the two ratios and their verdicts, from the runs (N -> target -> generator result + meters)."""
+def summarise(runs: dict[int, dict[str, dict]], settings: StreamSettings, half: int | None,
+              half_rounds: list[dict[str, dict]] | None = None) -> dict[str, Any]:
+    """Capacities, the ratios and their verdicts, from the runs (N -> target -> generator result + meters)
+    and the rounds at half the ceiling's capacity (when not given: that N's row in `runs`, one round)."""
     threshold = settings.threshold
     caps = {name: capacity(runs, name, threshold) for name in PROXIES}
     out: dict[str, Any] = {"threshold_ms": threshold, "capacity": caps, "half_ceiling_streams": half}
@@ -213,21 +269,18 @@ def summarise(runs: dict[int, dict[str, dict]], settings: StreamSettings, half: 
     ratio = round(gateway_cap / ceiling_cap, 3) if ceiling_cap else None
     out["capacity_ratio"] = ratio
     out["capacity_met"] = None if ratio is None else ratio >= CAPACITY_TARGET
-    by_cpu = {name: cpu_capacity(runs, name) for name in PROXIES}
+    by_cpu = cpu_capacity(runs, (half, half_rounds) if half and half_rounds else None)
     out["cpu_capacity"] = by_cpu
-    if by_cpu["ceiling"] and by_cpu["gateway"]:
-        out["cpu_capacity_ratio"] = round(by_cpu["gateway"]["streams_per_core"] / by_cpu["ceiling"]["streams_per_core"], 3)
-        out["cpu_capacity_met"] = out["cpu_capacity_ratio"] >= CAPACITY_TARGET
-    else:
-        out["cpu_capacity_ratio"] = out["cpu_capacity_met"] = None
-    if half and half in runs and all(t in runs[half] for t in TARGETS):
-        row = runs[half]
-        c = added(row["ceiling"], row["direct"], "p99")
-        g = added(row["gateway"], row["direct"], "p99")
-        out["half_added_p99_ms"] = {"ceiling": c, "gateway": g}
-        if c is not None and g is not None:
-            out["latency_ratio"] = round(max(g, LATENCY_FLOOR_MS) / max(c, LATENCY_FLOOR_MS), 3)
-            out["latency_met"] = out["latency_ratio"] <= LATENCY_TARGET
+    out["cpu_capacity_ratio"] = by_cpu["ratio"] if by_cpu else None
+    out["cpu_capacity_met"] = None if by_cpu is None else by_cpu["ratio"] >= CAPACITY_TARGET
+    if half and half_rounds is None and half in runs:
+        half_rounds = [runs[half]]
+    latency = half_latency(half_rounds or []) if half else None
+    out["half_latency"] = latency
+    if latency is not None:
+        out["half_added_p99_ms"] = latency["median"]
+        out["latency_ratio"] = latency["ratio"]
+        out["latency_met"] = latency["ratio"] <= LATENCY_TARGET
     out.setdefault("latency_ratio", None)
     out.setdefault("latency_met", None)
     out["limits_cost"] = limits_cost(runs, threshold)
@@ -313,9 +366,17 @@ def markdown(llm: dict) -> str:
 
     lines += ["", f"Capacity (largest N within the threshold): ceiling {cap('ceiling')}, gateway {cap('gateway')}."]
     by_cpu = summary["cpu_capacity"]
-    if by_cpu["ceiling"] and by_cpu["gateway"]:
-        lines.append(f"Streams per core by CPU cost (1 core / median CPU per stream-second of the unsaturated runs): "
+    if by_cpu:
+        shared = ", ".join(f"{p['streams']:,}" for p in by_cpu["pairs"])  # an N twice: a round at half capacity
+        lines.append(f"Streams per core by CPU cost (1 core / median CPU per stream-second, over the N where both proxies "
+                     f"ran unsaturated: {shared}): "
                      f"ceiling {by_cpu['ceiling']['streams_per_core']:,}, gateway {by_cpu['gateway']['streams_per_core']:,}.")
+    latency = summary.get("half_latency")
+    if latency is not None and len(latency["rounds"]) > 1:
+        lines.append(f"At half the ceiling's capacity ({summary['half_ceiling_streams']:,} streams), {len(latency['rounds'])} "
+                     "rounds of direct, ceiling and gateway (the table shows the first); added p99 per round: " + "; ".join(
+                         f"{name} " + ", ".join(f"{r[name]:+.1f}" for r in latency["rounds"]) + f" (median {latency['median'][name]:+.1f})"
+                         for name in PROXIES) + " ms.")
     lines += limits_lines(llm)
     disturbed = [f"{n:,} {name} ({run['cpu']['foreign_load']:.2f})" for n, row in sorted(runs.items())
                  for name, run in row.items() if run.get("disturbed")]
@@ -388,18 +449,26 @@ def targets(llm: dict) -> list[dict]:
     half = summary.get("half_added_p99_ms")
     lat = summary["latency_ratio"]
     by_cpu, cpu_ratio = summary["cpu_capacity"], summary["cpu_capacity_ratio"]
+    if cpu_ratio is not None:
+        pairs = ", ".join(f"{p['ratio']:.2f}" for p in by_cpu["pairs"])
+        measured = (f"{cpu_ratio:.2f}, the median of the ratios of {len(by_cpu['pairs'])} runs of both at the same N, unsaturated ({pairs}); "
+                    f"{by_cpu['gateway']['streams_per_core']:,} / {by_cpu['ceiling']['streams_per_core']:,} streams per core "
+                    f"({by_cpu['gateway']['cpu_ms_per_stream_s']:.2f} / {by_cpu['ceiling']['cpu_ms_per_stream_s']:.2f} ms CPU "
+                    "per stream-second, medians over those N)")
+    else:
+        measured = "not measured"
     out.append({"target": "LLM-shaped: streams per core vs ceiling (CPU per stream-second)", "goal": f">= {CAPACITY_TARGET:.2f}",
-                "measured": (f"{cpu_ratio:.2f} ({by_cpu['gateway']['streams_per_core']:,} / {by_cpu['ceiling']['streams_per_core']:,} "
-                             f"streams per core: {by_cpu['gateway']['cpu_ms_per_stream_s']:.2f} / "
-                             f"{by_cpu['ceiling']['cpu_ms_per_stream_s']:.2f} ms CPU per stream-second)")
-                if cpu_ratio is not None else "not measured",
-                "met": summary["cpu_capacity_met"]})
+                "measured": measured, "met": summary["cpu_capacity_met"]})
+    if lat is not None and half:
+        latency = summary["half_latency"]
+        each = "; ".join(f"{name} " + ", ".join(f"{r[name]:+.2f}" for r in latency["rounds"]) for name in reversed(PROXIES))
+        measured = (f"{lat:.2f}x ({half['gateway']:+.2f} vs {half['ceiling']:+.2f} ms at {summary['half_ceiling_streams']:,} "
+                    f"streams, the medians of {len(latency['rounds'])} rounds: {each}; below {LATENCY_FLOOR_MS} ms counts as "
+                    f"{LATENCY_FLOOR_MS})")
+    else:
+        measured = "not measured"
     out.append({"target": "LLM-shaped: added chunk delay p99 at half the ceiling's capacity",
-                "goal": f"<= {LATENCY_TARGET:.2f}x the ceiling's",
-                "measured": (f"{lat:.2f}x ({half['gateway']:+.2f} vs {half['ceiling']:+.2f} ms at "
-                             f"{summary['half_ceiling_streams']:,} streams; below {LATENCY_FLOOR_MS} ms counts as "
-                             f"{LATENCY_FLOOR_MS})") if lat is not None and half else "not measured",
-                "met": summary["latency_met"]})
+                "goal": f"<= {LATENCY_TARGET:.2f}x the ceiling's", "measured": measured, "met": summary["latency_met"]})
     rss = llm.get("rss", {})
     if rss.get("gateway"):
         measured = f"{rss['gateway']['kib_per_stream']:.0f} KiB at {rss['gateway']['streams']:,} streams"
@@ -437,6 +506,7 @@ class Scenario:
         self.baseline_rss: dict[str, int] = {}
         self.largest: dict[int, int] = {}  # pid -> the largest N it served so far
         self.runs: dict[int, dict[str, dict]] = {}
+        self.half_rounds: list[dict[str, dict]] = []  # rounds at half the ceiling's capacity (the latency ratio)
         self.notes: list[str] = []
 
     def start(self) -> None:
@@ -633,21 +703,25 @@ class Scenario:
         half = summary["capacity"]["ceiling"]["streams"] // 2
         if half >= 10:
             half = int(round(half / 10.0)) * 10
-            if not all(t in self.runs.get(half, {}) for t in TARGETS):
-                log(f"half the ceiling's capacity: {half:,} streams, side by side")
-                self.step(half, PROXIES)
-            # The latency ratio compares two p99s, each open to a neighbour's stall: both proxies
-            # are measured once more (in the other order) and each keeps its better run.
-            row = self.runs[half]
-            for name in reversed(PROXIES):
-                again = self.one(name, half)
-                if (added(again, row["direct"], "p99") or 1e9) < (added(row[name], row["direct"], "p99") or 1e9):
-                    row[name] = again
-            summary = summarise(self.runs, s, half)
+            log(f"half the ceiling's capacity: {half:,} streams, side by side, {HALF_ROUNDS} rounds")
+            self.half_rounds = self.rounds(half)
+            summary = summarise(self.runs, s, half, self.half_rounds)
         if self.limited:
             self.limits_on(summary)
-            summary = summarise(self.runs, s, summary["half_ceiling_streams"])
+            summary = summarise(self.runs, s, summary["half_ceiling_streams"], self.half_rounds or None)
         return summary
+
+    def rounds(self, n: int) -> list[dict[str, dict]]:
+        """HALF_ROUNDS rounds of direct, ceiling and gateway at N, the order turned each round; the
+        ladder's row at N, when it made one, is the first. Every run is kept: the verdict takes medians."""
+        first = self.runs.get(n, {})
+        out = [dict(first)] if all(t in first for t in TARGETS) else []
+        while len(out) < HALF_ROUNDS:
+            turn = (len(out) + len(self.runs)) % len(TARGETS)
+            order = TARGETS[turn:] + TARGETS[:turn]
+            out.append({name: self.one(name, n) for name in order})
+        self.runs[n] = {**self.runs.get(n, {}), **out[0]}  # the table shows the first round
+        return out
 
     def limits_on(self, summary: dict[str, Any]) -> None:
         """The limits-on row at half the ceiling's capacity and at the gateway's capacity (the largest N it
@@ -689,6 +763,7 @@ class Scenario:
             "settings": {**asdict(self.s), "threshold_ms": self.s.threshold, "gap_ms": round(self.s.gap_ms, 3),
                          "events": self.s.events},
             "runs": {str(n): row for n, row in sorted(self.runs.items())},
+            "half_rounds": self.half_rounds,
             "summary": summary,
             "limits": self.limits_settings(),
             "baseline_rss_mib": {k: round(v / 2**20, 1) for k, v in self.baseline_rss.items()},
@@ -755,7 +830,7 @@ def litellm_ladder(bench: Any, settings: StreamSettings) -> dict[str, Any]:
         "version": importlib.metadata.version("litellm"),
         "runs": {str(n): row for n, row in sorted(scenario.runs.items())},
         "capacity": capacity(scenario.runs, "litellm", threshold),
-        "cpu_capacity": cpu_capacity(scenario.runs, "litellm"),
+        "cpu_capacity": streams_per_core(scenario.runs, "litellm"),
     }
 
 

@@ -150,10 +150,53 @@ def test_capacity_is_the_largest_passing_n_and_the_ratios_come_from_the_same_run
     assert summary["capacity_ratio"] == 0.5 and summary["capacity_met"] is False
     assert summary["half_added_p99_ms"] == {"ceiling": 6.0, "gateway": 10.0}
     assert summary["latency_ratio"] == pytest.approx(10.0 / 6.0, abs=1e-3) and summary["latency_met"] is False
-    # the saturated runs (a whole core) are left out of the CPU estimate
-    assert summary["cpu_capacity"]["ceiling"] == {"cpu_ms_per_stream_s": 1.0, "streams_per_core": 1000, "runs": 3}
-    assert summary["cpu_capacity"]["gateway"] == {"cpu_ms_per_stream_s": 1.25, "streams_per_core": 800, "runs": 2}
+    # the saturated runs (a whole core) are left out of the CPU estimate: 400 has no pair
+    assert [p["streams"] for p in summary["cpu_capacity"]["pairs"]] == [100, 200]
+    assert summary["cpu_capacity"]["ceiling"] == {"cpu_ms_per_stream_s": 1.0, "streams_per_core": 1000}
+    assert summary["cpu_capacity"]["gateway"] == {"cpu_ms_per_stream_s": 1.25, "streams_per_core": 800}
     assert summary["cpu_capacity_ratio"] == 0.8 and summary["cpu_capacity_met"] is True
+
+
+def test_streams_per_core_compares_the_two_proxies_at_the_same_n():
+    # A proxy's cost per event falls as N grows; the ceiling's bisection near its own capacity adds
+    # cheap high-N runs the gateway has no run at. Medians over each one's own runs would give
+    # 1.0 / 0.6 against 1.1 (0.55); paired at the same N the gateway costs 1.1x the ceiling (0.91).
+    direct = run(1.0, 2.0)
+    runs = {
+        100: {"direct": direct, "ceiling": run(1.0, 3.0, cpu=1.0), "gateway": run(1.0, 3.0, cpu=1.1)},
+        200: {"direct": direct, "ceiling": run(1.0, 3.0, cpu=0.9), "gateway": run(1.0, 3.0, cpu=1.0)},
+        700: {"direct": direct, "ceiling": run(1.0, 3.0, cpu=0.6)},
+        840: {"direct": direct, "ceiling": run(1.0, 3.0, cpu=0.6)},
+        1000: {"direct": direct, "ceiling": run(1.0, 3.0, cpu=0.6)},
+    }
+    by_cpu = streams.summarise(runs, streams.StreamSettings(), None)["cpu_capacity"]
+    assert by_cpu["pairs"] == [{"streams": 100, "ceiling": 1.0, "gateway": 1.1, "ratio": 0.909},
+                               {"streams": 200, "ceiling": 0.9, "gateway": 1.0, "ratio": 0.9}]
+    assert by_cpu["ratio"] == pytest.approx(0.9045, abs=1e-3)
+    assert by_cpu["ceiling"]["streams_per_core"] == 1052 and by_cpu["gateway"]["streams_per_core"] == 952
+    assert streams.streams_per_core(runs, "ceiling") == {"cpu_ms_per_stream_s": 0.6, "streams_per_core": 1666, "runs": 5}
+
+
+def test_the_latency_ratio_takes_the_median_of_rounds_each_against_its_own_direct():
+    def round_(direct_p99: float, ceiling_p99: float, gateway_p99: float) -> dict:
+        return {"direct": run(1.0, direct_p99), "ceiling": run(1.0, ceiling_p99), "gateway": run(1.0, gateway_p99)}
+
+    # the second round: another job stalled the host during the gateway's run (+30 ms)
+    rounds = [round_(2.0, 4.0, 5.0), round_(3.0, 5.5, 33.0), round_(2.5, 5.5, 5.5)]
+    summary = streams.summarise({360: rounds[0]}, streams.StreamSettings(), 360, rounds)
+    latency = summary["half_latency"]
+    assert latency["rounds"] == [{"ceiling": 2.0, "gateway": 3.0}, {"ceiling": 2.5, "gateway": 30.0},
+                                 {"ceiling": 3.0, "gateway": 3.0}]
+    assert summary["half_added_p99_ms"] == {"ceiling": 2.5, "gateway": 3.0}
+    assert summary["latency_ratio"] == 1.2 and summary["latency_met"] is True
+    # each round is one more pair for streams per core (the first is the row in runs)
+    assert [p["streams"] for p in summary["cpu_capacity"]["pairs"]] == [360, 360, 360]
+    # two rounds of three as slow decide it the other way
+    rounds[2] = round_(2.5, 5.5, 30.0)
+    assert streams.summarise({360: rounds[0]}, streams.StreamSettings(), 360, rounds)["latency_met"] is False
+    # without rounds, the row at that N is the one round
+    assert streams.summarise({360: rounds[0]}, streams.StreamSettings(), 360)["half_latency"]["rounds"] == [
+        {"ceiling": 2.0, "gateway": 3.0}]
 
 
 def test_a_capacity_the_load_side_cut_short_is_a_lower_bound_and_tiny_delays_do_not_make_ratios():
