@@ -1,6 +1,7 @@
 """LLM-shaped load: how many concurrent streams one worker carries before tokens arrive late.
 
     python -m tests.perf.streams [--quick] [--steps 100,250,500] [--no-litellm]   (alone, ~14 min; --quick ~5)
+    python -m tests.perf.streams --at 710 --repeat 3 [--targets direct,gateway]  (one N, run after run)
     part of `make bench` (tests/perf/bench.py), with the processes it already runs
 
 N users each hold a stream open all the time (closed loop: a stream ends, the same user
@@ -789,6 +790,21 @@ class Scenario:
         return out
 
 
+def repeated(scenario: Scenario, streams: int, repeat: int, names: tuple[str, ...]) -> list[dict[str, dict]]:
+    """`--at N`: the named targets at one N, `repeat` rounds (the order turned each round), each run
+    printed as it ends and a summary per target: how much one N's numbers move from run to run."""
+    rounds = []
+    for index in range(repeat):
+        order = names if index % 2 == 0 else tuple(reversed(names))
+        rounds.append({name: scenario.one(name, streams) for name in order})
+    for name in names:
+        runs = [r[name] for r in rounds]
+        late = [f"{r['lateness_ms']['p50']}/{r['lateness_ms']['p99']}/{r['lateness_ms']['p99.9']}" for r in runs]
+        log(f"{name:8} at {streams:,}: lateness p50/p99/p99.9 (ms) {', '.join(late)}; CPU us/event "
+            f"{', '.join(str(r['cpu_us_per_event']) for r in runs)}; cores {', '.join(str(r['proxy_cores']) for r in runs)}")
+    return rounds
+
+
 LITELLM_STEPS = (10, 25, 50, 100, 200, 400)
 
 
@@ -854,6 +870,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-seconds", type=float)
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--litellm-only", action="store_true", help="only LiteLLM's ladder (and direct)")
+    parser.add_argument("--at", type=int, help="no ladder: run the targets at this N, --repeat times each")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--targets", default=",".join(TARGETS), help="with --at: which of " + ", ".join(TARGETS))
     args = parser.parse_args(argv)
     settings = StreamSettings.quick() if args.quick else StreamSettings()
     settings.litellm = not args.no_litellm
@@ -886,6 +905,14 @@ def main(argv: list[str] | None = None) -> int:
                    "LITELLM_URL": f"http://127.0.0.1:{port}", "LITELLM_API_KEY": b.SERVICE_KEY}
             if args.litellm_only:
                 print(json.dumps(litellm_ladder(bench, settings), indent=2))
+                return 0
+            if args.at:
+                scenario = Scenario(bench, settings, upstream, port, env, seeded.key)
+                scenario.start()
+                try:
+                    repeated(scenario, args.at, args.repeat, tuple(args.targets.split(",")))
+                finally:
+                    scenario.stop()
                 return 0
             llm = Scenario(bench, settings, upstream, port, env, seeded.key, limited=(seeded.quota_key, seeded.quota_user)).run()
         finally:

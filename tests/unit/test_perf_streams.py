@@ -303,3 +303,20 @@ def test_the_limits_on_row_shows_its_errors_and_an_rss_after_a_larger_n_as_an_up
     assert ("a key with an rpm limit of 1,000,000,000 and a tpm limit of 1,000,000,000, and quotas on its subscriptions "
             "of 1,000,000,000 requests and 1,000,000,000,000 tokens" in text
             and "The subscription's quota counters charged 2,000 requests and 8,006,000 tokens over those runs." in text)
+
+
+def test_at_one_n_the_targets_run_round_after_round_in_turned_order(capsys):
+    class Scenario:
+        calls: list[tuple[str, int]] = []
+
+        def one(self, name: str, n: int) -> dict:
+            self.calls.append((name, n))
+            return {"lateness_ms": {"p50": 1.0, "p99": 2.0, "p99.9": 3.0}, "cpu_us_per_event": 30.0, "proxy_cores": 0.5}
+
+    scenario = Scenario()
+    rounds = streams.repeated(scenario, 710, 3, ("direct", "gateway"))  # type: ignore[arg-type]
+    assert scenario.calls == [("direct", 710), ("gateway", 710), ("gateway", 710), ("direct", 710),
+                              ("direct", 710), ("gateway", 710)]
+    assert len(rounds) == 3 and all(set(r) == {"direct", "gateway"} for r in rounds)
+    out = capsys.readouterr().out
+    assert "gateway  at 710: lateness p50/p99/p99.9 (ms) 1.0/2.0/3.0, 1.0/2.0/3.0, 1.0/2.0/3.0" in out
