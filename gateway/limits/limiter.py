@@ -347,7 +347,7 @@ class Limiter:
             return
         try:
             found = await quota_seeds.seeds(self._pool, user_id, key_id, model, [checks[i] for i in missing],
-                                                self._acquire_timeout)
+                                            self._acquire_timeout)
         except Exception as exc:  # counted from 0 until Postgres answers, then seeded (logged)
             log.warning("quota counters not seeded, Postgres unreachable: %s", type(exc).__name__)
             if len(self._local.unseeded) < LOCAL_MAX_COUNTERS:

@@ -118,7 +118,7 @@ def key_digest(key: str) -> bytes:
 
 def hash_key(key: str) -> str:
     """The key's SHA-256 in hex: `api_keys.key_hash`, Redis keys and invalidation events."""
-    return hashlib.sha256(key.encode()).hexdigest()
+    return key_digest(key).hex()
 
 
 def key_prefix(key: str) -> str:

@@ -158,14 +158,18 @@ def unsaturated_cost(run: dict | None) -> float | None:
     return run["cpu_ms_per_stream_s"]
 
 
+def per_core(cost: float) -> dict[str, Any]:
+    """A CPU cost per stream-second (ms) and the streams one whole core carries at it."""
+    return {"cpu_ms_per_stream_s": round(cost, 3), "streams_per_core": int(1000 / cost)}
+
+
 def streams_per_core(runs: dict[int, dict[str, dict]], name: str) -> dict[str, Any] | None:
     """Streams one whole core would carry at `name`'s CPU cost per stream-second, the median over
     its own unsaturated runs (LiteLLM's, which has no ceiling run beside it at the same N)."""
     costs = sorted(c for row in runs.values() if (c := unsaturated_cost(row.get(name))) is not None)
     if not costs:
         return None
-    cost = statistics.median(costs)
-    return {"cpu_ms_per_stream_s": round(cost, 3), "streams_per_core": int(1000 / cost), "runs": len(costs)}
+    return {**per_core(statistics.median(costs)), "runs": len(costs)}
 
 
 def cpu_capacity(runs: dict[int, dict[str, dict]], more: tuple[int, list[dict[str, dict]]] | None = None) -> dict[str, Any] | None:
@@ -190,8 +194,7 @@ def cpu_capacity(runs: dict[int, dict[str, dict]], more: tuple[int, list[dict[st
         return None
     out: dict[str, Any] = {"pairs": pairs, "ratio": round(statistics.median(p["ratio"] for p in pairs), 3)}
     for name in PROXIES:
-        cost = statistics.median(p[name] for p in pairs)
-        out[name] = {"cpu_ms_per_stream_s": round(cost, 3), "streams_per_core": int(1000 / cost)}
+        out[name] = per_core(statistics.median(p[name] for p in pairs))
     return out
 
 
