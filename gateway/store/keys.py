@@ -275,6 +275,7 @@ class KeyStore:
             return False
         now = self._clock()
         if record is None:
+            self._l1.pop(digest, None)  # a deleted key: not served stale when Postgres is down later
             if len(self._negative) >= NEGATIVE_MAX_ENTRIES:
                 self._negative.pop(next(iter(self._negative)))
             self._negative[digest] = now + self._config.negative_ttl_seconds
@@ -370,11 +371,11 @@ class KeyStore:
         if key_hash is not None:
             try:
                 digest = bytes.fromhex(key_hash)
-            except ValueError:  # no key's hash: nothing cached under it
+            except (ValueError, TypeError):  # no key's hash: nothing cached under it
                 digest = b""
             self._negative.pop(digest, None)
             if self._l1.pop(digest, None) is not None:
-                dropped.append(key_hash)
+                dropped.append(digest.hex())  # as Redis names it, however the event spelled it
         if key_id is not None or user_id is not None:
             for digest, entry in list(self._l1.items()):
                 if entry.record.key_id == key_id or entry.record.user_id == user_id:
@@ -398,7 +399,7 @@ class KeyStore:
             return
         if kind == "key":
             dropped = self.forget(key_hash=key_hash, key_id=ident)
-            hashes = [key_hash] if key_hash else await self._hashes("id", ident)
+            hashes = [key_hash] if isinstance(key_hash, str) and key_hash else await self._hashes("id", ident)
         elif kind == "user":
             dropped = self.forget(user_id=ident)
             hashes = await self._hashes("user_id", ident)

@@ -201,3 +201,41 @@ async def test_after_forget_all_a_record_is_reloaded_once_then_fresh_for_its_ttl
     assert store.cached(digest) is not False
     clock.now += 0.5  # 30 s after it: expired
     assert store.cached(digest) is False
+
+
+async def test_a_key_deleted_while_nobody_said_so_is_not_served_stale_later(pool, postgres_url):
+    """A reload that finds no key (deleted, its event missed) drops the cached record: with Postgres
+    gone afterwards, stale-if-error must not bring the deleted key back."""
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    digest, clock = key_digest(seeded.key), Clock()
+    own = await asyncpg.create_pool(postgres_url, min_size=1, max_size=1)
+    store = KeyStore(own, None, CacheConfig(ttl_seconds=30, negative_ttl_seconds=5, max_stale_seconds=300), clock=clock)
+    assert await store.lookup(digest) is not None
+    await pool.execute("DELETE FROM api_keys WHERE id = $1", seeded.key_id)  # no invalidation reaches the store
+    clock.now += 31
+    assert await store.lookup(digest) is None
+    await own.close()
+    clock.now += 6  # past the negative entry: Postgres is asked, fails
+    with pytest.raises(StoreUnavailableError):
+        await store.lookup(digest)
+
+
+@pytest.mark.parametrize("spelled", [str.upper, lambda h: f" {h} "])
+async def test_an_event_spelling_the_hash_otherwise_still_deletes_the_redis_record(pool, redis, spelled):
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    key_hash = hash_key(seeded.key)
+    store = KeyStore(pool, redis, CacheConfig())
+    assert await store.lookup(key_digest(seeded.key)) is not None
+    await store.settle()
+    assert await redis.exists(REDIS_PREFIX + key_hash) == 1
+    await store.invalidate({"kind": "key", "key_hash": spelled(key_hash)})
+    assert store.cached(key_digest(seeded.key)) is False
+    assert await redis.exists(REDIS_PREFIX + key_hash) == 0
+
+
+async def test_an_event_with_a_hash_that_is_no_string_still_drops_by_key_id(pool):
+    seeded = await seed_key(pool, models=["gpt-4o-mini"])
+    store = KeyStore(pool, None, CacheConfig())
+    assert await store.lookup(key_digest(seeded.key)) is not None
+    assert store.forget(key_hash=12345, key_id=seeded.key_id) == [hash_key(seeded.key)]  # type: ignore[arg-type]
+    assert store.cached(key_digest(seeded.key)) is False
